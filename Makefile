@@ -1,0 +1,41 @@
+# Veilstop: `make run` starts the whole system, `make test` runs the tests.
+# With DATABASE_URL / REDIS_URL unset both use an embedded PostgreSQL and Redis
+# under .state/ (see config/embedded.py); set them to use your own servers.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: run test lint format stop status venv
+
+venv: $(INSTALLED)
+
+$(INSTALLED): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+run: venv
+	$(PY) -m config.embedded run -- sh scripts/start.sh
+
+test: venv
+	DJANGO_ENV=test $(PY) -m config.embedded run -- $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+stop: venv
+	$(PY) -m config.embedded stop
+
+status: venv
+	$(PY) -m config.embedded status

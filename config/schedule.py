@@ -1,0 +1,42 @@
+"""Every periodic task, declared once.
+
+``manage.py setup_periodic_tasks`` writes these into django-celery-beat's tables
+(and disables any ``veilstop:`` task no longer declared here); `make run` runs
+it on every start, so changing an interval setting takes effect on restart.
+Each task expires after about one interval: a backlog left by an outage is
+dropped, not replayed, because the next run does the same work anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+PREFIX = "veilstop:"
+
+
+@dataclass(frozen=True)
+class PeriodicTaskSpec:
+    name: str
+    task: str
+    every_seconds: int
+    why: str
+
+    @property
+    def expire_seconds(self) -> int:
+        return self.every_seconds
+
+
+def periodic_tasks() -> list[PeriodicTaskSpec]:
+    return [
+        PeriodicTaskSpec(
+            name=f"{PREFIX}beat-heartbeat",
+            task="monitoring.beat_heartbeat",
+            every_seconds=settings.BEAT_HEARTBEAT_INTERVAL_SECONDS,
+            why=(
+                "Proves beat schedules and a worker runs; /healthz and the monitor "
+                "dashboard read its age, so it must run well inside HEALTH_BEAT_MAX_AGE_SECONDS."
+            ),
+        ),
+    ]

