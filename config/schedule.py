@@ -39,4 +39,13 @@ def periodic_tasks() -> list[PeriodicTaskSpec]:
                 "dashboard read its age, so it must run well inside HEALTH_BEAT_MAX_AGE_SECONDS."
             ),
         ),
+        PeriodicTaskSpec(
+            name=f"{PREFIX}expire-approvals",
+            task="signals_app.expire_approvals",
+            every_seconds=30,
+            why=(
+                "Takes approvals past their TTL off the EAs' poll; the poll filters on "
+                "expires_at as well, so this only needs to keep statuses honest, not be instant."
+            ),
+        ),
     ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
+import config.converters  # noqa: F401  (registers <id:...> before the apps' URLs load)
 from monitoring.views import healthz
 
 admin.site.site_header = "Veilstop owner console"
@@ -12,5 +13,6 @@ admin.site.index_title = "Signals, positions and devices"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("api/v1/", include("signals_app.api")),
     path("", include("django_prometheus.urls")),  # /metrics
 ]

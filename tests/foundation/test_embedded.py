@@ -15,6 +15,17 @@ from tests.helpers import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 
+def _query(database_url: str, sql: str):
+    socket_dir = database_url.split("host=", 1)[1]
+    connection = psycopg2.connect(host=socket_dir, user="postgres", dbname=embedded.DATABASE_NAME)
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute(sql)
+            return cursor.fetchone() if cursor.description else None
+    finally:
+        connection.close()
+
+
 @pytest.fixture
 def state_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("state")
@@ -31,11 +42,7 @@ def test_starts_postgres_and_redis_and_reuses_them(state_dir):
     first_redis = embedded.redis_status(state_dir)
 
     # then: real servers answer
-    socket_dir = database_url.split("host=", 1)[1]
-    with psycopg2.connect(host=socket_dir, user="postgres", dbname=embedded.DATABASE_NAME) as connection:
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW server_version")
-            assert int(cursor.fetchone()[0].split(".")[0]) >= 15
+    assert int(_query(database_url, "SHOW server_version")[0].split(".")[0]) >= 15
     assert redis.Redis.from_url(redis_url).ping() is True
 
     # when asked again: the same processes, nothing new started
@@ -53,19 +60,10 @@ def test_starts_postgres_and_redis_and_reuses_them(state_dir):
 
 
 def test_data_survives_a_restart(state_dir):
-    socket_dir = embedded.ensure_postgres(state_dir).split("host=", 1)[1]
-    with psycopg2.connect(host=socket_dir, user="postgres", dbname=embedded.DATABASE_NAME) as connection:
-        with connection.cursor() as cursor:
-            cursor.execute("CREATE TABLE kept (value int); INSERT INTO kept VALUES (42)")
-    connection.close()
+    _query(embedded.ensure_postgres(state_dir), "CREATE TABLE kept (value int); INSERT INTO kept VALUES (42)")
     embedded.stop_postgres(state_dir)
 
-    socket_dir = embedded.ensure_postgres(state_dir).split("host=", 1)[1]
-    with psycopg2.connect(host=socket_dir, user="postgres", dbname=embedded.DATABASE_NAME) as connection:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT value FROM kept")
-            assert cursor.fetchone() == (42,)
-    connection.close()
+    assert _query(embedded.ensure_postgres(state_dir), "SELECT value FROM kept") == (42,)
 
 
 def _run_cli(state_dir, environment_overrides: dict[str, str], command: str) -> subprocess.CompletedProcess:
@@ -74,7 +72,18 @@ def _run_cli(state_dir, environment_overrides: dict[str, str], command: str) -> 
     environment = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     environment.update(environment_overrides)
     return subprocess.run(
-        [sys.executable, "-m", "config.embedded", "--state-dir", str(state_dir), "run", "--", "sh", "-c", command],
+        [
+            sys.executable,
+            "-m",
+            "config.embedded",
+            "--state-dir",
+            str(state_dir),
+            "run",
+            "--",
+            "sh",
+            "-c",
+            command,
+        ],
         cwd=REPO_ROOT,
         env=environment,
         capture_output=True,

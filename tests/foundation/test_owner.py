@@ -18,7 +18,8 @@ def test_creates_the_owner_once_and_keeps_the_password_out_of_the_output(tmp_pat
     second_output = capsys.readouterr().out
 
     owner = get_user_model().objects.get(username="owner")
-    assert owner.is_superuser and owner.is_staff
+    assert owner.is_superuser
+    assert owner.is_staff
     password = credentials.read_text().split("password: ")[1].strip()
     assert owner.check_password(password)
     assert password not in first_output

@@ -33,7 +33,8 @@ def test_defaults_apply_when_unset_or_blank():
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"), [("1", True), ("true", True), ("Yes", True), ("ON", True), ("0", False), ("off", False)]
+    ("raw", "expected"),
+    [("1", True), ("true", True), ("Yes", True), ("ON", True), ("0", False), ("off", False)],
 )
 def test_booleans(raw, expected):
     assert reader(FLAG=raw).bool("FLAG", not expected) is expected

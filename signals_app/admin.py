@@ -1,0 +1,273 @@
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count
+
+from config.errors import DomainError
+from signals_app.choices import DecidedBy
+from signals_app.events import Actor
+from signals_app.models import Approval, AuditEvent, Client, Instrument, Signal
+from signals_app.selectors import user_sees_hidden_levels
+from signals_app.services import (
+    approval_decide,
+    signal_create,
+    signal_publish,
+    signal_update_hidden_levels,
+    signal_validate,
+)
+
+LEVEL_FIELDS = ["sl", "tp", "max_holding_minutes", "strategy", "reason", "advanced"]
+ADVANCED_KEYS = ("partial_take_profits", "trailing", "breakeven")
+
+
+@admin.register(Instrument)
+class InstrumentAdmin(admin.ModelAdmin):
+    list_display = ["symbol", "description", "digits", "pip_size", "contract_size", "active"]
+    list_filter = ["active"]
+    search_fields = ["symbol", "description"]
+
+
+@admin.register(Client)
+class ClientAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "active",
+        "auto_approve",
+        "default_volume",
+        "max_open_positions",
+        "drawdown_limit_percent",
+        "auto_close_enabled",
+    ]
+    list_filter = ["active", "auto_approve", "auto_close_enabled"]
+    search_fields = ["name", "contact_email", "telegram_chat_id"]
+
+
+class SignalForm(forms.ModelForm):
+    """Signal fields plus the hidden levels, which go through the same validation as the API."""
+
+    sl = forms.DecimalField(required=False, max_digits=20, decimal_places=10, label="Stop-loss (hidden)")
+    tp = forms.DecimalField(required=False, max_digits=20, decimal_places=10, label="Take-profit (hidden)")
+    max_holding_minutes = forms.IntegerField(required=False, min_value=1)
+    strategy = forms.CharField(required=False, max_length=500)
+    reason = forms.CharField(required=False, max_length=500, widget=forms.Textarea(attrs={"rows": 2}))
+    advanced = forms.JSONField(
+        required=False,
+        label="Trade management (hidden)",
+        help_text='JSON with any of "partial_take_profits", "trailing", "breakeven".',
+        widget=forms.Textarea(attrs={"rows": 4}),
+    )
+
+    class Meta:
+        model = Signal
+        fields = ["instrument", "side", "entry_price", "ttl_minutes", "payload"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        levels = self.instance.owner_only if self.instance.pk else None
+        if levels:
+            for name in ("sl", "tp", "max_holding_minutes", "strategy", "reason"):
+                self.initial.setdefault(name, levels.get(name))
+            advanced = {key: levels[key] for key in ADVANCED_KEYS if key in levels}
+            self.initial.setdefault("advanced", advanced or None)
+
+    def hidden_levels(self) -> dict:
+        data = self.cleaned_data
+        levels: dict = {key: value for key, value in (data.get("advanced") or {}).items()}
+        for name in ("sl", "tp"):
+            if data.get(name) is not None:
+                levels[name] = str(Decimal(data[name]).normalize())
+        for name in ("max_holding_minutes", "strategy", "reason"):
+            if data.get(name) not in (None, ""):
+                levels[name] = data[name]
+        return levels
+
+    def clean_advanced(self):
+        advanced = self.cleaned_data.get("advanced")
+        if advanced in (None, ""):
+            return {}
+        if not isinstance(advanced, dict) or not set(advanced) <= set(ADVANCED_KEYS):
+            raise forms.ValidationError(f"Use an object with keys among {', '.join(ADVANCED_KEYS)}.")
+        return advanced
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        signal = self.instance
+        try:
+            # The same whole-signal rules as the API: levels vs entry, payload vs levels.
+            signal_validate(
+                side=cleaned.get("side", signal.side),
+                entry_price=cleaned.get("entry_price", signal.entry_price),
+                payload=cleaned.get("payload", signal.payload),
+                owner_only=self.hidden_levels(),
+            )
+        except DomainError as error:
+            for name, problems in error.fields.items():
+                field = name.removeprefix("owner_only.")
+                target = field if field in self.fields else None
+                for problem in problems:
+                    self.add_error(target, f"{field}: {problem}" if target is None else problem)
+        return cleaned
+
+
+@admin.register(Signal)
+class SignalAdmin(admin.ModelAdmin):
+    form = SignalForm
+    list_display = [
+        "id",
+        "instrument",
+        "side",
+        "entry_price",
+        "status",
+        "ttl_minutes",
+        "approvals",
+        "created_at",
+    ]
+    list_filter = ["status", "side", "instrument"]
+    list_select_related = ["instrument"]
+    search_fields = ["=id"]
+    date_hierarchy = "created_at"
+    actions = ["publish_selected"]
+    readonly_fields = ["status", "created_by", "created_at", "published_at", "levels"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(approval_count=Count("approvals"))
+
+    @admin.display(description="approvals", ordering="approval_count")
+    def approvals(self, signal: Signal) -> int:
+        return signal.approval_count
+
+    @admin.display(description="hidden levels")
+    def levels(self, signal: Signal) -> str:
+        return "set (hidden)" if signal.owner_only else "none"
+
+    def get_fields(self, request, obj=None):
+        fields = ["instrument", "side", "entry_price", "ttl_minutes", "payload"]
+        if user_sees_hidden_levels(request.user):
+            fields += LEVEL_FIELDS
+        else:
+            fields += ["levels"]
+        return [*fields, "status", "created_by", "created_at", "published_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(self.readonly_fields)
+        if obj is not None:
+            # What clients were sent is fixed once the signal exists; only the hidden levels move.
+            readonly += ["instrument", "side", "entry_price", "ttl_minutes", "payload"]
+        return readonly
+
+    def has_add_permission(self, request) -> bool:
+        return super().has_add_permission(request) and user_sees_hidden_levels(request.user)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # signals are history: positions and the audit point at them
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        kwargs["fields"] = [
+            name
+            for name in self.get_fields(request, obj)
+            if name in SignalForm.base_fields or name in SignalForm.declared_fields
+        ]
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def save_model(self, request, obj: Signal, form: SignalForm, change: bool) -> None:
+        by = Actor.user(request.user)
+        if change:
+            if user_sees_hidden_levels(request.user):
+                signal_update_hidden_levels(signal=obj, owner_only=form.hidden_levels(), by=by)
+            return
+        created = signal_create(
+            instrument=obj.instrument.symbol,
+            side=obj.side,
+            entry_price=obj.entry_price,
+            ttl_minutes=obj.ttl_minutes,
+            payload=obj.payload,
+            owner_only=form.hidden_levels(),
+            by=by,
+        )
+        obj.pk = created.pk
+
+    @admin.action(description="Publish selected signals to all active clients")
+    def publish_selected(self, request, queryset) -> None:
+        by = Actor.user(request.user)
+        created = 0
+        for signal in queryset.order_by("pk"):
+            try:
+                created += signal_publish(signal=signal, by=by).approvals_created
+            except DomainError as error:
+                self.message_user(request, f"Signal #{signal.pk}: {error.message}", messages.WARNING)
+        self.message_user(request, f"Published; {created} approvals created.", messages.SUCCESS)
+
+
+@admin.register(Approval)
+class ApprovalAdmin(admin.ModelAdmin):
+    list_display = ["id", "signal", "client", "volume", "status", "decided_by", "expires_at", "created_at"]
+    list_filter = ["status", "decided_by", "signal__instrument"]
+    list_select_related = ["signal__instrument", "client"]
+    raw_id_fields = ["signal", "client", "decided_by_user"]
+    search_fields = ["=id", "=signal__id", "client__name"]
+    actions = ["approve_on_behalf", "decline_on_behalf"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False  # approvals come from publishing
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # decisions go through the actions, which audit them
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def _decide(self, request, queryset, approve: bool) -> None:
+        by = Actor.user(request.user)
+        done = 0
+        for approval in queryset.order_by("pk"):
+            try:
+                approval_decide(approval=approval, approve=approve, decided_by=DecidedBy.OWNER, by=by)
+                done += 1
+            except DomainError as error:
+                self.message_user(request, f"Approval #{approval.pk}: {error.message}", messages.WARNING)
+        verb = "approved" if approve else "declined"
+        self.message_user(request, f"{done} approval(s) {verb} on behalf of the client.", messages.SUCCESS)
+
+    @admin.action(description="Approve on behalf of the client", permissions=["view"])
+    def approve_on_behalf(self, request, queryset) -> None:
+        self._decide(request, queryset, approve=True)
+
+    @admin.action(description="Decline on behalf of the client", permissions=["view"])
+    def decline_on_behalf(self, request, queryset) -> None:
+        self._decide(request, queryset, approve=False)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ["occurred_at", "action", "subject_type", "subject_id", "actor_kind", "actor"]
+    list_filter = ["action", "subject_type", "actor_kind"]
+    search_fields = ["=subject_id", "actor"]
+    date_hierarchy = "occurred_at"
+    show_full_result_count = False
+
+    def get_fields(self, request, obj=None):
+        fields = ["occurred_at", "action", "subject_type", "subject_id", "actor_kind", "actor", "data"]
+        return fields + (["secret"] if user_sees_hidden_levels(request.user) else [])
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
+    @admin.display(description="secret data (decrypted)")
+    def secret(self, event: AuditEvent) -> str:
+        return json.dumps(event.secret_data, indent=1) if event.secret_data else "-"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

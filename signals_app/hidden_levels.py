@@ -1,0 +1,323 @@
+"""The owner's hidden exits: schema, side rules and the payload guard.
+
+Pure Python (no Django): the API, the admin, the backfill and the scanner all
+parse ``owner_only`` through :func:`parse_hidden_levels`, so one schema holds
+everywhere. Prices are ``Decimal`` and are stored as strings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+BUY = "buy"
+SELL = "sell"
+
+MAX_PARTIAL_TAKE_PROFITS = 5
+MAX_TEXT_LENGTH = 500
+MAX_PAYLOAD_DEPTH = 5
+
+# Keys (after lower-casing and dropping everything but letters and digits) that
+# name an exit level. Payload is client-visible: none of these may be in it.
+LEVEL_KEY_PATTERN = re.compile(
+    r"^(sl|tp\d*|stop|stops|stoploss|stoplosses|stoplevel|stopprice|takeprofit\d*|takeprofits|"
+    r"target\d*|targets|targetprice|profittarget|exit|exitprice|exits|trailing|trailingstop|"
+    r"breakeven|partialtp|partialtps|partialtakeprofits|limit|limits)$"
+)
+
+
+NUMBER_PATTERN = re.compile(r"\d+(?:\.\d+)?")
+
+
+class HiddenLevelsError(ValueError):
+    """Invalid hidden levels; ``errors`` maps a field to what is wrong with it."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{name}: {message}" for name, message in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class PartialTakeProfit:
+    price: Decimal
+    fraction: Decimal  # share of the original volume closed there, 0 < f < 1
+
+
+@dataclass(frozen=True)
+class Trailing:
+    distance_pips: Decimal
+    activation_pips: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Breakeven:
+    trigger_pips: Decimal | None = None
+    trigger_fraction: Decimal | None = None  # of the way from entry to TP
+    offset_pips: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class HiddenLevels:
+    sl: Decimal | None = None
+    tp: Decimal | None = None
+    partial_take_profits: tuple[PartialTakeProfit, ...] = ()
+    trailing: Trailing | None = None
+    breakeven: Breakeven | None = None
+    max_holding_minutes: int | None = None
+    strategy: str = ""
+    reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def prices(self) -> list[Decimal]:
+        """Every price level, for secrecy checks."""
+        levels = [price for price in (self.sl, self.tp) if price is not None]
+        levels.extend(partial.price for partial in self.partial_take_profits)
+        return levels
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.sl is not None:
+            data["sl"] = str(self.sl)
+        if self.tp is not None:
+            data["tp"] = str(self.tp)
+        if self.partial_take_profits:
+            data["partial_take_profits"] = [
+                {"price": str(partial.price), "fraction": str(partial.fraction)}
+                for partial in self.partial_take_profits
+            ]
+        if self.trailing is not None:
+            data["trailing"] = {
+                "distance_pips": str(self.trailing.distance_pips),
+                "activation_pips": str(self.trailing.activation_pips),
+            }
+        if self.breakeven is not None:
+            breakeven: dict[str, str] = {"offset_pips": str(self.breakeven.offset_pips)}
+            if self.breakeven.trigger_pips is not None:
+                breakeven["trigger_pips"] = str(self.breakeven.trigger_pips)
+            if self.breakeven.trigger_fraction is not None:
+                breakeven["trigger_fraction"] = str(self.breakeven.trigger_fraction)
+            data["breakeven"] = breakeven
+        if self.max_holding_minutes is not None:
+            data["max_holding_minutes"] = self.max_holding_minutes
+        if self.strategy:
+            data["strategy"] = self.strategy
+        if self.reason:
+            data["reason"] = self.reason
+        return data
+
+
+_KNOWN_KEYS = {
+    "sl",
+    "tp",
+    "partial_take_profits",
+    "trailing",
+    "breakeven",
+    "max_holding_minutes",
+    "strategy",
+    "reason",
+}
+
+
+def _price(value: Any, name: str, errors: dict[str, str]) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
+        errors[name] = "must be a number or a decimal string"
+        return None
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        errors[name] = f"must be a number or a decimal string, got {str(value)[:40]!r}"
+        return None
+    if not number.is_finite() or number <= 0:
+        errors[name] = "must be a positive number"
+        return None
+    if number.as_tuple().exponent < -10 or number.adjusted() > 12:  # type: ignore[operator]
+        errors[name] = "has too many digits"
+        return None
+    return number
+
+
+def _price_or_zero(value: Any, name: str, errors: dict[str, str]) -> Decimal | None:
+    if value in (0, "0", None):
+        return Decimal(0) if value is not None else None
+    return _price(value, name, errors)
+
+
+def _text(value: Any, name: str, errors: dict[str, str]) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        errors[name] = "must be text"
+        return ""
+    if len(value) > MAX_TEXT_LENGTH:
+        errors[name] = f"must be at most {MAX_TEXT_LENGTH} characters"
+        return ""
+    return value
+
+
+def parse_hidden_levels(data: Any) -> HiddenLevels:
+    """Parse and validate ``owner_only`` (a dict). Raises :class:`HiddenLevelsError`."""
+    if not isinstance(data, dict):
+        raise HiddenLevelsError({"owner_only": "must be an object"})
+    errors: dict[str, str] = {}
+    unknown = sorted(set(data) - _KNOWN_KEYS)
+    if unknown:
+        errors["owner_only"] = f"unknown keys: {', '.join(map(str, unknown))[:200]}"
+
+    sl = _price(data.get("sl"), "sl", errors)
+    tp = _price(data.get("tp"), "tp", errors)
+
+    partials: list[PartialTakeProfit] = []
+    raw_partials = data.get("partial_take_profits") or []
+    if not isinstance(raw_partials, list) or len(raw_partials) > MAX_PARTIAL_TAKE_PROFITS:
+        errors["partial_take_profits"] = f"must be a list of at most {MAX_PARTIAL_TAKE_PROFITS} items"
+        raw_partials = []
+    for index, item in enumerate(raw_partials):
+        name = f"partial_take_profits[{index}]"
+        if not isinstance(item, dict) or set(item) != {"price", "fraction"}:
+            errors[name] = "must be an object with price and fraction"
+            continue
+        price = _price(item["price"], f"{name}.price", errors)
+        fraction = _price(item["fraction"], f"{name}.fraction", errors)
+        if fraction is not None and fraction >= 1:
+            errors[f"{name}.fraction"] = "must be between 0 and 1"
+        if price is not None and fraction is not None:
+            partials.append(PartialTakeProfit(price, fraction))
+    if sum((partial.fraction for partial in partials), Decimal(0)) >= 1:
+        errors["partial_take_profits"] = "fractions must add up to less than 1 (the rest closes at tp)"
+
+    trailing = None
+    raw_trailing = data.get("trailing")
+    if raw_trailing is not None:
+        if not isinstance(raw_trailing, dict) or not set(raw_trailing) <= {
+            "distance_pips",
+            "activation_pips",
+        }:
+            errors["trailing"] = "must be an object with distance_pips and optional activation_pips"
+        else:
+            distance = _price(raw_trailing.get("distance_pips"), "trailing.distance_pips", errors)
+            activation = _price_or_zero(
+                raw_trailing.get("activation_pips", 0), "trailing.activation_pips", errors
+            )
+            if distance is None and "trailing.distance_pips" not in errors:
+                errors["trailing.distance_pips"] = "is required"
+            if distance is not None and activation is not None:
+                trailing = Trailing(distance, activation)
+
+    breakeven = None
+    raw_breakeven = data.get("breakeven")
+    if raw_breakeven is not None:
+        allowed = {"trigger_pips", "trigger_fraction", "offset_pips"}
+        if not isinstance(raw_breakeven, dict) or not set(raw_breakeven) <= allowed:
+            errors["breakeven"] = "must be an object with trigger_pips or trigger_fraction, and offset_pips"
+        else:
+            trigger_pips = _price(raw_breakeven.get("trigger_pips"), "breakeven.trigger_pips", errors)
+            fraction = _price(raw_breakeven.get("trigger_fraction"), "breakeven.trigger_fraction", errors)
+            offset = _price_or_zero(raw_breakeven.get("offset_pips", 0), "breakeven.offset_pips", errors)
+            if (trigger_pips is None) == (fraction is None):
+                errors.setdefault("breakeven", "needs exactly one of trigger_pips and trigger_fraction")
+            elif fraction is not None and fraction >= 1:
+                errors["breakeven.trigger_fraction"] = "must be between 0 and 1"
+            elif fraction is not None and tp is None:
+                errors["breakeven.trigger_fraction"] = "needs tp"
+            else:
+                breakeven = Breakeven(trigger_pips, fraction, offset or Decimal(0))
+
+    max_holding = data.get("max_holding_minutes")
+    if max_holding is not None and (
+        isinstance(max_holding, bool) or not isinstance(max_holding, int) or not 1 <= max_holding <= 525_600
+    ):
+        errors["max_holding_minutes"] = "must be a whole number of minutes between 1 and 525600"
+        max_holding = None
+
+    strategy = _text(data.get("strategy"), "strategy", errors)
+    reason = _text(data.get("reason"), "reason", errors)
+
+    if sl is None and tp is None and "sl" not in errors and "tp" not in errors:
+        errors["owner_only"] = errors.get("owner_only") or "needs at least one of sl and tp"
+    if errors:
+        raise HiddenLevelsError(errors)
+    return HiddenLevels(
+        sl=sl,
+        tp=tp,
+        partial_take_profits=tuple(partials),
+        trailing=trailing,
+        breakeven=breakeven,
+        max_holding_minutes=max_holding,
+        strategy=strategy,
+        reason=reason,
+    )
+
+
+def check_levels_against_entry(levels: HiddenLevels, *, side: str, entry_price: Decimal) -> dict[str, str]:
+    """A buy needs SL < entry < TP, a sell TP < entry < SL; partial TPs lie between entry and TP."""
+    errors: dict[str, str] = {}
+    below, above = ("sl", "tp") if side == BUY else ("tp", "sl")
+    for name, price in (("sl", levels.sl), ("tp", levels.tp)):
+        if price is None:
+            continue
+        if name == below and not price < entry_price:
+            errors[name] = f"must be below the entry price for a {side}"
+        if name == above and not price > entry_price:
+            errors[name] = f"must be above the entry price for a {side}"
+    for index, partial in enumerate(levels.partial_take_profits):
+        beyond_entry = partial.price > entry_price if side == BUY else partial.price < entry_price
+        before_tp = levels.tp is None or (
+            partial.price < levels.tp if side == BUY else partial.price > levels.tp
+        )
+        if not (beyond_entry and before_tp):
+            errors[f"partial_take_profits[{index}].price"] = "must lie between the entry price and tp"
+    return errors
+
+
+def _normalise_key(key: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", key.lower())
+
+
+def _as_decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
+        return None
+    try:
+        number = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
+
+
+def payload_problems(payload: Any, *, hidden_prices: list[Decimal]) -> list[str]:
+    """Why ``payload`` may not be shown to clients; empty when it may.
+
+    It may hold no key that names an exit level (at any depth) and no value
+    equal to a hidden price, whatever the key.
+    """
+    if not isinstance(payload, dict):
+        return ["payload must be an object"]
+    problems: list[str] = []
+    hidden = set(hidden_prices)
+
+    def walk(value: Any, path: str, depth: int) -> None:
+        if depth > MAX_PAYLOAD_DEPTH:
+            problems.append(f"{path or 'payload'} is nested too deeply")
+            return
+        if isinstance(value, dict):
+            for key, item in value.items():
+                key_text = str(key)
+                child = f"{path}.{key_text}" if path else key_text
+                if LEVEL_KEY_PATTERN.match(_normalise_key(key_text)):
+                    problems.append(f"payload key {child!r} looks like an exit level; put it in owner_only")
+                walk(item, child, depth + 1)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{path}[{index}]", depth + 1)
+        else:
+            numbers = [_as_decimal(value)]
+            if isinstance(value, str):  # "watch 2645.00" leaks as much as 2645.00
+                numbers.extend(_as_decimal(token) for token in NUMBER_PATTERN.findall(value))
+            if any(number is not None and number in hidden for number in numbers):
+                problems.append(f"payload value at {path or 'payload'!r} holds a hidden level")
+
+    walk(payload, "", 0)
+    return problems

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from signals_app.choices import ActorKind, ApprovalStatus, DecidedBy, Side, SignalStatus
+from signals_app.fields import EncryptedJSONField
+
+PRICE = {"max_digits": 20, "decimal_places": 10}
+VOLUME = {"max_digits": 12, "decimal_places": 2}
+
+
+class Instrument(models.Model):
+    symbol = models.CharField(max_length=20, unique=True)
+    description = models.CharField(max_length=100, blank=True)
+    digits = models.PositiveSmallIntegerField(help_text="decimal places of a quote")
+    pip_size = models.DecimalField(**PRICE, validators=[MinValueValidator(Decimal("0.0000000001"))])
+    contract_size = models.DecimalField(
+        max_digits=20, decimal_places=4, help_text="units per 1.00 lot (for P&L)"
+    )
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["symbol"]
+
+    def __str__(self) -> str:
+        return self.symbol
+
+
+class Client(models.Model):
+    """A subscriber. Every active client receives each published signal."""
+
+    name = models.CharField(max_length=100, unique=True)
+    contact_email = models.EmailField(blank=True)
+    telegram_chat_id = models.CharField(max_length=32, blank=True)
+    active = models.BooleanField(default=True)
+    auto_approve = models.BooleanField(default=False, help_text="approve every signal without asking")
+    default_volume = models.DecimalField(
+        **VOLUME, default=Decimal("0.01"), validators=[MinValueValidator(Decimal("0.01"))]
+    )
+    max_open_positions = models.PositiveIntegerField(null=True, blank=True, help_text="empty: no limit")
+    drawdown_limit_percent = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="close everything and stop new trades when equity falls this far below its peak",
+    )
+    auto_close_enabled = models.BooleanField(
+        default=True, help_text="server closes this client's positions at hidden levels (canary switch)"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(default_volume__gt=0), name="client_volume_positive"),
+            models.CheckConstraint(
+                condition=Q(drawdown_limit_percent__isnull=True)
+                | Q(drawdown_limit_percent__gt=0, drawdown_limit_percent__lt=100),
+                name="client_drawdown_limit_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Signal(models.Model):
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="signals")
+    side = models.CharField(max_length=4, choices=Side.choices)
+    entry_price = models.DecimalField(**PRICE)
+    payload = models.JSONField(default=dict, blank=True, help_text="client-visible metadata")
+    # The owner's exits: Fernet-encrypted, never sent to a client.
+    owner_only = EncryptedJSONField()
+    status = models.CharField(max_length=10, choices=SignalStatus.choices, default=SignalStatus.DRAFT)
+    ttl_minutes = models.PositiveIntegerField(help_text="how long clients may still enter")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("view_hidden_levels", "Can see and edit hidden levels (SL/TP)")]
+        indexes = [models.Index(fields=["status", "instrument"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(entry_price__gt=0), name="signal_entry_positive"),
+            models.CheckConstraint(condition=Q(ttl_minutes__gte=1), name="signal_ttl_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.side} {self.instrument_id and self.instrument.symbol} @ {self.entry_price}"
+
+
+class Approval(models.Model):
+    signal = models.ForeignKey(Signal, on_delete=models.CASCADE, related_name="approvals")
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="approvals")
+    volume = models.DecimalField(**VOLUME)
+    status = models.CharField(max_length=10, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING)
+    decided_by = models.CharField(max_length=6, choices=DecidedBy.choices, blank=True)
+    decided_by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["signal", "client"], name="approval_one_per_signal_and_client"),
+            models.CheckConstraint(condition=Q(volume__gt=0), name="approval_volume_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["client", "status", "expires_at"]),
+            models.Index(
+                fields=["expires_at"],
+                name="approval_open_expiry",
+                condition=Q(status__in=[ApprovalStatus.PENDING, ApprovalStatus.APPROVED]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"approval #{self.pk} ({self.status})"
+
+
+class AuditEvent(models.Model):
+    """Append-only record of every owner action and server-initiated change.
+
+    PostgreSQL refuses UPDATE (except re-encrypting ``secret_data``) and DELETE
+    on this table (migration 0003). Secrets such as old and new hidden levels go
+    in ``secret_data``, encrypted like ``Signal.owner_only``; ``data`` is plain.
+    """
+
+    occurred_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor_kind = models.CharField(max_length=8, choices=ActorKind.choices)
+    actor = models.CharField(max_length=150, help_text="username, device key or system component")
+    action = models.CharField(max_length=40, db_index=True)
+    subject_type = models.CharField(max_length=30)
+    subject_id = models.BigIntegerField()
+    data = models.JSONField(default=dict, blank=True)
+    secret_data = EncryptedJSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [models.Index(fields=["subject_type", "subject_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.subject_type}#{self.subject_id} by {self.actor}"

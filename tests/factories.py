@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import factory
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+
+from signals_app.events import Actor
+from signals_app.models import Client, Instrument
+from signals_app.services import signal_create, signal_publish
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    is_staff = False
+    is_superuser = False
+
+
+class OwnerFactory(UserFactory):
+    username = factory.Sequence(lambda n: f"owner{n}")
+    is_staff = True
+    is_superuser = True
+
+
+class ClientFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Client
+
+    name = factory.Sequence(lambda n: f"client-{n}")
+    default_volume = Decimal("0.10")
+
+
+def instrument(symbol: str = "XAUUSD") -> Instrument:
+    return Instrument.objects.get(symbol=symbol)  # seeded by migration 0002
+
+
+def token_for(user) -> str:
+    return Token.objects.get_or_create(user=user)[0].key
+
+
+def make_signal(
+    *,
+    symbol: str = "XAUUSD",
+    side: str = "buy",
+    entry: str = "2650.50",
+    sl: str | None = "2645.00",
+    tp: str | None = "2670.00",
+    publish: bool = True,
+    ttl_minutes: int = 240,
+    payload: dict | None = None,
+    **levels,
+):
+    owner_only = {key: value for key, value in {"sl": sl, "tp": tp, **levels}.items() if value is not None}
+    by = Actor.system("tests")
+    signal = signal_create(
+        instrument=symbol,
+        side=side,
+        entry_price=Decimal(entry),
+        ttl_minutes=ttl_minutes,
+        payload=payload or {},
+        owner_only=owner_only,
+        by=by,
+    )
+    if publish:
+        signal = signal_publish(signal=signal, by=by).signal
+    return signal
