@@ -37,9 +37,11 @@ def test_raw_sql_shows_only_fernet_tokens():
 
 def test_a_wrong_key_raises_instead_of_returning_ciphertext():
     signal = make_signal()
-    with override_settings(FERNET_KEYS=["some-other-key-that-never-encrypted-anything"]):
-        with pytest.raises(InvalidToken):
-            Signal.objects.get(pk=signal.pk)
+    with (
+        override_settings(FERNET_KEYS=["some-other-key-that-never-encrypted-anything"]),
+        pytest.raises(InvalidToken),
+    ):
+        Signal.objects.get(pk=signal.pk)
 
 
 def test_rotation_add_key_reencrypt_remove_old_key():
