@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 
 from django import forms
 from django.contrib import admin, messages
@@ -79,7 +78,7 @@ class SignalForm(forms.ModelForm):
         levels: dict = {key: value for key, value in (data.get("advanced") or {}).items()}
         for name in ("sl", "tp"):
             if data.get(name) is not None:
-                levels[name] = str(Decimal(data[name]).normalize())
+                levels[name] = format(data[name], "f")
         for name in ("max_holding_minutes", "strategy", "reason"):
             if data.get(name) not in (None, ""):
                 levels[name] = data[name]

@@ -31,6 +31,11 @@ LEVEL_KEY_PATTERN = re.compile(
 NUMBER_PATTERN = re.compile(r"\d+(?:\.\d+)?")
 
 
+def _plain(value: Decimal) -> str:
+    """Plain notation as given (2645.00 stays 2645.00), never 2.645E+3."""
+    return format(value, "f")
+
+
 class HiddenLevelsError(ValueError):
     """Invalid hidden levels; ``errors`` maps a field to what is wrong with it."""
 
@@ -79,25 +84,25 @@ class HiddenLevels:
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
         if self.sl is not None:
-            data["sl"] = str(self.sl)
+            data["sl"] = _plain(self.sl)
         if self.tp is not None:
-            data["tp"] = str(self.tp)
+            data["tp"] = _plain(self.tp)
         if self.partial_take_profits:
             data["partial_take_profits"] = [
-                {"price": str(partial.price), "fraction": str(partial.fraction)}
+                {"price": _plain(partial.price), "fraction": _plain(partial.fraction)}
                 for partial in self.partial_take_profits
             ]
         if self.trailing is not None:
             data["trailing"] = {
-                "distance_pips": str(self.trailing.distance_pips),
-                "activation_pips": str(self.trailing.activation_pips),
+                "distance_pips": _plain(self.trailing.distance_pips),
+                "activation_pips": _plain(self.trailing.activation_pips),
             }
         if self.breakeven is not None:
-            breakeven: dict[str, str] = {"offset_pips": str(self.breakeven.offset_pips)}
+            breakeven: dict[str, str] = {"offset_pips": _plain(self.breakeven.offset_pips)}
             if self.breakeven.trigger_pips is not None:
-                breakeven["trigger_pips"] = str(self.breakeven.trigger_pips)
+                breakeven["trigger_pips"] = _plain(self.breakeven.trigger_pips)
             if self.breakeven.trigger_fraction is not None:
-                breakeven["trigger_fraction"] = str(self.breakeven.trigger_fraction)
+                breakeven["trigger_fraction"] = _plain(self.breakeven.trigger_fraction)
             data["breakeven"] = breakeven
         if self.max_holding_minutes is not None:
             data["max_holding_minutes"] = self.max_holding_minutes
