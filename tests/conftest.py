@@ -42,3 +42,19 @@ def unused_tcp_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def _seeded_instruments(request) -> None:
+    """Transactional tests end with a TRUNCATE, which also removes the instruments
+    migration 0002 seeds; put them back for whichever test comes next."""
+    if "django_db_setup" not in request.fixturenames:
+        return
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from signals_app.models import Instrument
+
+    if not Instrument.objects.exists():
+        import_module("signals_app.migrations.0002_seed_instruments").seed(apps, None)

@@ -48,8 +48,8 @@ def signals(draw):
 
 def test_level_pattern_matches_formatting_variants_only():
     pattern = level_pattern(Decimal("2645.50"))
-    assert pattern.search("sl=2645.5,") and pattern.search("2645.500") and pattern.search('"2645.50"')
-    assert not pattern.search("12645.5") and not pattern.search("2645.51") and not pattern.search("2645")
+    assert all(pattern.search(text) for text in ["sl=2645.5,", "2645.500", '"2645.50"'])
+    assert not any(pattern.search(text) for text in ["12645.5", "2645.51", "2645"])
 
 
 @pytest.fixture
