@@ -9,6 +9,7 @@ reads ``DEBUG=ture`` as False; here it is an error).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 
@@ -82,6 +83,13 @@ class EnvironmentReader:
         if value is None:
             return list(default)
         return [item.strip() for item in value.split(",") if item.strip()]
+
+    def rate(self, name: str, default: str) -> str:
+        """A request rate as DRF throttles take it: ``120/min``, ``5/s``, ``1000/hour``, ``1/day``."""
+        value = self.str(name, default)
+        if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+            raise ImproperlyConfigured(f"{name} must be a rate like 300/min or 5/s, got {value!r}")
+        return value
 
     def database(self, name: str) -> dict:
         value = self.raw(name)

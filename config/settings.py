@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "signals_app",
     "positions",
@@ -193,6 +194,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Owner, strategy-bot, price-feed and EA endpoints of Veilstop.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the sidecar package: served by us, no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Celery -----------------------------------------------------------------
@@ -231,6 +237,14 @@ CLOSE_ACK_TIMEOUT_SECONDS = env.int("CLOSE_ACK_TIMEOUT_SECONDS", 30, minimum=1)
 CLOSE_MAX_ATTEMPTS = env.int("CLOSE_MAX_ATTEMPTS", 5, minimum=1, maximum=100)
 DEVICE_OFFLINE_SECONDS = env.int("DEVICE_OFFLINE_SECONDS", 120, minimum=1)
 HMAC_CLOCK_SKEW_SECONDS = env.int("HMAC_CLOCK_SKEW_SECONDS", 300, minimum=1, maximum=3600)
+CLOSE_COMMANDS_PER_POLL = env.int("CLOSE_COMMANDS_PER_POLL", 20, minimum=1, maximum=500)
+# A heartbeat closes as "external" only positions older than this (a fresh
+# fill may be missing from the EA's account snapshot).
+RECONCILE_GRACE_SECONDS = env.int("RECONCILE_GRACE_SECONDS", 60, minimum=0)
+EA_THROTTLE_RATE = env.rate("EA_THROTTLE_RATE", "300/min")
+FEED_THROTTLE_RATE = env.rate("FEED_THROTTLE_RATE", "3000/min")
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"ea_device": EA_THROTTLE_RATE, "feed_device": FEED_THROTTLE_RATE}
+FEED_MAX_QUOTES_PER_BATCH = env.int("FEED_MAX_QUOTES_PER_BATCH", 500, minimum=1, maximum=10000)
 BEAT_HEARTBEAT_INTERVAL_SECONDS = env.int("BEAT_HEARTBEAT_INTERVAL_SECONDS", 15, minimum=1, maximum=3600)
 # /healthz calls beat unhealthy when its heartbeat is older than this.
 HEALTH_BEAT_MAX_AGE_SECONDS = env.int(

@@ -33,12 +33,18 @@ def current_fernet() -> MultiFernet:
     return _multi_fernet(tuple(settings.FERNET_KEYS))
 
 
-class EncryptedJSONField(EncryptedTextField):
-    """A JSON object stored as one Fernet token (bytea). No lookups but isnull."""
-
+class CurrentKeysMixin:
     @property
-    def fernet(self) -> MultiFernet:  # type: ignore[override]
+    def fernet(self) -> MultiFernet:
         return current_fernet()
+
+
+class EncryptedText(CurrentKeysMixin, EncryptedTextField):
+    """Text stored as one Fernet token (bytea). No lookups but isnull."""
+
+
+class EncryptedJSONField(CurrentKeysMixin, EncryptedTextField):
+    """A JSON object stored as one Fernet token (bytea). No lookups but isnull."""
 
     def get_prep_value(self, value: Any) -> Any:
         if value is None:

@@ -1,0 +1,150 @@
+"""Input and output allow-lists of the EA protocol.
+
+Outputs name every field they send; nothing reaches an EA by default. No
+serializer here can see a hidden level: none is given a Signal's owner_only,
+a close command's internal reason or its trigger quote.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from config.serializers import StrictInputSerializer
+from positions.choices import CLIENT_REASON_FOR, CloseReason
+
+PRICE = {"max_digits": 20, "decimal_places": 10, "min_value": Decimal("0.0000000001")}
+VOLUME = {"max_digits": 12, "decimal_places": 2, "min_value": Decimal("0.01")}
+MONEY = {"max_digits": 20, "decimal_places": 2}
+TICKET = {"max_length": 64, "min_length": 1, "allow_blank": False}
+
+
+class ExecutionParamsOutput(serializers.Serializer):
+    instrument = serializers.CharField(source="signal.instrument.symbol")
+    direction = serializers.CharField(source="signal.side")
+    entry_price = serializers.DecimalField(
+        source="signal.entry_price", max_digits=20, decimal_places=10, normalize_output=True
+    )
+    volume = serializers.DecimalField(max_digits=12, decimal_places=2)
+    ttl_minutes = serializers.SerializerMethodField(help_text="whole minutes left to enter, at least 1")
+
+    def get_ttl_minutes(self, approval) -> int:
+        seconds = (approval.expires_at - timezone.now()).total_seconds()
+        return max(1, math.ceil(seconds / 60))
+
+
+class PollApprovalOutput(serializers.Serializer):
+    approval_id = serializers.IntegerField(source="pk")
+    signal_id = serializers.IntegerField()
+    execution_params = ExecutionParamsOutput(source="*")
+
+
+class PollOutput(serializers.Serializer):
+    approvals = PollApprovalOutput(many=True)
+
+
+class AckInput(StrictInputSerializer):
+    approval_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    status = serializers.ChoiceField(choices=["placed", "failed"])
+    broker_ticket = serializers.CharField(required=False, **TICKET)
+    entry_price = serializers.DecimalField(required=False, **PRICE)
+    volume = serializers.DecimalField(required=False, **VOLUME)
+    error = serializers.CharField(required=False, allow_blank=True, max_length=500)
+
+    def validate(self, data):
+        if data["status"] == "placed":
+            missing = [name for name in ("broker_ticket", "entry_price", "volume") if name not in data]
+            if missing:
+                raise serializers.ValidationError(
+                    {name: ["Required when status is placed."] for name in missing}
+                )
+        return data
+
+
+class AckOutput(serializers.Serializer):
+    approval_id = serializers.IntegerField()
+    status = serializers.CharField()
+    position_id = serializers.IntegerField(required=False)
+
+
+class CloseCommandOutput(serializers.Serializer):
+    command_id = serializers.IntegerField(source="pk")
+    position_id = serializers.IntegerField()
+    broker_ticket = serializers.CharField(source="position.broker_ticket")
+    volume = serializers.DecimalField(max_digits=12, decimal_places=2)
+    reason = serializers.SerializerMethodField(help_text='generic: "profit target", "risk limit", ...')
+
+    def get_reason(self, command) -> str:
+        return CLIENT_REASON_FOR[CloseReason(command.reason)]
+
+
+class CloseCommandsOutput(serializers.Serializer):
+    commands = CloseCommandOutput(many=True)
+
+
+class CloseAckInput(StrictInputSerializer):
+    command_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    status = serializers.ChoiceField(choices=["executed", "failed"])
+    close_price = serializers.DecimalField(required=False, **PRICE)
+    closed_volume = serializers.DecimalField(required=False, **VOLUME)
+    error = serializers.CharField(required=False, allow_blank=True, max_length=500)
+
+    def validate(self, data):
+        if data["status"] == "executed":
+            missing = [name for name in ("close_price", "closed_volume") if name not in data]
+            if missing:
+                raise serializers.ValidationError(
+                    {name: ["Required when status is executed."] for name in missing}
+                )
+        return data
+
+
+class CloseAckOutput(serializers.Serializer):
+    command_id = serializers.IntegerField()
+    status = serializers.CharField()
+
+
+class HeartbeatInput(StrictInputSerializer):
+    balance = serializers.DecimalField(**MONEY)
+    equity = serializers.DecimalField(**MONEY)
+    open_tickets = serializers.ListField(child=serializers.CharField(**TICKET), max_length=1000)
+
+
+class HeartbeatOutput(serializers.Serializer):
+    server_time = serializers.IntegerField()
+
+
+class QuoteInput(StrictInputSerializer):
+    instrument = serializers.CharField(max_length=20)
+    bid = serializers.DecimalField(**PRICE)
+    ask = serializers.DecimalField(**PRICE)
+    ts = serializers.FloatField(min_value=946684800, help_text="unix seconds when quoted (fractions allowed)")
+
+    def validate(self, data):
+        if data["ask"] < data["bid"]:
+            raise serializers.ValidationError({"ask": ["must not be below bid"]})
+        if not math.isfinite(data["ts"]) or data["ts"] > timezone.now().timestamp() + 60:
+            raise serializers.ValidationError({"ts": ["must not be in the future"]})
+        data["instrument"] = data["instrument"].strip().upper()
+        return data
+
+
+class QuotesInput(StrictInputSerializer):
+    quotes = QuoteInput(many=True, allow_empty=False)
+
+    def validate_quotes(self, quotes):
+        from django.conf import settings
+
+        if len(quotes) > settings.FEED_MAX_QUOTES_PER_BATCH:
+            raise serializers.ValidationError(
+                f"at most {settings.FEED_MAX_QUOTES_PER_BATCH} quotes per batch"
+            )
+        return quotes
+
+
+class QuotesOutput(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    ignored = serializers.IntegerField()

@@ -1,0 +1,131 @@
+"""The EA protocol: one view per operation, every query scoped by ``request.auth`` (the device)."""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ea_client.signing import HEADER_SERVER_TIME
+from ea_gateway.api import serializers as io
+from ea_gateway.api.authentication import HMACDeviceAuthentication
+from ea_gateway.api.permissions import IsEADevice, IsFeedDevice
+from ea_gateway.api.throttling import DeviceRateThrottle
+from ea_gateway.selectors import approvals_for_poll
+from ea_gateway.services import Fill, approval_ack, device_actor, device_heartbeat, feed_quotes_store
+from positions.quotes import Quote
+from positions.services import CloseResult, close_command_ack, close_commands_deliver
+
+ERRORS = {401: None, 403: None, 429: None, 503: None}
+
+
+class DeviceAPIView(APIView):
+    authentication_classes = [HMACDeviceAuthentication]
+    permission_classes = [IsEADevice]
+    throttle_classes = [DeviceRateThrottle]
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        # On every answer, so an EA whose clock drifted can correct it (docs/ea-protocol.md).
+        response = super().finalize_response(request, response, *args, **kwargs)
+        response[HEADER_SERVER_TIME] = str(int(time.time()))
+        return response
+
+
+class PollView(DeviceAPIView):
+    @extend_schema(responses={200: io.PollOutput, **ERRORS}, tags=["ea"], operation_id="client_poll")
+    def get(self, request: Request) -> Response:
+        approvals = approvals_for_poll(device=request.auth)
+        return Response(io.PollOutput({"approvals": approvals}).data)
+
+
+class AckView(DeviceAPIView):
+    @extend_schema(
+        request=io.AckInput, responses={200: io.AckOutput, **ERRORS}, tags=["ea"], operation_id="client_ack"
+    )
+    def post(self, request: Request) -> Response:
+        data = io.AckInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        ack = data.validated_data
+        fill = (
+            Fill(broker_ticket=ack["broker_ticket"], entry_price=ack["entry_price"], volume=ack["volume"])
+            if ack["status"] == "placed"
+            else None
+        )
+        result = approval_ack(
+            device=request.auth, approval_id=ack["approval_id"], fill=fill, error=ack.get("error", "")
+        )
+        body = {"approval_id": result.approval_id, "status": "placed" if result.placed else "failed"}
+        if result.placed:
+            body["position_id"] = result.position_id
+        return Response(io.AckOutput(body).data)
+
+
+class CloseCommandsView(DeviceAPIView):
+    @extend_schema(
+        responses={200: io.CloseCommandsOutput, **ERRORS}, tags=["ea"], operation_id="client_close_commands"
+    )
+    def get(self, request: Request) -> Response:
+        commands = close_commands_deliver(device_id=request.auth.pk, limit=settings.CLOSE_COMMANDS_PER_POLL)
+        return Response(io.CloseCommandsOutput({"commands": commands}).data)
+
+
+class CloseAckView(DeviceAPIView):
+    @extend_schema(
+        request=io.CloseAckInput,
+        responses={200: io.CloseAckOutput, **ERRORS},
+        tags=["ea"],
+        operation_id="client_close_ack",
+    )
+    def post(self, request: Request) -> Response:
+        data = io.CloseAckInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        ack = data.validated_data
+        executed = ack["status"] == "executed"
+        result = CloseResult(
+            executed=executed,
+            close_price=ack.get("close_price") if executed else None,
+            closed_volume=ack.get("closed_volume") if executed else None,
+            error=ack.get("error", ""),
+        )
+        command = close_command_ack(
+            command_id=ack["command_id"],
+            device_id=request.auth.pk,
+            result=result,
+            by=device_actor(request.auth),
+        )
+        return Response(io.CloseAckOutput({"command_id": command.pk, "status": command.status}).data)
+
+
+class HeartbeatView(DeviceAPIView):
+    @extend_schema(
+        request=io.HeartbeatInput,
+        responses={200: io.HeartbeatOutput, **ERRORS},
+        tags=["ea"],
+        operation_id="client_heartbeat",
+    )
+    def post(self, request: Request) -> Response:
+        data = io.HeartbeatInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        device_heartbeat(device=request.auth, **data.validated_data)
+        return Response(io.HeartbeatOutput({"server_time": int(time.time())}).data)
+
+
+class FeedQuotesView(DeviceAPIView):
+    permission_classes = [IsFeedDevice]
+
+    @extend_schema(
+        request=io.QuotesInput,
+        responses={200: io.QuotesOutput, **ERRORS},
+        tags=["feed"],
+        operation_id="feed_quotes",
+    )
+    def post(self, request: Request) -> Response:
+        data = io.QuotesInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        quotes = [Quote(**quote) for quote in data.validated_data["quotes"]]
+        result = feed_quotes_store(quotes=quotes)
+        return Response(io.QuotesOutput({"accepted": result.accepted, "ignored": result.ignored}).data)

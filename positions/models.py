@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from positions.choices import (
+    ACTIVE_CLOSE_STATUSES,
+    CloseCommandStatus,
+    CloseReason,
+    PositionStatus,
+)
+from signals_app.choices import Side
+from signals_app.models import PRICE, VOLUME, Approval, Client, Instrument, Signal
+
+MONEY = {"max_digits": 24, "decimal_places": 8}
+
+# Device lives in ea_gateway, which builds on this app; the string reference
+# keeps Python imports one way (positions never imports ea_gateway).
+DEVICE_MODEL = "ea_gateway.Device"
+
+
+class OpenPosition(models.Model):
+    """A client's trade, created when its EA acknowledges a fill."""
+
+    signal = models.ForeignKey(Signal, on_delete=models.PROTECT, related_name="positions")
+    approval = models.OneToOneField(Approval, on_delete=models.PROTECT, related_name="position")
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="positions")
+    device = models.ForeignKey(DEVICE_MODEL, on_delete=models.PROTECT, related_name="positions")
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="positions")
+    side = models.CharField(max_length=4, choices=Side.choices)
+    requested_entry_price = models.DecimalField(**PRICE)
+    entry_price = models.DecimalField(**PRICE)
+    volume = models.DecimalField(**VOLUME)
+    remaining_volume = models.DecimalField(**VOLUME)
+    broker_ticket = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=PositionStatus.choices, default=PositionStatus.OPEN)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    close_price = models.DecimalField(**PRICE, null=True, blank=True)
+    close_reason = models.CharField(max_length=16, choices=CloseReason.choices, blank=True)
+    realized_pnl = models.DecimalField(**MONEY, null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["device", "broker_ticket"], name="position_ticket_unique_per_device"
+            ),
+            models.CheckConstraint(condition=Q(volume__gt=0), name="position_volume_positive"),
+            models.CheckConstraint(
+                condition=Q(remaining_volume__gte=0, remaining_volume__lte=models.F("volume")),
+                name="position_remaining_volume_range",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["signal"],
+                name="position_live_by_signal",
+                condition=Q(status__in=[PositionStatus.OPEN, PositionStatus.CLOSING]),
+            ),
+            models.Index(fields=["client", "status"]),
+            models.Index(fields=["device", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"position #{self.pk} {self.side} {self.remaining_volume} ({self.status})"
+
+
+class CloseCommand(models.Model):
+    """A close the server asks an EA to execute. At most one active per position."""
+
+    position = models.ForeignKey(OpenPosition, on_delete=models.PROTECT, related_name="close_commands")
+    device = models.ForeignKey(DEVICE_MODEL, on_delete=models.PROTECT, related_name="close_commands")
+    volume = models.DecimalField(**VOLUME)
+    reason = models.CharField(max_length=16, choices=CloseReason.choices)
+    status = models.CharField(
+        max_length=10, choices=CloseCommandStatus.choices, default=CloseCommandStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="deliveries so far")
+    next_attempt_at = models.DateTimeField(help_text="not delivered before this (backoff)")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    trigger_quote = models.JSONField(null=True, blank=True, help_text="the quote that triggered it")
+    requested_by = models.CharField(max_length=150)
+    note = models.TextField(blank=True)
+    result = models.JSONField(null=True, blank=True, help_text="the EA's acknowledgement")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Exactly one close per breach lives here, not in any process's memory.
+            models.UniqueConstraint(
+                fields=["position"],
+                condition=Q(status__in=ACTIVE_CLOSE_STATUSES),
+                name="one_active_close_per_position",
+            ),
+            models.CheckConstraint(condition=Q(volume__gt=0), name="close_volume_positive"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["device", "next_attempt_at"],
+                name="close_pending_by_device",
+                condition=Q(status=CloseCommandStatus.PENDING),
+            ),
+            models.Index(
+                fields=["lease_expires_at"],
+                name="close_delivered_by_lease",
+                condition=Q(status=CloseCommandStatus.DELIVERED),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"close #{self.pk} of position #{self.position_id} ({self.status})"

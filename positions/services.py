@@ -1,0 +1,303 @@
+"""Writes for positions and close commands: the close path, short and guarded.
+
+Lock order, everywhere: position row, then close-command row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from rest_framework import status
+
+from config.errors import DomainError
+from positions.choices import (
+    CLOSED_STATUS_FOR,
+    CloseCommandStatus,
+    CloseReason,
+    PositionStatus,
+)
+from positions.models import CloseCommand, OpenPosition
+from positions.rules import realized_pnl
+from signals_app.choices import AuditAction
+from signals_app.events import Actor, audit, audit_many
+from signals_app.models import Approval
+
+
+def _conflict(message: str) -> DomainError:
+    return DomainError("conflict", message, status_code=status.HTTP_409_CONFLICT)
+
+
+def position_open(
+    *,
+    approval: Approval,
+    device_id: int,
+    broker_ticket: str,
+    entry_price: Decimal,
+    volume: Decimal,
+    by: Actor,
+) -> OpenPosition:
+    """Record a fill. The caller holds the approval's row lock."""
+    signal = approval.signal
+    try:
+        with transaction.atomic():
+            position = OpenPosition.objects.create(
+                signal=signal,
+                approval=approval,
+                client_id=approval.client_id,
+                device_id=device_id,
+                instrument_id=signal.instrument_id,
+                side=signal.side,
+                requested_entry_price=signal.entry_price,
+                entry_price=entry_price,
+                volume=volume,
+                remaining_volume=volume,
+                broker_ticket=broker_ticket,
+            )
+    except IntegrityError:
+        raise _conflict("This broker ticket already belongs to another position.") from None
+    audit(
+        by=by,
+        action=AuditAction.POSITION_OPENED,
+        subject=position,
+        data={
+            "approval_id": approval.pk,
+            "signal_id": signal.pk,
+            "broker_ticket": broker_ticket,
+            "entry_price": str(entry_price),
+            "volume": str(volume),
+        },
+    )
+    return position
+
+
+def close_command_request(
+    *,
+    position: OpenPosition,
+    reason: str,
+    by: Actor,
+    trigger_quote: dict[str, Any] | None = None,
+    note: str = "",
+) -> CloseCommand | None:
+    """Queue a close of the whole remaining volume; None if the position is not open.
+
+    Guarded open → closing, and the partial unique index on active commands
+    backs it up: however many callers race, one command exists.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = OpenPosition.objects.filter(pk=position.pk, status=PositionStatus.OPEN).update(
+            status=PositionStatus.CLOSING, updated_at=now
+        )
+        if claimed != 1:
+            return None
+        position.refresh_from_db(fields=["status", "remaining_volume", "device_id"])
+        command = CloseCommand.objects.create(
+            position=position,
+            device_id=position.device_id,
+            volume=position.remaining_volume,
+            reason=reason,
+            next_attempt_at=now,
+            trigger_quote=trigger_quote,
+            requested_by=by.name,
+            note=note,
+        )
+        audit(
+            by=by,
+            action=AuditAction.POSITION_CLOSE_REQUESTED,
+            subject=position,
+            data={"command_id": command.pk, "reason": reason, "trigger_quote": trigger_quote, "note": note},
+        )
+    return command
+
+
+def close_commands_deliver(*, device_id: int, limit: int, now: datetime | None = None) -> list[CloseCommand]:
+    """Lease this device's due pending commands to it (at most ``limit``).
+
+    ``SKIP LOCKED`` lets two polls of one device run at once without either
+    waiting or both getting the same command.
+    """
+    now = now or timezone.now()
+    lease_until = now + timedelta(seconds=settings.CLOSE_ACK_TIMEOUT_SECONDS)
+    with transaction.atomic():
+        commands = list(
+            CloseCommand.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("position")
+            .filter(device_id=device_id, status=CloseCommandStatus.PENDING, next_attempt_at__lte=now)
+            .order_by("next_attempt_at", "pk")[:limit]
+        )
+        if not commands:
+            return []
+        CloseCommand.objects.filter(pk__in=[command.pk for command in commands]).update(
+            status=CloseCommandStatus.DELIVERED,
+            attempts=F("attempts") + 1,
+            delivered_at=now,
+            lease_expires_at=lease_until,
+        )
+        audit_many(
+            by=Actor.system("ea-gateway"),
+            action=AuditAction.CLOSE_COMMAND_DELIVERED,
+            subjects=commands,
+            data_for=lambda command: {"device_id": device_id, "attempt": command.attempts + 1},
+        )
+    return commands
+
+
+@dataclass(frozen=True)
+class CloseResult:
+    executed: bool
+    close_price: Decimal | None = None
+    closed_volume: Decimal | None = None
+    error: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        if self.executed:
+            return {
+                "status": "executed",
+                "close_price": str(self.close_price),
+                "closed_volume": str(self.closed_volume),
+            }
+        return {"status": "failed", "error": self.error}
+
+    def same_as(self, stored: dict[str, Any] | None) -> bool:
+        if not stored or stored.get("status") != ("executed" if self.executed else "failed"):
+            return False
+        if not self.executed:
+            return True  # a failure repeated is the same failure, whatever its wording
+        return (
+            Decimal(stored["close_price"]) == self.close_price
+            and Decimal(stored["closed_volume"]) == self.closed_volume
+        )
+
+
+def close_command_ack(*, command_id: int, device_id: int, result: CloseResult, by: Actor) -> CloseCommand:
+    """Apply the EA's report of a close. Idempotent; a conflicting report is a 409."""
+    with transaction.atomic():
+        command = (
+            CloseCommand.objects.filter(pk=command_id, device_id=device_id).only("pk", "position_id").first()
+        )
+        if command is None:
+            raise DomainError("not_found", "Not found.", status_code=status.HTTP_404_NOT_FOUND)
+        position = (
+            OpenPosition.objects.select_for_update().select_related("instrument").get(pk=command.position_id)
+        )
+        command = CloseCommand.objects.select_for_update().get(pk=command_id)
+
+        if command.status in (CloseCommandStatus.EXECUTED, CloseCommandStatus.FAILED):
+            if result.same_as(command.result):
+                return command
+            raise _conflict(f"This close command was already acknowledged as {command.status}.")
+        if command.status == CloseCommandStatus.CANCELLED:
+            raise _conflict("This close command was cancelled.")
+        if result.executed and result.closed_volume > position.remaining_volume:
+            raise DomainError(
+                "invalid",
+                "closed_volume is larger than the position's open volume.",
+                fields={"closed_volume": [f"at most {position.remaining_volume}"]},
+            )
+
+        now = timezone.now()
+        CloseCommand.objects.filter(pk=command.pk).update(
+            status=CloseCommandStatus.EXECUTED if result.executed else CloseCommandStatus.FAILED,
+            result=result.as_json(),
+            completed_at=now,
+            lease_expires_at=None,
+        )
+        audit(
+            by=by,
+            action=AuditAction.CLOSE_COMMAND_EXECUTED
+            if result.executed
+            else AuditAction.CLOSE_COMMAND_FAILED,
+            subject=command,
+            data={"position_id": position.pk, **result.as_json()},
+        )
+        if result.executed:
+            _apply_close(position=position, command=command, result=result, now=now, by=by)
+        elif position.status in (PositionStatus.CLOSING, PositionStatus.CLOSE_FAILED):
+            # The trade is still open at the broker: watch it again, so a level still
+            # crossed produces a fresh command on the next sweep.
+            OpenPosition.objects.filter(pk=position.pk).update(status=PositionStatus.OPEN, updated_at=now)
+            audit(
+                by=by, action=AuditAction.POSITION_REOPENED, subject=position, data={"command_id": command.pk}
+            )
+        command.refresh_from_db()
+    return command
+
+
+def _apply_close(
+    *, position: OpenPosition, command: CloseCommand, result: CloseResult, now, by: Actor
+) -> None:
+    pnl = realized_pnl(
+        side=position.side,
+        entry_price=position.entry_price,
+        close_price=result.close_price,
+        volume=result.closed_volume,
+        contract_size=position.instrument.contract_size,
+    )
+    remaining = position.remaining_volume - result.closed_volume
+    fully_closed = remaining == 0
+    fields: dict[str, Any] = {
+        "remaining_volume": remaining,
+        "realized_pnl": (position.realized_pnl or Decimal(0)) + pnl,
+        "close_price": result.close_price,
+        "updated_at": now,
+    }
+    if fully_closed:
+        fields.update(
+            status=CLOSED_STATUS_FOR[CloseReason(command.reason)],
+            closed_at=now,
+            close_reason=command.reason,
+        )
+    else:
+        fields.update(status=PositionStatus.OPEN)
+    OpenPosition.objects.filter(pk=position.pk).update(**fields)
+    audit(
+        by=by,
+        action=AuditAction.POSITION_CLOSED if fully_closed else AuditAction.POSITION_PARTIALLY_CLOSED,
+        subject=position,
+        data={
+            "command_id": command.pk,
+            "reason": command.reason,
+            "close_price": str(result.close_price),
+            "closed_volume": str(result.closed_volume),
+            "realized_pnl": str(pnl),
+            "trigger_quote": command.trigger_quote,
+        },
+    )
+
+
+def positions_reconcile(
+    *, device_id: int, open_tickets: set[str], by: Actor, now: datetime | None = None
+) -> int:
+    """Positions whose ticket vanished from the EA's account were closed outside the server.
+
+    Only ``open`` positions older than the grace period: a fresh fill may not be
+    in the account snapshot yet, and a ``closing`` one is waiting for its close-ack.
+    """
+    now = now or timezone.now()
+    grace = timedelta(seconds=settings.RECONCILE_GRACE_SECONDS)
+    with transaction.atomic():
+        vanished = list(
+            OpenPosition.objects.select_for_update(skip_locked=True)
+            .filter(device_id=device_id, status=PositionStatus.OPEN, opened_at__lt=now - grace)
+            .exclude(broker_ticket__in=open_tickets)
+            .only("pk", "broker_ticket")
+        )
+        if not vanished:
+            return 0
+        OpenPosition.objects.filter(
+            pk__in=[position.pk for position in vanished], status=PositionStatus.OPEN
+        ).update(status=PositionStatus.CLOSED_EXTERNAL, closed_at=now, updated_at=now)
+        audit_many(
+            by=by,
+            action=AuditAction.POSITION_CLOSED_EXTERNALLY,
+            subjects=vanished,
+            data_for=lambda position: {"broker_ticket": position.broker_ticket},
+        )
+    return len(vanished)
