@@ -70,7 +70,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     response = exception_handler(exc, context)
     if response is None or not isinstance(exc, exceptions.APIException):
         return response
-    code = next((code for kind, code in _CODES.items() if isinstance(exc, kind)), "error")
+    code = next((code for kind, code in _CODES.items() if isinstance(exc, kind)), exc.default_code)
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         response.data = _body(code, "The request is invalid; see fields.", detail)

@@ -243,7 +243,6 @@ CLOSE_COMMANDS_PER_POLL = env.int("CLOSE_COMMANDS_PER_POLL", 20, minimum=1, maxi
 RECONCILE_GRACE_SECONDS = env.int("RECONCILE_GRACE_SECONDS", 60, minimum=0)
 EA_THROTTLE_RATE = env.rate("EA_THROTTLE_RATE", "300/min")
 FEED_THROTTLE_RATE = env.rate("FEED_THROTTLE_RATE", "3000/min")
-REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"ea_device": EA_THROTTLE_RATE, "feed_device": FEED_THROTTLE_RATE}
 FEED_MAX_QUOTES_PER_BATCH = env.int("FEED_MAX_QUOTES_PER_BATCH", 500, minimum=1, maximum=10000)
 BEAT_HEARTBEAT_INTERVAL_SECONDS = env.int("BEAT_HEARTBEAT_INTERVAL_SECONDS", 15, minimum=1, maximum=3600)
 # /healthz calls beat unhealthy when its heartbeat is older than this.
