@@ -1,0 +1,104 @@
+"""Invariant 1 over the EA protocol: for any signal, nothing an EA or a feed can
+receive (body, header, error) and no log line at INFO or above holds a hidden level."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from ea_gateway.choices import DeviceRole
+from positions.choices import CloseReason
+from positions.models import OpenPosition
+from positions.services import close_command_request
+from signals_app.events import Actor
+from signals_app.services import signal_create, signal_publish
+from tests.ea_helpers import ea_for, make_device
+from tests.factories import ClientFactory
+from tests.secrecy import RecordingHandler, find_levels
+from tests.signals.test_secrecy import signals
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def recorded_logs():
+    handler = RecordingHandler()
+    logging.getLogger().addHandler(handler)
+    yield handler
+    logging.getLogger().removeHandler(handler)
+
+
+def _text(response) -> str:
+    return response.content.decode() + " " + " ".join(f"{k}: {v}" for k, v in response.items())
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=signals())
+def test_no_hidden_level_reaches_an_ea(body, recorded_logs, redis_client):
+    # given: a published signal and a client whose EA copies it
+    client = ClientFactory(auto_approve=True)
+    ea = ea_for(make_device(client=client))
+    feed = ea_for(make_device(role=DeviceRole.FEED, name="feed"))
+    stranger = ea_for(make_device())
+    by = Actor.system("bot")
+    signal = signal_create(
+        instrument=body["instrument"],
+        side=body["side"],
+        entry_price=Decimal(body["entry_price"]),
+        ttl_minutes=body["ttl_minutes"],
+        payload=body["payload"],
+        owner_only=body["owner_only"],
+        by=by,
+    )
+    signal_publish(signal=signal, by=by)
+    levels = [Decimal(str(body["owner_only"]["sl"])), Decimal(str(body["owner_only"]["tp"]))]
+    approval = signal.approvals.get(client=client)
+    entry = body["entry_price"]
+    fill = {
+        "approval_id": approval.pk,
+        "status": "placed",
+        "broker_ticket": f"T{approval.pk}",
+        "entry_price": entry,
+        "volume": "0.10",
+    }
+
+    # when: the EA goes through its whole life, including mistakes
+    responses = [ea.poll(), ea.ack(fill), ea.ack(fill), ea.ack({**fill, "broker_ticket": "other"})]
+    position = OpenPosition.objects.get(approval=approval)
+    sl = body["owner_only"]["sl"]
+    close_command_request(
+        position=position,
+        reason=CloseReason.STOP_LOSS,
+        by=Actor.system("scanner"),
+        trigger_quote={"bid": str(sl), "ask": str(sl), "ts": 0},
+    )
+    commands = ea.close_commands()
+    command_id = commands.json()["commands"][0]["command_id"]
+    close = {"command_id": command_id, "status": "executed", "close_price": entry, "closed_volume": "0.10"}
+    responses += [
+        commands,
+        ea.close_ack(close),
+        ea.close_ack({**close, "closed_volume": "0.05"}),
+        ea.ack({**fill, "stop_loss": str(sl)}),
+        ea.heartbeat({"balance": "1000", "equity": "990", "open_tickets": []}),
+        ea.request("GET", "/api/v1/client/poll", **{"X-Signature": "0" * 64}),
+        stranger.ack(fill),
+        stranger.close_ack(close),
+        stranger.poll(),
+        feed.poll(),
+        feed.quotes(
+            {"quotes": [{"instrument": body["instrument"], "bid": entry, "ask": entry, "ts": 1.7e9}]}
+        ),
+    ]
+
+    # then
+    for response in responses:
+        assert response.status_code != 500
+        assert find_levels(_text(response), levels) == [], (
+            response.request["PATH_INFO"],
+            response.status_code,
+        )
+    assert find_levels("\n".join(recorded_logs.lines), levels) == []
