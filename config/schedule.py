@@ -40,6 +40,30 @@ def periodic_tasks() -> list[PeriodicTaskSpec]:
             ),
         ),
         PeriodicTaskSpec(
+            name=f"{PREFIX}position-monitor",
+            task="positions.sweep",
+            every_seconds=settings.POSITION_MONITOR_INTERVAL_SECONDS,
+            why=(
+                "The breach scanner's floor: fresh quotes trigger a sweep of their instrument at "
+                "once, this catches everything else (a lost trigger, a recheck delay maturing)."
+            ),
+        ),
+        PeriodicTaskSpec(
+            name=f"{PREFIX}close-commands-timeout",
+            task="positions.close_commands_timeout",
+            every_seconds=5,
+            why=(
+                "Re-queues close commands whose lease ran out; every few seconds because a stuck "
+                "close is money at risk, and the query only touches expired leases."
+            ),
+        ),
+        PeriodicTaskSpec(
+            name=f"{PREFIX}refresh-gauges",
+            task="positions.refresh_gauges",
+            every_seconds=15,
+            why="Open-position and pending-close gauges; a count over open positions, so not every sweep.",
+        ),
+        PeriodicTaskSpec(
             name=f"{PREFIX}expire-approvals",
             task="signals_app.expire_approvals",
             every_seconds=30,

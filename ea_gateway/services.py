@@ -15,9 +15,11 @@ from rest_framework import status
 from config.errors import DomainError
 from ea_gateway.choices import DeviceRole
 from ea_gateway.models import Device
+from positions.choices import PositionStatus
 from positions.models import OpenPosition
 from positions.quotes import Quote, quote_store
 from positions.services import position_open, positions_reconcile
+from positions.tasks import sweep_instrument_soon
 from signals_app.choices import ApprovalStatus, AuditAction
 from signals_app.events import Actor, audit
 from signals_app.models import Approval, Client, Instrument
@@ -206,7 +208,10 @@ def feed_quotes_store(*, quotes: list[Quote]) -> QuoteBatchResult:
             fields={"quotes": [f"unknown instrument {s!r}" for s in unknown[:20]]},
         )
     received_at = time.time()
-    accepted = sum(
-        quote_store(quote, received_at=received_at) for quote in sorted(quotes, key=lambda q: q.ts)
-    )
-    return QuoteBatchResult(accepted=accepted, ignored=len(quotes) - accepted)
+    stored = [
+        quote for quote in sorted(quotes, key=lambda q: q.ts) if quote_store(quote, received_at=received_at)
+    ]
+    for symbol in sorted({quote.instrument for quote in stored}):
+        if OpenPosition.objects.filter(instrument__symbol=symbol, status=PositionStatus.OPEN).exists():
+            sweep_instrument_soon(symbol)
+    return QuoteBatchResult(accepted=len(stored), ignored=len(quotes) - len(stored))

@@ -53,3 +53,11 @@ CLIENT_REASON_FOR = {
     CloseReason.TIME: "time limit",
     CloseReason.DRAWDOWN: "risk limit",
 }
+
+
+class AlertKind(models.TextChoices):
+    STALE_QUOTE = "stale_quote", "Stale quote: breaches not judged"
+    SPIKE = "spike", "Price spike held back a close"
+    CLOSE_FAILED = "close_failed", "Close command expired unacknowledged"
+    DEVICE_OFFLINE = "device_offline", "Device offline with pending closes"
+    AUTO_CLOSE_DISABLED = "auto_close_disabled", "Breach on a client with auto-close off"

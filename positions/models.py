@@ -5,6 +5,7 @@ from django.db.models import Q
 
 from positions.choices import (
     ACTIVE_CLOSE_STATUSES,
+    AlertKind,
     CloseCommandStatus,
     CloseReason,
     PositionStatus,
@@ -54,10 +55,10 @@ class OpenPosition(models.Model):
             ),
         ]
         indexes = [
+            # The scanner walks the distinct signals with open positions through
+            # this index (a loose index scan), never the positions themselves.
             models.Index(
-                fields=["signal"],
-                name="position_live_by_signal",
-                condition=Q(status__in=[PositionStatus.OPEN, PositionStatus.CLOSING]),
+                fields=["signal"], name="position_open_by_signal", condition=Q(status=PositionStatus.OPEN)
             ),
             models.Index(fields=["client", "status"]),
             models.Index(fields=["device", "status"]),
@@ -114,3 +115,39 @@ class CloseCommand(models.Model):
 
     def __str__(self) -> str:
         return f"close #{self.pk} of position #{self.position_id} ({self.status})"
+
+
+class Alert(models.Model):
+    """Something the owner must look at. One open alert per ``dedupe_key``:
+    the same problem seen on every sweep stays one alert, counted."""
+
+    kind = models.CharField(max_length=24, choices=AlertKind.choices)
+    dedupe_key = models.CharField(max_length=120)
+    message = models.CharField(max_length=500)
+    instrument = models.ForeignKey(
+        Instrument, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    position = models.ForeignKey(
+        OpenPosition, null=True, blank=True, on_delete=models.PROTECT, related_name="alerts"
+    )
+    device = models.ForeignKey(
+        DEVICE_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="alerts"
+    )
+    occurrences = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now_add=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dedupe_key"],
+                condition=Q(acknowledged_at__isnull=True),
+                name="one_open_alert_per_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.message}"

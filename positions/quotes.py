@@ -14,10 +14,14 @@ from config.redis import get_redis
 KEY = "veilstop:quote:{symbol}"
 
 # KEYS[1] = quote hash; ARGV = bid, ask, ts, received_at. Returns 1 if stored.
+# The replaced quote is kept as prev_*: the spike guard compares the two.
 _SET_IF_NEWER = """
-local current = redis.call('HGET', KEYS[1], 'ts')
-if current and tonumber(current) >= tonumber(ARGV[3]) then
+local current = redis.call('HMGET', KEYS[1], 'bid', 'ask', 'ts')
+if current[3] and tonumber(current[3]) >= tonumber(ARGV[3]) then
     return 0
+end
+if current[3] then
+    redis.call('HSET', KEYS[1], 'prev_bid', current[1], 'prev_ask', current[2], 'prev_ts', current[3])
 end
 redis.call('HSET', KEYS[1], 'bid', ARGV[1], 'ask', ARGV[2], 'ts', ARGV[3], 'received_at', ARGV[4])
 return 1
@@ -31,9 +35,24 @@ class Quote:
     ask: Decimal
     ts: float  # when the price was quoted (unix seconds, the feed's clock)
     received_at: float = 0.0
+    previous: tuple[Decimal, Decimal, float] | None = None  # bid, ask, ts of the quote before
 
-    def as_json(self) -> dict[str, str | float]:
-        return {"instrument": self.instrument, "bid": str(self.bid), "ask": str(self.ask), "ts": self.ts}
+    def as_json(self) -> dict:
+        data: dict = {
+            "instrument": self.instrument,
+            "bid": str(self.bid),
+            "ask": str(self.ask),
+            "ts": self.ts,
+        }
+        if self.received_at:
+            data["received_at"] = self.received_at
+        if self.previous:
+            data["previous"] = {
+                "bid": str(self.previous[0]),
+                "ask": str(self.previous[1]),
+                "ts": self.previous[2],
+            }
+        return data
 
 
 def quote_store(quote: Quote, *, received_at: float) -> bool:
@@ -50,14 +69,36 @@ def quote_store(quote: Quote, *, received_at: float) -> bool:
     return bool(stored)
 
 
-def quote_latest(instrument: str) -> Quote | None:
-    raw = get_redis().hgetall(KEY.format(symbol=instrument))
+def _parse(instrument: str, raw: dict[bytes, bytes]) -> Quote | None:
     if not raw:
         return None
+    previous = None
+    if b"prev_ts" in raw:
+        previous = (
+            Decimal(raw[b"prev_bid"].decode()),
+            Decimal(raw[b"prev_ask"].decode()),
+            float(raw[b"prev_ts"]),
+        )
     return Quote(
         instrument=instrument,
         bid=Decimal(raw[b"bid"].decode()),
         ask=Decimal(raw[b"ask"].decode()),
         ts=float(raw[b"ts"]),
         received_at=float(raw[b"received_at"]),
+        previous=previous,
     )
+
+
+def quote_latest(instrument: str) -> Quote | None:
+    return _parse(instrument, get_redis().hgetall(KEY.format(symbol=instrument)))
+
+
+def quotes_latest(instruments: list[str]) -> dict[str, Quote]:
+    """The latest quote of each instrument that has one, in one round trip."""
+    pipeline = get_redis().pipeline(transaction=False)
+    for instrument in instruments:
+        pipeline.hgetall(KEY.format(symbol=instrument))
+    quotes = (
+        _parse(instrument, raw) for instrument, raw in zip(instruments, pipeline.execute(), strict=True)
+    )
+    return {quote.instrument: quote for quote in quotes if quote is not None}

@@ -12,13 +12,16 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Count, F, Q
 from django.utils import timezone
 from rest_framework import status
 
 from config.errors import DomainError
+from positions import metrics
+from positions.alerts import alert_raise
 from positions.choices import (
     CLOSED_STATUS_FOR,
+    AlertKind,
     CloseCommandStatus,
     CloseReason,
     PositionStatus,
@@ -178,6 +181,26 @@ class CloseResult:
 
 def close_command_ack(*, command_id: int, device_id: int, result: CloseResult, by: Actor) -> CloseCommand:
     """Apply the EA's report of a close. Idempotent; a conflicting report is a 409."""
+    command, fresh = _close_command_ack(command_id=command_id, device_id=device_id, result=result, by=by)
+    if fresh:
+        _record_close_metrics(command)
+    return command
+
+
+def _record_close_metrics(command: CloseCommand) -> None:
+    method = "manual" if command.reason == CloseReason.MANUAL else "auto"
+    metrics.CLOSES.labels(method=method, result=command.status).inc()
+    metrics.CLOSE_DURATION.labels(method=method).observe(
+        (command.completed_at - command.created_at).total_seconds()
+    )
+    received_at = (command.trigger_quote or {}).get("received_at")
+    if command.status == CloseCommandStatus.EXECUTED and received_at:
+        metrics.BREACH_TO_CLOSE.observe(max(0.0, command.completed_at.timestamp() - float(received_at)))
+
+
+def _close_command_ack(
+    *, command_id: int, device_id: int, result: CloseResult, by: Actor
+) -> tuple[CloseCommand, bool]:
     with transaction.atomic():
         command = (
             CloseCommand.objects.filter(pk=command_id, device_id=device_id).only("pk", "position_id").first()
@@ -191,7 +214,7 @@ def close_command_ack(*, command_id: int, device_id: int, result: CloseResult, b
 
         if command.status in (CloseCommandStatus.EXECUTED, CloseCommandStatus.FAILED):
             if result.same_as(command.result):
-                return command
+                return command, False
             raise _conflict(f"This close command was already acknowledged as {command.status}.")
         if command.status == CloseCommandStatus.CANCELLED:
             raise _conflict("This close command was cancelled.")
@@ -227,7 +250,7 @@ def close_command_ack(*, command_id: int, device_id: int, result: CloseResult, b
                 by=by, action=AuditAction.POSITION_REOPENED, subject=position, data={"command_id": command.pk}
             )
         command.refresh_from_db()
-    return command
+    return command, True
 
 
 def _apply_close(
@@ -301,3 +324,109 @@ def positions_reconcile(
             data_for=lambda position: {"broker_ticket": position.broker_ticket},
         )
     return len(vanished)
+
+
+@dataclass(frozen=True)
+class TimeoutReport:
+    redelivered: int
+    expired: int
+    offline_alerts: int
+
+
+def _backoff_seconds(attempts: int) -> int:
+    """1, 2, 4, ... seconds after each failed delivery, at most a minute."""
+    return min(2 ** max(attempts - 1, 0), 60)
+
+
+def close_commands_timeout(*, now: datetime | None = None, batch_size: int = 500) -> TimeoutReport:
+    """Delivered commands whose lease ran out go back to pending (same id, with
+    backoff) or, after CLOSE_MAX_ATTEMPTS deliveries, expire: the position is
+    ``close_failed`` and the owner alerted. Pending commands of a device that has
+    gone quiet alert the owner too."""
+    now = now or timezone.now()
+    by = Actor.system("close-timeout-sweep")
+    candidates = list(
+        CloseCommand.objects.filter(status=CloseCommandStatus.DELIVERED, lease_expires_at__lte=now)
+        .order_by("lease_expires_at")
+        .values_list("pk", "position_id")[:batch_size]
+    )
+    redelivered = expired = 0
+    with transaction.atomic():
+        # Lock order: positions, then their commands (as close_command_ack does).
+        positions = set(
+            OpenPosition.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=[position_id for _, position_id in candidates])
+            .values_list("pk", flat=True)
+        )
+        commands = list(
+            CloseCommand.objects.select_for_update(skip_locked=True)
+            .filter(
+                pk__in=[pk for pk, position_id in candidates if position_id in positions],
+                status=CloseCommandStatus.DELIVERED,
+                lease_expires_at__lte=now,
+            )
+            .order_by("pk")
+        )
+        for command in commands:
+            if command.attempts >= settings.CLOSE_MAX_ATTEMPTS:
+                _expire(command, now=now, by=by)
+                expired += 1
+            else:
+                CloseCommand.objects.filter(pk=command.pk).update(
+                    status=CloseCommandStatus.PENDING,
+                    lease_expires_at=None,
+                    next_attempt_at=now + timedelta(seconds=_backoff_seconds(command.attempts)),
+                )
+                metrics.CLOSE_RETRIES.labels(reason="ack_timeout").inc()
+                redelivered += 1
+    return TimeoutReport(
+        redelivered=redelivered, expired=expired, offline_alerts=_alert_offline_devices(now=now)
+    )
+
+
+def _expire(command: CloseCommand, *, now: datetime, by: Actor) -> None:
+    CloseCommand.objects.filter(pk=command.pk).update(
+        status=CloseCommandStatus.EXPIRED, completed_at=now, lease_expires_at=None
+    )
+    OpenPosition.objects.filter(pk=command.position_id, status=PositionStatus.CLOSING).update(
+        status=PositionStatus.CLOSE_FAILED, updated_at=now
+    )
+    audit(
+        by=by,
+        action=AuditAction.CLOSE_COMMAND_EXPIRED,
+        subject=command,
+        data={"position_id": command.position_id, "attempts": command.attempts},
+    )
+    metrics.CLOSES.labels(
+        method="manual" if command.reason == CloseReason.MANUAL else "auto", result="expired"
+    ).inc()
+    alert_raise(
+        kind=AlertKind.CLOSE_FAILED,
+        dedupe_key=f"close_failed:{command.position_id}",
+        message=(
+            f"Position #{command.position_id}: close command #{command.pk} was delivered "
+            f"{command.attempts} times without an acknowledgement; the position is close_failed."
+        ),
+        position_id=command.position_id,
+        device_id=command.device_id,
+    )
+
+
+def _alert_offline_devices(*, now: datetime) -> int:
+    quiet_since = now - timedelta(seconds=settings.DEVICE_OFFLINE_SECONDS)
+    rows = (
+        CloseCommand.objects.filter(status=CloseCommandStatus.PENDING)
+        .filter(Q(device__last_seen_at__lt=quiet_since) | Q(device__last_seen_at__isnull=True))
+        .values("device_id", "device__name")
+        .annotate(waiting=Count("pk"))
+        .order_by("device_id")
+    )
+    raised = 0
+    for row in rows:
+        raised += alert_raise(
+            kind=AlertKind.DEVICE_OFFLINE,
+            dedupe_key=f"offline:{row['device_id']}",
+            message=f"Device {row['device__name']} is offline; {row['waiting']} close command(s) wait.",
+            device_id=row["device_id"],
+        )
+    return raised

@@ -69,3 +69,70 @@ def make_signal(
     if publish:
         signal = signal_publish(signal=signal, by=by).signal
     return signal
+
+
+def open_book(signal, count: int, *, clients=None, auto_close: bool = True, volume: str = "0.10"):
+    """``count`` open positions on ``signal``, one client (with its EA device) each, in bulk.
+
+    Test and benchmark setup only: it writes rows directly, bypassing the fill service.
+    """
+    import secrets as _secrets
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ea_gateway.models import Device
+    from positions.models import OpenPosition
+    from signals_app.choices import ApprovalStatus
+    from signals_app.models import Approval
+
+    if clients is None:
+        stamp = _secrets.token_hex(4)
+        clients = Client.objects.bulk_create(
+            [Client(name=f"book-{stamp}-{index}", auto_close_enabled=auto_close) for index in range(count)]
+        )
+        devices = Device.objects.bulk_create(
+            [
+                Device(
+                    name=f"EA {client.name}",
+                    role="ea",
+                    client=client,
+                    key_id=f"vsk_{stamp}_{index}",
+                    secret="s",
+                )
+                for index, client in enumerate(clients)
+            ]
+        )
+    else:
+        devices = list(Device.objects.filter(client__in=clients).order_by("client_id"))
+    expires = timezone.now() + timedelta(hours=1)
+    approvals = Approval.objects.bulk_create(
+        [
+            Approval(
+                signal=signal,
+                client=client,
+                volume=Decimal(volume),
+                status=ApprovalStatus.EXECUTED,
+                expires_at=expires,
+            )
+            for client in clients
+        ]
+    )
+    return OpenPosition.objects.bulk_create(
+        [
+            OpenPosition(
+                signal=signal,
+                approval=approval,
+                client=client,
+                device=device,
+                instrument_id=signal.instrument_id,
+                side=signal.side,
+                requested_entry_price=signal.entry_price,
+                entry_price=signal.entry_price,
+                volume=Decimal(volume),
+                remaining_volume=Decimal(volume),
+                broker_ticket=f"{signal.pk}-{index}",
+            )
+            for index, (approval, client, device) in enumerate(zip(approvals, clients, devices, strict=True))
+        ]
+    )

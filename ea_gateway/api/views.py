@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,7 +21,22 @@ from ea_gateway.services import Fill, approval_ack, device_actor, device_heartbe
 from positions.quotes import Quote
 from positions.services import CloseResult, close_command_ack, close_commands_deliver
 
-ERRORS = {401: None, 403: None, 429: None, 503: None}
+
+class ErrorDetail(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+
+
+class ErrorOutput(serializers.Serializer):
+    """The one error shape (config.errors): 401 is the same body for every failure."""
+
+    error = ErrorDetail()
+
+
+_ERROR = OpenApiResponse(ErrorOutput)
+ERRORS = {401: _ERROR, 403: _ERROR, 413: _ERROR, 429: _ERROR, 503: _ERROR}
+WRITE_ERRORS = {**ERRORS, 400: _ERROR, 404: _ERROR, 409: _ERROR}
 
 
 class DeviceAPIView(APIView):
@@ -44,7 +60,10 @@ class PollView(DeviceAPIView):
 
 class AckView(DeviceAPIView):
     @extend_schema(
-        request=io.AckInput, responses={200: io.AckOutput, **ERRORS}, tags=["ea"], operation_id="client_ack"
+        request=io.AckInput,
+        responses={200: io.AckOutput, **WRITE_ERRORS},
+        tags=["ea"],
+        operation_id="client_ack",
     )
     def post(self, request: Request) -> Response:
         data = io.AckInput(data=request.data)
@@ -76,7 +95,7 @@ class CloseCommandsView(DeviceAPIView):
 class CloseAckView(DeviceAPIView):
     @extend_schema(
         request=io.CloseAckInput,
-        responses={200: io.CloseAckOutput, **ERRORS},
+        responses={200: io.CloseAckOutput, **WRITE_ERRORS},
         tags=["ea"],
         operation_id="client_close_ack",
     )
@@ -103,7 +122,7 @@ class CloseAckView(DeviceAPIView):
 class HeartbeatView(DeviceAPIView):
     @extend_schema(
         request=io.HeartbeatInput,
-        responses={200: io.HeartbeatOutput, **ERRORS},
+        responses={200: io.HeartbeatOutput, **WRITE_ERRORS},
         tags=["ea"],
         operation_id="client_heartbeat",
     )
@@ -119,7 +138,7 @@ class FeedQuotesView(DeviceAPIView):
 
     @extend_schema(
         request=io.QuotesInput,
-        responses={200: io.QuotesOutput, **ERRORS},
+        responses={200: io.QuotesOutput, **WRITE_ERRORS},
         tags=["feed"],
         operation_id="feed_quotes",
     )

@@ -1,0 +1,360 @@
+"""The breach scanner: hidden levels against the owner's latest quotes, set-based.
+
+Its cost grows with active signals and breached positions, never with open
+positions: levels are per signal, so positions are only touched by the one
+statement that closes a breached signal's positions.
+
+A sweep:
+
+1. finds the signals with open positions by a loose index scan over the
+   partial index ``position_open_by_signal`` (one probe per distinct signal);
+2. in one transaction, takes a transaction-scoped advisory lock per instrument
+   (``pg_try_advisory_xact_lock``) and skips instruments another sweep holds:
+   concurrent sweeps partition the work instead of doing it twice;
+3. decrypts each remaining signal's hidden levels once;
+4. reads every needed instrument's latest quote and the pending-breach marks in
+   two Redis round trips;
+5. judges each signal (``positions.rules.judge``: side of the book, tolerance,
+   staleness, spike guard, recheck delay);
+6. for confirmed breaches, one SQL statement moves all their open positions
+   (of clients with auto-close on) to ``closing``, inserts one close command
+   each and their audit records. Exactly-once comes from the database: the
+   guarded ``open → closing`` update and the partial unique index on active
+   close commands;
+7. raises alerts (stale quotes, spikes, auto-close off) and records metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter as Tally
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from config.redis import get_redis
+from positions import metrics
+from positions.alerts import alert_raise
+from positions.choices import AlertKind, CloseReason, PositionStatus
+from positions.quotes import Quote, quotes_latest
+from positions.rules import CLOSE, NONE, STALE, STOP, WAIT, judge
+from signals_app.choices import AuditAction
+from signals_app.events import Actor, audit
+from signals_app.hidden_levels import parse_hidden_levels
+from signals_app.models import Instrument, Signal
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAMESPACE = 73110  # first key of the advisory locks: "this is the scanner's"
+PENDING_KEY = "veilstop:breach-pending"  # signal id -> "level|first_seen_ts"
+DRY_RUN_SEEN_KEY = "veilstop:breach-dry-run:{signal}:{level}"
+SCANNER = Actor.system("scanner")
+REASON_FOR_LEVEL = {STOP: CloseReason.STOP_LOSS, "take_profit": CloseReason.TAKE_PROFIT}
+
+_SIGNALS_WITH_OPEN_POSITIONS = """
+WITH RECURSIVE walk AS (
+    (SELECT signal_id FROM positions_openposition WHERE status = 'open' ORDER BY signal_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT p.signal_id FROM positions_openposition p
+             WHERE p.status = 'open' AND p.signal_id > walk.signal_id
+             ORDER BY p.signal_id LIMIT 1)
+      FROM walk WHERE walk.signal_id IS NOT NULL
+)
+SELECT signal_id FROM walk WHERE signal_id IS NOT NULL
+"""
+
+_CLOSE_BREACHED = """
+WITH breached(signal_id, reason, trigger_quote) AS (
+    SELECT * FROM unnest(%s::bigint[], %s::text[], %s::jsonb[])
+),
+claimed AS (
+    UPDATE positions_openposition p
+       SET status = 'closing', updated_at = now()
+      FROM breached b, signals_app_client c
+     WHERE p.signal_id = b.signal_id AND p.status = 'open'
+       AND c.id = p.client_id AND c.auto_close_enabled
+    RETURNING p.id, p.device_id, p.remaining_volume, b.reason, b.trigger_quote
+),
+commands AS (
+    INSERT INTO positions_closecommand
+        (position_id, device_id, volume, reason, status, attempts, next_attempt_at,
+         trigger_quote, requested_by, note, created_at)
+    SELECT id, device_id, remaining_volume, reason, 'pending', 0, now(), trigger_quote, 'scanner', '', now()
+      FROM claimed
+    ON CONFLICT (position_id) WHERE status IN ('pending', 'delivered') DO NOTHING
+    RETURNING id, position_id, reason, trigger_quote
+),
+audited AS (
+    INSERT INTO signals_app_auditevent
+        (occurred_at, actor_kind, actor, action, subject_type, subject_id, data)
+    SELECT now(), 'system', 'scanner', 'position.close_requested', 'openposition', position_id,
+           jsonb_build_object('command_id', id, 'reason', reason, 'trigger_quote', trigger_quote, 'note', '')
+      FROM commands
+    RETURNING 1
+)
+SELECT count(*) FROM commands
+"""
+
+_HELD_BACK_BY_CANARY = """
+SELECT p.signal_id, count(*) FROM positions_openposition p
+  JOIN signals_app_client c ON c.id = p.client_id
+ WHERE p.signal_id = ANY(%s) AND p.status = 'open' AND NOT c.auto_close_enabled
+ GROUP BY p.signal_id
+"""
+
+
+@dataclass
+class SweepReport:
+    signals: int = 0
+    skipped_locked_instruments: int = 0
+    outcomes: Tally = field(default_factory=Tally)
+    breached_signals: int = 0
+    commands_created: int = 0
+    dry_run: bool = False
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Watched:
+    signal_id: int
+    instrument_id: int
+    symbol: str
+    side: str
+    sl: Decimal | None
+    tp: Decimal | None
+    tolerance: Decimal
+
+
+def signals_with_open_positions() -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(_SIGNALS_WITH_OPEN_POSITIONS)
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _lock_instruments(instrument_ids: set[int]) -> set[int]:
+    if not instrument_ids:
+        return set()
+    ordered = sorted(instrument_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, pg_try_advisory_xact_lock(%s, id::int) FROM unnest(%s::bigint[]) AS id ORDER BY id",
+            [LOCK_NAMESPACE, ordered],
+        )
+        return {instrument_id for instrument_id, locked in cursor.fetchall() if locked}
+
+
+def _watched_signals(signal_ids: list[int], symbols: set[str] | None) -> list[_Watched]:
+    instruments = {instrument.pk: instrument for instrument in Instrument.objects.all()}
+    rows = Signal.objects.filter(pk__in=signal_ids).values_list("pk", "instrument_id", "side", "owner_only")
+    tolerance_pips = settings.BREACH_PRICE_TOLERANCE_PIPS
+    watched = []
+    for signal_id, instrument_id, side, owner_only in rows:  # owner_only decrypted once per signal
+        instrument = instruments[instrument_id]
+        if symbols is not None and instrument.symbol not in symbols:
+            continue
+        levels = parse_hidden_levels(owner_only)
+        watched.append(
+            _Watched(
+                signal_id=signal_id,
+                instrument_id=instrument_id,
+                symbol=instrument.symbol,
+                side=side,
+                sl=levels.sl,
+                tp=levels.tp,
+                tolerance=tolerance_pips * instrument.pip_size,
+            )
+        )
+    return watched
+
+
+def _pending_marks() -> dict[int, tuple[str, float]]:
+    marks = {}
+    for signal_id, value in get_redis().hgetall(PENDING_KEY).items():
+        level, _, first_seen = value.decode().partition("|")
+        marks[int(signal_id)] = (level, float(first_seen))
+    return marks
+
+
+def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> SweepReport:
+    """One pass of the monitor, over every instrument or only ``symbols``."""
+    started = time.perf_counter()
+    report = SweepReport(dry_run=settings.POSITION_MONITOR_DRY_RUN)
+    if not settings.POSITION_MONITOR_ENABLED:
+        return report
+    now = time.time() if now is None else now
+    signal_ids = signals_with_open_positions()
+    watched = _watched_signals(signal_ids, symbols) if signal_ids else []
+    if not watched:
+        report.seconds = time.perf_counter() - started
+        metrics.SWEEP_DURATION.observe(report.seconds)
+        return report
+
+    quotes = quotes_latest(sorted({signal.symbol for signal in watched}))
+    marks = _pending_marks()
+    with transaction.atomic():
+        locked = _lock_instruments({signal.instrument_id for signal in watched})
+        report.skipped_locked_instruments = len({s.instrument_id for s in watched} - locked)
+        mine = [signal for signal in watched if signal.instrument_id in locked]
+        report.signals = len(mine)
+        judgement = _judge_all(mine, quotes, marks, now, report)
+        breached_ids = [signal.signal_id for signal, _, _ in judgement.to_close]
+        if breached_ids and not report.dry_run:
+            report.commands_created = _close_breached(judgement.to_close, quotes)
+        held_back = _held_back_by_canary(breached_ids) if breached_ids else {}
+    _after_sweep(judgement, held_back, quotes, report)
+    report.seconds = time.perf_counter() - started
+    metrics.SWEEP_DURATION.observe(report.seconds)
+    return report
+
+
+@dataclass
+class _Judgement:
+    to_close: list[tuple[_Watched, str, float]]
+    waiting: dict[int, str]  # signal id -> pending mark
+    settled: list[int]  # signals whose pending mark is void
+    stale: set[str]  # symbols
+    spikes: set[str]  # symbols
+
+
+def _judge_all(watched, quotes, marks, now, report) -> _Judgement:
+    to_close: list[tuple[_Watched, str, float]] = []
+    waiting: dict[int, str] = {}
+    settled: list[int] = []
+    stale: set[str] = set()
+    spikes: set[str] = set()
+    for signal in watched:
+        quote = quotes.get(signal.symbol)
+        if quote is None:
+            report.outcomes["no_quote"] += 1
+            continue
+        verdict = judge(
+            side=signal.side,
+            sl=signal.sl,
+            tp=signal.tp,
+            bid=quote.bid,
+            ask=quote.ask,
+            quote_ts=quote.ts,
+            previous=quote.previous[:2] if quote.previous else None,
+            pending_since=marks.get(signal.signal_id),
+            now=now,
+            tolerance=signal.tolerance,
+            max_age_seconds=settings.QUOTE_MAX_AGE_SECONDS,
+            recheck_delay_seconds=settings.BREACH_RECHECK_DELAY_SECONDS,
+            max_jump=settings.SPIKE_MAX_JUMP_FRACTION,
+        )
+        report.outcomes[verdict.action] += 1
+        if verdict.action == CLOSE:
+            to_close.append((signal, verdict.level, verdict.first_seen_ts))
+        elif verdict.action == WAIT:
+            waiting[signal.signal_id] = f"{verdict.level}|{verdict.first_seen_ts!r}"
+            if verdict.spike:
+                spikes.add(signal.symbol)
+        elif verdict.action == STALE:
+            stale.add(signal.symbol)
+        elif verdict.action == NONE and signal.signal_id in marks:
+            settled.append(signal.signal_id)
+    return _Judgement(to_close, waiting, settled, stale, spikes)
+
+
+def _trigger_quote(quote: Quote, first_seen_ts: float) -> str:
+    return json.dumps({**quote.as_json(), "first_seen_ts": first_seen_ts})
+
+
+def _close_breached(to_close, quotes) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLOSE_BREACHED,
+            [
+                [signal.signal_id for signal, _, _ in to_close],
+                [REASON_FOR_LEVEL[level] for _, level, _ in to_close],
+                [_trigger_quote(quotes[signal.symbol], first_seen) for signal, _, first_seen in to_close],
+            ],
+        )
+        return cursor.fetchone()[0]
+
+
+def _held_back_by_canary(signal_ids: list[int]) -> dict[int, int]:
+    with connection.cursor() as cursor:
+        cursor.execute(_HELD_BACK_BY_CANARY, [signal_ids])
+        return dict(cursor.fetchall())
+
+
+def _after_sweep(judgement: _Judgement, held_back: dict[int, int], quotes, report: SweepReport) -> None:
+    """Redis marks, alerts, metrics and logs: after the commit, never inside it."""
+    to_close, waiting, settled = judgement.to_close, judgement.waiting, judgement.settled
+    redis = get_redis()
+    pipeline = redis.pipeline(transaction=False)
+    if waiting:
+        pipeline.hset(PENDING_KEY, mapping=waiting)
+    done = settled + [signal.signal_id for signal, _, _ in to_close]
+    if done:
+        pipeline.hdel(PENDING_KEY, *done)
+    pipeline.execute()
+
+    report.breached_signals = len(to_close)
+    for outcome, count in report.outcomes.items():
+        metrics.CHECKS.labels(status=outcome).inc(count)
+    for signal, level, _ in to_close:
+        metrics.BREACHES.labels(type="sl" if level == STOP else "tp").inc()
+        # Once per signal and level, not once per sweep.
+        if report.dry_run and redis.set(
+            DRY_RUN_SEEN_KEY.format(signal=signal.signal_id, level=level), 1, nx=True, ex=86400
+        ):
+            logger.info("dry run: signal %s breached its %s; no close commands", signal.signal_id, level)
+            audit(
+                by=SCANNER,
+                action=AuditAction.SIGNAL_BREACH_DRY_RUN,
+                subject=Signal(pk=signal.signal_id),
+                data={
+                    "level": level,
+                    "trigger_quote": json.loads(_trigger_quote(quotes[signal.symbol], 0.0)),
+                },
+            )
+        if held_back.get(signal.signal_id):
+            alert_raise(
+                kind=AlertKind.AUTO_CLOSE_DISABLED,
+                dedupe_key=f"canary:{signal.signal_id}",
+                message=(
+                    f"Signal #{signal.signal_id} breached; {held_back[signal.signal_id]} position(s) of "
+                    "clients "
+                    "with auto-close off stay open."
+                ),
+                instrument_id=signal.instrument_id,
+            )
+    for symbol in sorted(judgement.spikes):
+        alert_raise(
+            kind=AlertKind.SPIKE,
+            dedupe_key=f"spike:{symbol}:{quotes[symbol].ts!r}",
+            message=f"{symbol}: a quote jumped beyond the spike limit; closes wait for a confirming quote.",
+        )
+    for symbol in sorted(judgement.stale):
+        age = int(time.time() - quotes[symbol].ts)
+        alert_raise(
+            kind=AlertKind.STALE_QUOTE,
+            dedupe_key=f"stale:{symbol}",
+            message=f"{symbol}: latest quote is {age} s old; breaches are not judged.",
+        )
+    if report.commands_created:
+        logger.info(
+            "scanner: %s breached signal(s), %s close command(s) queued",
+            report.breached_signals,
+            report.commands_created,
+        )
+
+
+def live_position_counts() -> tuple[dict[str, int], int]:
+    """Open positions per instrument and active close commands, for the gauges."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.symbol, count(*) FROM positions_openposition p JOIN signals_app_instrument i "
+            "ON i.id = p.instrument_id WHERE p.status = %s GROUP BY i.symbol",
+            [PositionStatus.OPEN],
+        )
+        per_instrument = dict(cursor.fetchall())
+        cursor.execute("SELECT count(*) FROM positions_closecommand WHERE status IN ('pending', 'delivered')")
+        (pending,) = cursor.fetchone()
+    return per_instrument, pending
