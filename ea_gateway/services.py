@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -15,14 +14,11 @@ from rest_framework import status
 from config.errors import DomainError
 from ea_gateway.choices import DeviceRole
 from ea_gateway.models import Device
-from positions.choices import PositionStatus
 from positions.models import OpenPosition
-from positions.quotes import Quote, quote_store
 from positions.services import position_open, positions_reconcile
-from positions.tasks import sweep_instrument_soon
 from signals_app.choices import ApprovalStatus, AuditAction
 from signals_app.events import Actor, audit
-from signals_app.models import Approval, Client, Instrument
+from signals_app.models import Approval, Client
 
 KEY_PREFIX = "vsk_"
 
@@ -188,30 +184,3 @@ def device_heartbeat(*, device: Device, balance: Decimal, equity: Decimal, open_
     return positions_reconcile(
         device_id=device.pk, open_tickets=set(open_tickets), by=device_actor(device), now=now
     )
-
-
-@dataclass(frozen=True)
-class QuoteBatchResult:
-    accepted: int
-    ignored: int
-
-
-def feed_quotes_store(*, quotes: list[Quote]) -> QuoteBatchResult:
-    """Store a feed's batch. Unknown instruments reject the whole batch (nothing stored)."""
-    symbols = {quote.instrument for quote in quotes}
-    known = set(Instrument.objects.filter(symbol__in=symbols, active=True).values_list("symbol", flat=True))
-    unknown = sorted(symbols - known)
-    if unknown:
-        raise DomainError(
-            "invalid",
-            "Unknown instruments in the batch.",
-            fields={"quotes": [f"unknown instrument {s!r}" for s in unknown[:20]]},
-        )
-    received_at = time.time()
-    stored = [
-        quote for quote in sorted(quotes, key=lambda q: q.ts) if quote_store(quote, received_at=received_at)
-    ]
-    for symbol in sorted({quote.instrument for quote in stored}):
-        if OpenPosition.objects.filter(instrument__symbol=symbol, status=PositionStatus.OPEN).exists():
-            sweep_instrument_soon(symbol)
-    return QuoteBatchResult(accepted=len(stored), ignored=len(quotes) - len(stored))

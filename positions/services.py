@@ -5,6 +5,7 @@ Lock order, everywhere: position row, then close-command row.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -27,10 +28,11 @@ from positions.choices import (
     PositionStatus,
 )
 from positions.models import CloseCommand, OpenPosition
+from positions.quotes import Quote, quote_store
 from positions.rules import realized_pnl
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit, audit_many
-from signals_app.models import Approval
+from signals_app.models import Approval, Instrument
 
 
 def _conflict(message: str) -> DomainError:
@@ -430,3 +432,36 @@ def _alert_offline_devices(*, now: datetime) -> int:
             device_id=row["device_id"],
         )
     return raised
+
+
+@dataclass(frozen=True)
+class QuoteBatchResult:
+    accepted: int
+    ignored: int
+
+
+def quotes_ingest(*, quotes: list[Quote]) -> QuoteBatchResult:
+    """Store the owner's quotes (from the feed API or a replay) and sweep at once
+    every instrument that moved and has open positions.
+
+    An unknown instrument rejects the whole batch: nothing is stored.
+    """
+    from positions.tasks import sweep_instrument_soon  # tasks import this module
+
+    symbols = {quote.instrument for quote in quotes}
+    known = set(Instrument.objects.filter(symbol__in=symbols, active=True).values_list("symbol", flat=True))
+    unknown = sorted(symbols - known)
+    if unknown:
+        raise DomainError(
+            "invalid",
+            "Unknown instruments in the batch.",
+            fields={"quotes": [f"unknown instrument {symbol!r}" for symbol in unknown[:20]]},
+        )
+    received_at = time.time()
+    stored = [
+        quote for quote in sorted(quotes, key=lambda q: q.ts) if quote_store(quote, received_at=received_at)
+    ]
+    for symbol in sorted({quote.instrument for quote in stored}):
+        if OpenPosition.objects.filter(instrument__symbol=symbol, status=PositionStatus.OPEN).exists():
+            sweep_instrument_soon(symbol)
+    return QuoteBatchResult(accepted=len(stored), ignored=len(quotes) - len(stored))

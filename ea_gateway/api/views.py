@@ -17,9 +17,9 @@ from ea_gateway.api.authentication import HMACDeviceAuthentication
 from ea_gateway.api.permissions import IsEADevice, IsFeedDevice
 from ea_gateway.api.throttling import DeviceRateThrottle
 from ea_gateway.selectors import approvals_for_poll
-from ea_gateway.services import Fill, approval_ack, device_actor, device_heartbeat, feed_quotes_store
+from ea_gateway.services import Fill, approval_ack, device_actor, device_heartbeat
 from positions.quotes import Quote
-from positions.services import CloseResult, close_command_ack, close_commands_deliver
+from positions.services import CloseResult, close_command_ack, close_commands_deliver, quotes_ingest
 
 
 class ErrorDetail(serializers.Serializer):
@@ -146,5 +146,5 @@ class FeedQuotesView(DeviceAPIView):
         data = io.QuotesInput(data=request.data)
         data.is_valid(raise_exception=True)
         quotes = [Quote(**quote) for quote in data.validated_data["quotes"]]
-        result = feed_quotes_store(quotes=quotes)
+        result = quotes_ingest(quotes=quotes)
         return Response(io.QuotesOutput({"accepted": result.accepted, "ignored": result.ignored}).data)
