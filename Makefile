@@ -39,3 +39,11 @@ stop: venv
 
 status: venv
 	$(PY) -m config.embedded status
+
+# Breach-scanner benchmarks (bench/): their own database and Redis db on the same
+# servers as the tests. BENCH_ARGS="--sizes 1000,10000", "--quick", "--only latency", ...
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: venv
+	DJANGO_ENV=test $(PY) -m config.embedded run -- $(PY) bench/scanner_bench.py $(BENCH_ARGS)

@@ -204,6 +204,9 @@ SPECTACULAR_SETTINGS = {
 # --- Celery -----------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A message taken by a worker that then died is handed out again after this
+# long (Redis has no connection-bound acks). Longer than any task runs.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", 300, minimum=5)}
 # Tasks are idempotent (they take ids and call guarded services), so a message
 # is acknowledged only after the task ran, and redelivered if its worker died.
 CELERY_TASK_ACKS_LATE = True

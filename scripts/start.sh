@@ -5,6 +5,10 @@ cd "$(dirname "$0")/.."
 python manage.py migrate --noinput
 python manage.py setup_periodic_tasks
 python manage.py ensure_owner
+# Every process (web, worker) writes its metrics here; /metrics reads them all.
+PROMETHEUS_MULTIPROC_DIR="${VEILSTOP_STATE_DIR:-.state}/prometheus"
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+export PROMETHEUS_MULTIPROC_DIR
 WEB_PORT="${WEB_PORT:-8000}"
 FLOWER_PORT="${FLOWER_PORT:-5555}"
 export WEB_PORT FLOWER_PORT

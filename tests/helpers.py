@@ -79,3 +79,63 @@ def wait_for(condition: Callable[[], object], timeout: float, interval: float = 
             return result
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+class CeleryProcesses:
+    """Real Celery workers and beat processes against the test database, stopped on exit."""
+
+    def __init__(self, log_dir: Path, **environment: str) -> None:
+        self.log_dir = log_dir
+        self.environment = environment
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start_worker(self, name: str = "worker", concurrency: int = 1) -> subprocess.Popen:
+        process = start_process(
+            [
+                "-m", "celery", "-A", "config", "worker", "-l", "INFO",
+                f"--hostname={name}@%h", "--pool=prefork", f"--concurrency={concurrency}",
+                "--without-gossip", "--without-mingle",
+            ],
+            self.log_dir / f"{name}.log",
+            **self.environment,
+        )  # fmt: skip
+        self.processes[name] = process
+        return process
+
+    def start_beat(self, name: str = "beat") -> subprocess.Popen:
+        process = start_process(
+            [
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "beat",
+                "-l",
+                "INFO",
+                "--pidfile=",
+                f"-s{self.log_dir / name}.db",
+            ],
+            self.log_dir / f"{name}.log",
+            **self.environment,
+        )
+        self.processes[name] = process
+        return process
+
+    def kill(self, name: str) -> None:
+        import signal as signals
+
+        process = self.processes.pop(name)
+        os.killpg(process.pid, signals.SIGKILL)
+        process.wait(10)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text()[-4000:]}" for path in sorted(self.log_dir.glob("*.log"))
+        )
+
+    def __enter__(self) -> CeleryProcesses:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for process in self.processes.values():
+            stop_process(process)

@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): the breach scanner against real PostgreSQL and Redis."""

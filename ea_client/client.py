@@ -1,0 +1,313 @@
+"""The EA loop: take approved signals to the broker, carry out close commands,
+report the account.
+
+A broker order must never be sent twice for one approval or one close
+command, even when the server's answer to an acknowledgement is lost. The
+client therefore remembers, per approval and per command id, the result it
+got from the broker, and answers a repeated delivery by sending that same
+acknowledgement again (the server treats it as idempotent) instead of trading
+again. The memory lasts as long as the process: a restart between a broker
+fill and its confirmed acknowledgement forgets the fill. An EA trading real
+money should keep these results on disk (docs/ea-protocol.md, section 7).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Any, Protocol
+
+from ea_client.executors import DIRECTIONS, ExecutionError, Executor
+from ea_client.transport import ProtocolError, Response, UnavailableError
+
+POLL_PATH = "/api/v1/client/poll"
+ACK_PATH = "/api/v1/client/ack"
+CLOSE_COMMANDS_PATH = "/api/v1/client/close-commands"
+CLOSE_ACK_PATH = "/api/v1/client/close-ack"
+HEARTBEAT_PATH = "/api/v1/client/heartbeat"
+
+# Broker messages can be long; the owner needs a reason, not a log.
+MAX_ERROR_LENGTH = 200
+# Decimals the server accepts (docs/ea-protocol.md, section 2).
+PRICE_PLACES = 10
+VOLUME_PLACES = 2
+MONEY_PLACES = 2
+
+
+class Transport(Protocol):
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> Response: ...
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One acknowledgement sent: ``reply`` is the server's answer, or None with
+    ``error`` when it was not confirmed (then it may be sent again later)."""
+
+    item_id: int
+    body: dict[str, Any]
+    reply: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class _Outbox:
+    """Acknowledgements by id: every result the broker gave, and which of them
+    the server has not confirmed yet."""
+
+    def __init__(self, path: str, id_field: str) -> None:
+        self.path = path
+        self.id_field = id_field
+        self.results: dict[int, dict[str, Any]] = {}
+        self.unconfirmed: set[int] = set()
+
+    def record(self, item_id: int, body: dict[str, Any]) -> None:
+        self.results[item_id] = body
+        self.unconfirmed.add(item_id)
+
+
+class EAClient:
+    """Speaks the Veilstop EA protocol for one device. Not thread-safe: run it
+    from one thread (``run_forever``)."""
+
+    def __init__(
+        self, transport: Transport, executor: Executor, *, logger: logging.Logger | None = None
+    ) -> None:
+        self._transport = transport
+        self._executor = executor
+        self._log = logger or logging.getLogger("ea_client")
+        self._acks = _Outbox(ACK_PATH, "approval_id")
+        self._close_acks = _Outbox(CLOSE_ACK_PATH, "command_id")
+
+    def poll_and_execute(self) -> list[Delivery]:
+        """Acknowledge what is still unconfirmed, then place every newly
+        approved signal and acknowledge it."""
+        return self._work(self._acks, POLL_PATH, "approvals", self._place)
+
+    def execute_close_commands(self) -> list[Delivery]:
+        """Acknowledge what is still unconfirmed, then carry out every close
+        command delivered and acknowledge it."""
+        return self._work(self._close_acks, CLOSE_COMMANDS_PATH, "commands", self._close)
+
+    def send_heartbeat(self) -> int:
+        """Report balance, equity and open tickets; returns the server's time."""
+        account = self._executor.account()
+        body = {
+            "balance": _decimal_text(account.balance, MONEY_PLACES, pad=True),
+            "equity": _decimal_text(account.equity, MONEY_PLACES, pad=True),
+            "open_tickets": [str(ticket) for ticket in account.open_tickets],
+        }
+        reply = self._transport.request("POST", HEARTBEAT_PATH, body=body).json
+        server_time = reply.get("server_time") if isinstance(reply, dict) else None
+        if not isinstance(server_time, int) or isinstance(server_time, bool):
+            raise ProtocolError(200, "invalid_response", "heartbeat reply has no integer server_time")
+        return server_time
+
+    def run_once(self) -> bool:
+        """One cycle: closes first (they protect money), then new trades, then
+        the heartbeat (so it lists this cycle's tickets). A failing step is
+        logged and does not stop the others. True when every step succeeded."""
+        ok = True
+        for step in (self.execute_close_commands, self.poll_and_execute, self.send_heartbeat):
+            try:
+                result = step()
+            except Exception:
+                self._log.exception("%s failed", step.__name__)
+                ok = False
+                continue
+            if isinstance(result, list) and any(delivery.error for delivery in result):
+                ok = False
+        return ok
+
+    def run_forever(self, interval: float, stop_event: threading.Event) -> None:
+        """Run a cycle every ``interval`` seconds until ``stop_event`` is set."""
+        while not stop_event.is_set():
+            started = time.monotonic()
+            self.run_once()
+            stop_event.wait(max(0.0, interval - (time.monotonic() - started)))
+
+    def _work(
+        self,
+        outbox: _Outbox,
+        path: str,
+        key: str,
+        execute: Callable[[int, Mapping[str, Any]], dict[str, Any]],
+    ) -> list[Delivery]:
+        deliveries = self._flush(outbox)
+        items = _items(self._transport.request("GET", path), key)
+        sent = {delivery.item_id for delivery in deliveries}
+        for item in items:
+            item_id = _item_id(item, outbox.id_field)
+            if item_id is None:
+                self._log.error("%s returned an item without a usable %s: %r", path, outbox.id_field, item)
+                continue
+            if item_id in outbox.results:
+                # Executed before and delivered again (our ack was lost, or a
+                # close command's lease ran out): answer with the stored result,
+                # never trade a second time.
+                self._log.warning(
+                    "%s %s delivered again; re-sending its acknowledgement", outbox.id_field, item_id
+                )
+                outbox.unconfirmed.add(item_id)
+            else:
+                outbox.record(item_id, execute(item_id, item))
+            if item_id not in sent:
+                deliveries.append(self._deliver(outbox, item_id))
+                sent.add(item_id)
+        return deliveries
+
+    def _place(self, approval_id: int, approval: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            params = approval["execution_params"]
+            instrument = str(params["instrument"])
+            direction = str(params["direction"])
+            entry_price = _positive_decimal(params["entry_price"])
+            volume = _positive_decimal(params["volume"])
+            if direction not in DIRECTIONS:
+                raise ValueError(f"unknown direction {direction!r}")
+        except (KeyError, TypeError, ValueError, InvalidOperation) as error:
+            self._log.error("approval %s has invalid execution params: %s", approval_id, error)
+            return _failed("approval_id", approval_id, f"invalid execution params: {error}")
+        try:
+            fill = self._executor.place(instrument, direction, volume, entry_price)
+        except ExecutionError as error:
+            self._log.warning("approval %s rejected by the broker: %s", approval_id, error)
+            return _failed("approval_id", approval_id, str(error))
+        except Exception as error:
+            # Whether the order reached the market is unknown. Reporting a
+            # failure risks an untracked position; retrying risks a second
+            # one, which is worse, so the approval is settled as failed.
+            self._log.exception("approval %s: executor error", approval_id)
+            return _failed("approval_id", approval_id, f"executor error: {type(error).__name__}: {error}")
+        self._log.info(
+            "approval %s placed: %s %s %s at %s, ticket %s",
+            approval_id,
+            direction,
+            fill.volume,
+            instrument,
+            fill.price,
+            fill.ticket,
+        )
+        return {
+            "approval_id": approval_id,
+            "status": "placed",
+            "broker_ticket": fill.ticket,
+            "entry_price": _decimal_text(fill.price, PRICE_PLACES),
+            "volume": _decimal_text(fill.volume, VOLUME_PLACES),
+        }
+
+    def _close(self, command_id: int, command: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            ticket = command["broker_ticket"]
+            if not isinstance(ticket, str) or not ticket:
+                raise ValueError(f"broker_ticket must be a non-empty string, got {ticket!r}")
+            volume = _positive_decimal(command["volume"])
+        except (KeyError, TypeError, ValueError, InvalidOperation) as error:
+            self._log.error("close command %s is invalid: %s", command_id, error)
+            return _failed("command_id", command_id, f"invalid close command: {error}")
+        try:
+            fill = self._executor.close(ticket, volume)
+        except ExecutionError as error:
+            self._log.error(
+                "close command %s (ticket %s) rejected by the broker: %s", command_id, ticket, error
+            )
+            return _failed("command_id", command_id, str(error))
+        except Exception as error:
+            # As for placing: never risk closing twice on an unknown outcome.
+            self._log.exception("close command %s: executor error", command_id)
+            return _failed("command_id", command_id, f"executor error: {type(error).__name__}: {error}")
+        self._log.info(
+            "close command %s executed: ticket %s, %s lots at %s", command_id, ticket, fill.volume, fill.price
+        )
+        return {
+            "command_id": command_id,
+            "status": "executed",
+            "close_price": _decimal_text(fill.price, PRICE_PLACES),
+            "closed_volume": _decimal_text(fill.volume, VOLUME_PLACES),
+        }
+
+    def _flush(self, outbox: _Outbox) -> list[Delivery]:
+        return [self._deliver(outbox, item_id) for item_id in sorted(outbox.unconfirmed)]
+
+    def _deliver(self, outbox: _Outbox, item_id: int) -> Delivery:
+        body = outbox.results[item_id]
+        try:
+            reply = self._transport.request("POST", outbox.path, body=body)
+        except UnavailableError as error:
+            self._log.warning(
+                "%s %s %s not confirmed, will re-send: %s", outbox.path, outbox.id_field, item_id, error
+            )
+            return Delivery(item_id, body, error=str(error))
+        except ProtocolError as error:
+            if error.status == 401:
+                # Credentials or clock; the result is still owed to the server.
+                self._log.error(
+                    "%s %s %s refused (%s), will re-send", outbox.path, outbox.id_field, item_id, error
+                )
+            else:
+                # 409: the server holds a different result for this id; 404: not
+                # ours or gone; 400: the body itself is wrong. Re-sending the same
+                # body cannot change any of these answers.
+                outbox.unconfirmed.discard(item_id)
+                self._log.error(
+                    "%s %s %s refused, not re-sending: %s (sent %r)",
+                    outbox.path,
+                    outbox.id_field,
+                    item_id,
+                    error,
+                    body,
+                )
+            return Delivery(item_id, body, error=str(error))
+        outbox.unconfirmed.discard(item_id)
+        answer = reply.json if isinstance(reply.json, dict) else {}
+        self._log.debug("%s %s %s confirmed: %r", outbox.path, outbox.id_field, item_id, answer)
+        return Delivery(item_id, body, reply=answer)
+
+
+def _items(response: Response, key: str) -> list[Mapping[str, Any]]:
+    payload = response.json
+    items = payload.get(key) if isinstance(payload, dict) else None
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ProtocolError(
+            response.status, "invalid_response", f"reply has no list of objects under {key!r}"
+        )
+    return items
+
+
+def _item_id(item: Mapping[str, Any], field: str) -> int | None:
+    value = item.get(field)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _positive_decimal(value: object) -> Decimal:
+    # Decimal(float) would smuggle binary noise into a price; the protocol sends strings.
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise TypeError(f"expected a decimal string, got {value!r}")
+    number = Decimal(value)
+    if not number.is_finite() or number <= 0:
+        raise ValueError(f"expected a positive number, got {value!r}")
+    return number
+
+
+def _decimal_text(value: Decimal, places: int, *, pad: bool = False) -> str:
+    # The server refuses more decimals than it stores, and a broker's floats
+    # carry binary noise (10000.300000000001); round only what is beyond the
+    # limit, so "2650.4" stays "2650.4". "f" never writes an exponent.
+    quantum = Decimal(1).scaleb(-places)
+    exponent = value.as_tuple().exponent
+    if pad or (isinstance(exponent, int) and exponent < -places):
+        value = value.quantize(quantum, ROUND_HALF_EVEN)
+    return format(value, "f")
+
+
+def _failed(id_field: str, item_id: int, error: str) -> dict[str, Any]:
+    return {id_field: item_id, "status": "failed", "error": error[:MAX_ERROR_LENGTH]}
