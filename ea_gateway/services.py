@@ -14,6 +14,8 @@ from rest_framework import status
 from config.errors import DomainError
 from ea_gateway.choices import DeviceRole
 from ea_gateway.models import Device
+from positions.alerts import alert_raise
+from positions.choices import AlertKind
 from positions.models import OpenPosition
 from positions.services import position_open, positions_reconcile
 from signals_app.choices import ApprovalStatus, AuditAction
@@ -107,6 +109,24 @@ FILLABLE = (ApprovalStatus.APPROVED, ApprovalStatus.EXPIRED)
 
 
 def approval_ack(*, device: Device, approval_id: int, fill: Fill | None, error: str = "") -> AckResult:
+    try:
+        return _approval_ack(device=device, approval_id=approval_id, fill=fill, error=error)
+    except DomainError as refused:
+        if fill is not None and refused.code != "not_found":
+            # A trade exists at the broker that the server will not watch: the owner must know.
+            alert_raise(
+                kind=AlertKind.FILL_REFUSED,
+                dedupe_key=f"fill_refused:{device.pk}:{approval_id}:{fill.broker_ticket}",
+                message=(
+                    f"Device {device.key_id} reported ticket {fill.broker_ticket} for approval "
+                    f"#{approval_id}; refused ({refused.message}). That trade is not monitored."
+                ),
+                device_id=device.pk,
+            )
+        raise
+
+
+def _approval_ack(*, device: Device, approval_id: int, fill: Fill | None, error: str) -> AckResult:
     """The EA reports what became of an approval: a fill (``fill``) or a failure.
 
     Idempotent on the approval: the same report again returns the same result;

@@ -61,3 +61,4 @@ class AlertKind(models.TextChoices):
     CLOSE_FAILED = "close_failed", "Close command expired unacknowledged"
     DEVICE_OFFLINE = "device_offline", "Device offline with pending closes"
     AUTO_CLOSE_DISABLED = "auto_close_disabled", "Breach on a client with auto-close off"
+    FILL_REFUSED = "fill_refused", "A reported fill was refused: trade not monitored"

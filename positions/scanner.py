@@ -149,13 +149,15 @@ def _lock_instruments(instrument_ids: set[int]) -> set[int]:
 
 def _watched_signals(signal_ids: list[int], symbols: set[str] | None) -> list[_Watched]:
     instruments = {instrument.pk: instrument for instrument in Instrument.objects.all()}
-    rows = Signal.objects.filter(pk__in=signal_ids).values_list("pk", "instrument_id", "side", "owner_only")
+    rows = Signal.objects.filter(pk__in=signal_ids)
+    if symbols is not None:  # a quote-triggered sweep decrypts only its instrument's signals
+        rows = rows.filter(instrument_id__in=[pk for pk, i in instruments.items() if i.symbol in symbols])
     tolerance_pips = settings.BREACH_PRICE_TOLERANCE_PIPS
     watched = []
-    for signal_id, instrument_id, side, owner_only in rows:  # owner_only decrypted once per signal
-        instrument = instruments[instrument_id]
-        if symbols is not None and instrument.symbol not in symbols:
-            continue
+    for signal_id, instrument_id, side, owner_only in rows.values_list(
+        "pk", "instrument_id", "side", "owner_only"
+    ):
+        instrument = instruments[instrument_id]  # owner_only above: decrypted once per signal
         levels = parse_hidden_levels(owner_only)
         watched.append(
             _Watched(

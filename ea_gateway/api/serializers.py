@@ -18,7 +18,14 @@ from positions.choices import CLIENT_REASON_FOR, CloseReason
 
 PRICE = {"max_digits": 20, "decimal_places": 10, "min_value": Decimal("0.0000000001")}
 VOLUME = {"max_digits": 12, "decimal_places": 2, "min_value": Decimal("0.01")}
-MONEY = {"max_digits": 20, "decimal_places": 2}
+# Terminals report money as floats (10000.300000000001): take any precision, keep cents.
+MONEY = {
+    "max_digits": None,
+    "decimal_places": None,
+    "min_value": Decimal(-(10**15)),
+    "max_value": Decimal(10**15),
+}
+CENT = Decimal("0.01")
 TICKET = {"max_length": 64, "min_length": 1, "allow_blank": False}
 
 
@@ -111,6 +118,11 @@ class HeartbeatInput(StrictInputSerializer):
     balance = serializers.DecimalField(**MONEY)
     equity = serializers.DecimalField(**MONEY)
     open_tickets = serializers.ListField(child=serializers.CharField(**TICKET), max_length=1000)
+
+    def validate(self, data):
+        data["balance"] = data["balance"].quantize(CENT)
+        data["equity"] = data["equity"].quantize(CENT)
+        return data
 
 
 class HeartbeatOutput(serializers.Serializer):

@@ -25,7 +25,11 @@ from positions.services import CloseResult, close_command_ack, close_commands_de
 class ErrorDetail(serializers.Serializer):
     code = serializers.CharField()
     message = serializers.CharField()
-    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+    fields = serializers.DictField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text="field name -> list of messages; for a list or nested input, an object of the same shape",
+    )
 
 
 class ErrorOutput(serializers.Serializer):

@@ -333,3 +333,23 @@ def test_roles_are_kept_apart(trader):
     assert ea.quotes({"quotes": [quote]}).status_code == 403
     assert feed.poll().status_code == 403
     assert feed.close_commands().status_code == 403
+
+
+def test_a_refused_fill_alerts_the_owner(trader):
+    from positions.choices import AlertKind
+    from positions.models import Alert
+
+    ea, signal, approval = trader
+    ea.ack(_fill(approval))
+
+    assert ea.ack(_fill(approval, broker_ticket="50009")).status_code == 409
+
+    alert = Alert.objects.get(kind=AlertKind.FILL_REFUSED)
+    assert "50009" in alert.message
+    assert alert.device_id == ea.device.pk
+
+
+def test_heartbeat_takes_float_noise_in_money(trader):
+    ea, *_ = trader
+    response = ea.heartbeat({"balance": "10000.300000001", "equity": "9999.12345678", "open_tickets": []})
+    assert response.status_code == 200

@@ -6,9 +6,9 @@ goes on the wire (method, path, query string, body bytes after serialisation) wi
 device's credentials: the EA device for /client/*, the feed device for /feed/quotes.
 
 Each response is checked for: no server error, a documented status code, a documented content
-type, and a body that matches the documented schema. One known finding is tolerated, narrowly:
-a 400 whose ``error.fields.<name>`` is an object where the schema promises a list of strings
-(see ``test_error_fields_of_nested_input_match_the_schema``, a strict xfail).
+type, and a body that matches the documented schema. ``test_error_fields_of_nested_input_match_the_schema``
+keeps a first finding fixed: a 400 for a list or nested input carries an object in
+``error.fields.<name>``, which the schema once did not allow.
 
 The tests are transactional: the WSGI handler runs in this thread on the same connection, and its
 request_finished signal (close_old_connections) would close a connection held in a test atomic block.
@@ -33,7 +33,6 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.hooks import GLOBAL_HOOK_DISPATCHER
-from schemathesis.openapi.checks import JsonSchemaError
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -253,25 +252,9 @@ def _steer(operation_id: str, case, data, world: World) -> None:
         body["quotes"] = quotes
 
 
-def _is_nested_error_fields(failure, response) -> bool:
-    """The known finding: on a 400 for a list or nested input (``quotes``, ``open_tickets``),
-    ``error.fields.<name>`` is DRF's nested error object, e.g. ``{"0": {"ask": [...]}}`` or
-    ``{"non_field_errors": [...]}``, while the schema (ErrorDetail in ea_gateway/api/views.py)
-    says every ``fields`` value is an array of strings."""
-    path = list(getattr(failure, "instance_path", []))
-    return (
-        isinstance(failure, JsonSchemaError)
-        and response.status_code == 400
-        and len(path) == 3
-        and path[:2] == ["error", "fields"]
-        and isinstance(failure.instance, dict)
-    )
-
-
 @dataclass
 class Run:
     statuses: Counter = field(default_factory=Counter)
-    tolerated: Counter = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     calls: int = 0
 
@@ -299,12 +282,7 @@ def _fuzz(api_schema, world: World, signer: Signer, operation_id: str, mode: Gen
         try:
             case.validate_response(response, checks=CHECKS)
         except FailureGroup as group:
-            unexpected = []
-            for failure in group.exceptions:
-                if _is_nested_error_fields(failure, response):
-                    run.tolerated[".".join(map(str, failure.instance_path))] += 1
-                else:
-                    unexpected.append(failure)
+            unexpected = list(group.exceptions)
             if unexpected:
                 run.failures.append(
                     f"{method} {path} body={signer.last_body[:500]!r}\n"
@@ -323,7 +301,7 @@ def _fuzz(api_schema, world: World, signer: Signer, operation_id: str, mode: Gen
 
 
 def _assert_clean(run: Run, signer: Signer) -> None:
-    report = f"statuses {dict(run.statuses)}, tolerated (known finding) {dict(run.tolerated)}"
+    report = f"statuses {dict(run.statuses)}"
     assert not run.failures, f"{len(run.failures)} failing case(s); {report}\n\n" + "\n\n".join(
         run.failures[:10]
     )
@@ -370,15 +348,6 @@ def test_only_a_correct_signature_gets_through(api_schema, world, signer):
     assert signer.signed == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FailureGroup,
-    reason=(
-        "FINDING: a 400 for a list/nested input puts DRF's nested error object in error.fields.<name> "
-        '(e.g. {"quotes": {"non_field_errors": [...]}}, {"open_tickets": {"1": [...]}}) but the schema\'s '
-        "ErrorDetail.fields (ea_gateway/api/views.py) allows only arrays of strings as values"
-    ),
-)
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("path", "body"),
