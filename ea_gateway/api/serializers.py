@@ -16,7 +16,8 @@ from rest_framework import serializers
 from config.serializers import StrictInputSerializer
 from positions.choices import CLIENT_REASON_FOR, CloseReason
 
-PRICE = {"max_digits": 20, "decimal_places": 10, "min_value": Decimal("0.0000000001")}
+# Prices keep the precision they were sent with (2644.80 stays 2644.80), up to 10 decimals.
+PRICE = {"max_digits": 20, "decimal_places": None, "min_value": Decimal("0.0000000001")}
 VOLUME = {"max_digits": 12, "decimal_places": 2, "min_value": Decimal("0.01")}
 # Terminals report money as floats (10000.300000000001): take any precision, keep cents.
 MONEY = {
@@ -27,6 +28,11 @@ MONEY = {
 }
 CENT = Decimal("0.01")
 TICKET = {"max_length": 64, "min_length": 1, "allow_blank": False}
+
+
+def _at_most_10_decimals(value: Decimal) -> None:
+    if value.as_tuple().exponent < -10:  # type: ignore[operator]
+        raise serializers.ValidationError("at most 10 decimal places")
 
 
 class ExecutionParamsOutput(serializers.Serializer):
@@ -57,7 +63,7 @@ class AckInput(StrictInputSerializer):
     approval_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
     status = serializers.ChoiceField(choices=["placed", "failed"])
     broker_ticket = serializers.CharField(required=False, **TICKET)
-    entry_price = serializers.DecimalField(required=False, **PRICE)
+    entry_price = serializers.DecimalField(required=False, validators=[_at_most_10_decimals], **PRICE)
     volume = serializers.DecimalField(required=False, **VOLUME)
     error = serializers.CharField(required=False, allow_blank=True, max_length=500)
 
@@ -95,7 +101,7 @@ class CloseCommandsOutput(serializers.Serializer):
 class CloseAckInput(StrictInputSerializer):
     command_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
     status = serializers.ChoiceField(choices=["executed", "failed"])
-    close_price = serializers.DecimalField(required=False, **PRICE)
+    close_price = serializers.DecimalField(required=False, validators=[_at_most_10_decimals], **PRICE)
     closed_volume = serializers.DecimalField(required=False, **VOLUME)
     error = serializers.CharField(required=False, allow_blank=True, max_length=500)
 
@@ -131,8 +137,8 @@ class HeartbeatOutput(serializers.Serializer):
 
 class QuoteInput(StrictInputSerializer):
     instrument = serializers.CharField(max_length=20)
-    bid = serializers.DecimalField(**PRICE)
-    ask = serializers.DecimalField(**PRICE)
+    bid = serializers.DecimalField(validators=[_at_most_10_decimals], **PRICE)
+    ask = serializers.DecimalField(validators=[_at_most_10_decimals], **PRICE)
     ts = serializers.FloatField(min_value=946684800, help_text="unix seconds when quoted (fractions allowed)")
 
     def validate(self, data):

@@ -315,6 +315,9 @@ def test_feed_quotes_keep_the_newest_per_instrument(redis_client):
         {"instrument": "XAUUSD", "bid": "-1", "ask": "1"},
         {"instrument": "XAUUSD", "bid": "1", "ask": "1", "ts": 4_000_000_000},
         {"instrument": "XAUUSD", "bid": "1", "ask": "1", "extra": 1},
+        {"instrument": "XAUUSD", "bid": "1.00000000001", "ask": "1.1"},
+        {"instrument": "XAUUSD", "bid": "NaN", "ask": "1.1"},
+        {"instrument": "XAUUSD", "bid": "1", "ask": "Infinity"},
     ],
 )
 def test_bad_quote_batches_change_nothing(redis_client, quote):
