@@ -1,10 +1,19 @@
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
+from django.db.models import Count, Q
 from django.utils import timezone
 
+from config.redis import get_redis
+from monitoring.choices import HeartbeatName
 from monitoring.models import Heartbeat
+from positions.choices import CloseCommandStatus, CloseReason, PositionStatus
+from positions.models import Alert, CloseCommand, OpenPosition
+from positions.quotes import quotes_latest
+from positions.scanner import LAST_SWEEP_KEY, SWEEP_DURATIONS_KEY
 
 
 def heartbeat_age(*, name: str) -> timedelta | None:
@@ -13,3 +22,96 @@ def heartbeat_age(*, name: str) -> timedelta | None:
     if last_seen_at is None:
         return None
     return timezone.now() - last_seen_at
+
+
+def monitor_status(*, now: datetime | None = None) -> dict:
+    """Everything the dashboard and GET /api/v1/admin/positions/monitor/status show, from real data."""
+    now = now or timezone.now()
+    redis = get_redis()
+    last_sweep_raw = redis.get(LAST_SWEEP_KEY)
+    last_sweep = json.loads(last_sweep_raw) if last_sweep_raw else None
+    durations = sorted(float(value) for value in redis.lrange(SWEEP_DURATIONS_KEY, 0, 199))
+    interval = settings.POSITION_MONITOR_INTERVAL_SECONDS
+    last_sweep_age = now.timestamp() - last_sweep["at"] if last_sweep else None
+    beat_age = heartbeat_age(name=HeartbeatName.BEAT)
+
+    hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
+    breaches = dict(
+        CloseCommand.objects.filter(
+            created_at__gte=hour_ago, reason__in=[CloseReason.STOP_LOSS, CloseReason.TAKE_PROFIT]
+        )
+        .values_list("reason")
+        .annotate(count=Count("pk"))
+    )
+    finished = CloseCommand.objects.filter(
+        completed_at__gte=day_ago,
+        status__in=[CloseCommandStatus.EXECUTED, CloseCommandStatus.FAILED, CloseCommandStatus.EXPIRED],
+    )
+    outcome = finished.aggregate(
+        total=Count("pk"), executed=Count("pk", filter=Q(status=CloseCommandStatus.EXECUTED))
+    )
+    latencies = sorted(
+        (command.completed_at.timestamp() - float(command.trigger_quote["received_at"]))
+        for command in finished.filter(
+            status=CloseCommandStatus.EXECUTED, trigger_quote__has_key="received_at"
+        )
+        .only("completed_at", "trigger_quote")
+        .order_by("-completed_at")[:500]
+    )
+    offline_before = now - timedelta(seconds=settings.DEVICE_OFFLINE_SECONDS)
+    offline_devices = (
+        OpenPosition.objects.filter(status__in=[PositionStatus.OPEN, PositionStatus.CLOSING])
+        .filter(Q(device__last_seen_at__lt=offline_before) | Q(device__last_seen_at__isnull=True))
+        .values("device_id")
+        .distinct()
+        .count()
+    )
+    open_by_instrument = dict(
+        OpenPosition.objects.filter(status=PositionStatus.OPEN)
+        .values_list("instrument__symbol")
+        .annotate(count=Count("pk"))
+        .order_by("instrument__symbol")
+    )
+    quotes = quotes_latest(sorted(open_by_instrument))
+    stale = sorted(
+        symbol
+        for symbol in open_by_instrument
+        if symbol not in quotes or now.timestamp() - quotes[symbol].ts > settings.QUOTE_MAX_AGE_SECONDS
+    )
+    return {
+        "monitor_running": bool(
+            settings.POSITION_MONITOR_ENABLED
+            and last_sweep_age is not None
+            and last_sweep_age <= 3 * interval
+            and beat_age is not None
+            and beat_age.total_seconds() <= settings.HEALTH_BEAT_MAX_AGE_SECONDS
+        ),
+        "monitor_enabled": settings.POSITION_MONITOR_ENABLED,
+        "dry_run": settings.POSITION_MONITOR_DRY_RUN,
+        "last_check": datetime.fromtimestamp(last_sweep["at"], tz=UTC).isoformat() if last_sweep else None,
+        "beat_heartbeat_age_seconds": round(beat_age.total_seconds(), 1) if beat_age else None,
+        "open_positions_count": sum(open_by_instrument.values()),
+        "open_positions_by_instrument": open_by_instrument,
+        "pending_closes_count": CloseCommand.objects.filter(status=CloseCommandStatus.PENDING).count(),
+        "delivered_closes_count": CloseCommand.objects.filter(status=CloseCommandStatus.DELIVERED).count(),
+        "avg_check_duration_ms": round(1000 * sum(durations) / len(durations), 2) if durations else None,
+        "p95_check_duration_ms": round(1000 * _percentile(durations, 0.95), 2) if durations else None,
+        "breaches_last_hour": {
+            "sl": breaches.get(CloseReason.STOP_LOSS, 0),
+            "tp": breaches.get(CloseReason.TAKE_PROFIT, 0),
+        },
+        "close_success_rate_24h": round(outcome["executed"] / outcome["total"], 4)
+        if outcome["total"]
+        else None,
+        "breach_to_close_latency_ms_median": round(1000 * _percentile(latencies, 0.5), 1)
+        if latencies
+        else None,
+        "devices_offline_with_open_positions": offline_devices,
+        "stale_quotes": stale,
+        "open_alerts": Alert.objects.filter(acknowledged_at__isnull=True).count(),
+    }
+
+
+def _percentile(ordered: list[float], fraction: float) -> float:
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]

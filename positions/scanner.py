@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 LOCK_NAMESPACE = 73110  # first key of the advisory locks: "this is the scanner's"
 PENDING_KEY = "veilstop:breach-pending"  # signal id -> "level|first_seen_ts"
 DRY_RUN_SEEN_KEY = "veilstop:breach-dry-run:{signal}:{level}"
+LAST_SWEEP_KEY = "veilstop:scanner:last-sweep"  # JSON of the latest sweep, for the dashboard
+SWEEP_DURATIONS_KEY = "veilstop:scanner:durations"  # the latest sweep times, newest first
+SWEEP_DURATIONS_KEPT = 1000
 SCANNER = Actor.system("scanner")
 REASON_FOR_LEVEL = {STOP: CloseReason.STOP_LOSS, "take_profit": CloseReason.TAKE_PROFIT}
 
@@ -192,7 +195,7 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
     watched = _watched_signals(signal_ids, symbols) if signal_ids else []
     if not watched:
         report.seconds = time.perf_counter() - started
-        metrics.SWEEP_DURATION.observe(report.seconds)
+        _record_sweep(report)
         return report
 
     quotes = quotes_latest(sorted({signal.symbol for signal in watched}))
@@ -209,8 +212,25 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
         held_back = _held_back_by_canary(breached_ids) if breached_ids else {}
     _after_sweep(judgement, held_back, quotes, report)
     report.seconds = time.perf_counter() - started
-    metrics.SWEEP_DURATION.observe(report.seconds)
+    _record_sweep(report)
     return report
+
+
+def _record_sweep(report: SweepReport) -> None:
+    """Metrics, and the dashboard's view of the monitor (in Redis: no table write per sweep)."""
+    metrics.SWEEP_DURATION.observe(report.seconds)
+    summary = {
+        "at": time.time(),
+        "seconds": report.seconds,
+        "signals": report.signals,
+        "commands": report.commands_created,
+        "dry_run": report.dry_run,
+    }
+    pipeline = get_redis().pipeline(transaction=False)
+    pipeline.set(LAST_SWEEP_KEY, json.dumps(summary))
+    pipeline.lpush(SWEEP_DURATIONS_KEY, repr(report.seconds))
+    pipeline.ltrim(SWEEP_DURATIONS_KEY, 0, SWEEP_DURATIONS_KEPT - 1)
+    pipeline.execute()
 
 
 @dataclass

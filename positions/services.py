@@ -465,3 +465,23 @@ def quotes_ingest(*, quotes: list[Quote]) -> QuoteBatchResult:
         if OpenPosition.objects.filter(instrument__symbol=symbol, status=PositionStatus.OPEN).exists():
             sweep_instrument_soon(symbol)
     return QuoteBatchResult(accepted=len(stored), ignored=len(quotes) - len(stored))
+
+
+@dataclass(frozen=True)
+class ManualCloseResult:
+    queued: list[int]  # position ids that got a close command
+    skipped: list[int]  # not open (already closing or closed): nothing to do
+
+
+def positions_close_manual(
+    *, position_ids: list[int], reason: str, note: str, by: Actor
+) -> ManualCloseResult:
+    """The owner closes positions by hand: through the same guarded path as the
+    scanner, so a double click, or a breach at the same moment, still makes one close."""
+    queued, skipped = [], []
+    for position in OpenPosition.objects.filter(pk__in=position_ids).order_by("pk"):
+        command = close_command_request(
+            position=position, reason=CloseReason.MANUAL, by=by, note=f"{reason}: {note}".strip(": ")[:1000]
+        )
+        (queued if command else skipped).append(position.pk)
+    return ManualCloseResult(queued=queued, skipped=sorted(set(position_ids) - set(queued)))
