@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "positions",
     "ea_gateway",
     "monitoring",
+    "demo",
 ]
 
 MIDDLEWARE = [

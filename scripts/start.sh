@@ -21,4 +21,8 @@ cat <<MSG
     Flower         http://127.0.0.1:${FLOWER_PORT}/
 
 MSG
-exec honcho start -f Procfile
+# VEILSTOP_DEMO=0 leaves out the demo (replayed feed, strategy bot, simulated EAs).
+PROCESSES="web worker beat flower"
+[ "${VEILSTOP_DEMO:-1}" = "0" ] || PROCESSES="$PROCESSES demo"
+# shellcheck disable=SC2086 - the list is meant to split
+exec honcho start -f Procfile $PROCESSES

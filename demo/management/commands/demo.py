@@ -1,0 +1,164 @@
+"""The `make run` demo: the whole loop on real market data, through the real APIs.
+
+* a price feed replays real EURUSD history (shipped in the backtesting package)
+  into POST /api/v1/feed/quotes, signed with a feed key;
+* a strategy bot publishes a EURUSD signal every --signal-every seconds through
+  POST /api/v1/signals, with hidden levels a few pips around the market;
+* three client EAs run the reference client (ea_client) on simulated brokers
+  that see the same market: they poll, fill, acknowledge, and execute the close
+  commands the scanner queues when a hidden level is crossed.
+
+Nothing here shortcuts the server: every step is an HTTP call a real feed, bot
+or EA would make. Stop it with Ctrl-C (or SIGTERM).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal as signals
+import threading
+import time
+import urllib.error
+import urllib.request
+from decimal import Decimal
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from rest_framework.authtoken.models import Token
+
+from ea_client.client import EAClient
+from ea_client.executors import SimulatedBroker
+from ea_client.transport import SignedTransport
+from ea_gateway.choices import DeviceRole
+from ea_gateway.models import Device
+from ea_gateway.services import IssuedCredentials, device_create, device_rotate_secret
+from positions.quotes import quote_latest
+from positions.replay import resolve, ticks
+from signals_app.events import Actor
+from signals_app.services import client_ensure
+
+logger = logging.getLogger("demo")
+SYMBOL = "EURUSD"
+PIP = Decimal("0.0001")
+CLIENTS = [("demo-alice", Decimal("0.10")), ("demo-bob", Decimal("0.20")), ("demo-carol", Decimal("0.05"))]
+
+
+def _credentials(*, name: str, role: str, client, by: Actor) -> IssuedCredentials:
+    """The demo's own device, with a fresh secret (shown to nobody but this process)."""
+    device = Device.objects.filter(name=name, role=role, revoked_at__isnull=True).first()
+    if device is None:
+        return device_create(name=name, role=role, client=client, by=by)
+    return device_rotate_secret(device=device, by=by)
+
+
+def _wait_for_server(server: str, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            urllib.request.urlopen(f"{server}/healthz", timeout=2)  # noqa: S310 - our own server
+            return
+        except urllib.error.HTTPError:
+            return  # 503 still means the web process answers
+        except OSError:
+            time.sleep(1)
+
+
+class Command(BaseCommand):
+    help = "Run the demo: a replayed EURUSD feed, a strategy bot and three simulated EAs."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--server", default="http://127.0.0.1:8000")
+        parser.add_argument("--tick-seconds", type=float, default=0.5, help="real seconds between feed ticks")
+        parser.add_argument("--signal-every", type=float, default=20.0, help="seconds between new signals")
+
+    def handle(self, *args, server: str, tick_seconds: float, signal_every: float, **options) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s demo %(message)s")
+        stop = threading.Event()
+        for stop_signal in (signals.SIGINT, signals.SIGTERM):
+            signals.signal(stop_signal, lambda *_: stop.set())
+        by = Actor.system("demo")
+
+        feed = _credentials(name="demo feed", role=DeviceRole.FEED, client=None, by=by)
+        eas = []
+        for name, volume in CLIENTS:
+            client, _ = client_ensure(name=name, auto_approve=True, default_volume=volume, by=by)
+            eas.append(_credentials(name=f"{name} EA", role=DeviceRole.EA, client=client, by=by))
+        bot_user, _ = get_user_model().objects.get_or_create(username="demo-bot", defaults={"is_staff": True})
+        token = Token.objects.get_or_create(user=bot_user)[0].key
+
+        _wait_for_server(server, stop)
+        threads = [
+            threading.Thread(target=self._feed, args=(server, feed, tick_seconds, stop), name="feed"),
+            threading.Thread(target=self._bot, args=(server, token, signal_every, stop), name="bot"),
+        ]
+        for credentials in eas:
+            client = EAClient(
+                SignedTransport(server, credentials.device.key_id, credentials.secret),
+                SimulatedBroker(price_source=_market_price),
+                logger=logging.getLogger(f"demo.{credentials.device.name}"),
+            )
+            threads.append(
+                threading.Thread(target=client.run_forever, args=(1.0, stop), name=credentials.device.name)
+            )
+        for thread in threads:
+            thread.start()
+        self.stdout.write(f"demo running against {server}: feed, bot and {len(eas)} EAs (Ctrl-C stops)")
+        while not stop.is_set():
+            stop.wait(1)
+        for thread in threads:
+            thread.join(10)
+
+    def _feed(
+        self, server: str, credentials: IssuedCredentials, tick_seconds: float, stop: threading.Event
+    ) -> None:
+        transport = SignedTransport(server, credentials.device.key_id, credentials.secret)
+        path = resolve("backtesting:EURUSD")
+        while not stop.is_set():
+            for tick in ticks(path, spread=PIP):
+                if stop.wait(tick_seconds):
+                    return
+                quote = {"instrument": SYMBOL, "bid": str(tick.bid), "ask": str(tick.ask), "ts": time.time()}
+                try:
+                    transport.request("POST", "/api/v1/feed/quotes", body={"quotes": [quote]})
+                except Exception:
+                    logger.exception("feed: quote not delivered")
+
+    def _bot(self, server: str, token: str, every: float, stop: threading.Event) -> None:
+        side = "buy"
+        while not stop.wait(every):
+            market = _market_price(SYMBOL)
+            if market is None:
+                continue
+            bid, ask = market
+            entry = ask if side == "buy" else bid
+            direction = 1 if side == "buy" else -1
+            body = {
+                "instrument": SYMBOL,
+                "side": side,
+                "entry_price": str(entry),
+                "ttl_minutes": 5,
+                "payload": {"timeframe": "H1", "source": "demo"},
+                "owner_only": {
+                    "sl": str(entry - direction * 12 * PIP),
+                    "tp": str(entry + direction * 15 * PIP),
+                    "strategy": "demo",
+                },
+            }
+            request = urllib.request.Request(  # noqa: S310 - our own server
+                f"{server}/api/v1/signals",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json", "Authorization": f"Token {token}"},
+                method="POST",
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                    logger.info("bot: published signal #%s (%s %s)", json.load(response)["id"], side, SYMBOL)
+            except OSError as error:
+                logger.warning("bot: signal not published: %s", error)
+            side = "sell" if side == "buy" else "buy"
+
+
+def _market_price(symbol: str) -> tuple[Decimal, Decimal] | None:
+    """What the simulated brokers and the bot see: the owner's latest quote."""
+    quote = quote_latest(symbol)
+    return None if quote is None else (quote.bid, quote.ask)
