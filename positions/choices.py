@@ -62,3 +62,4 @@ class AlertKind(models.TextChoices):
     DEVICE_OFFLINE = "device_offline", "Device offline with pending closes"
     AUTO_CLOSE_DISABLED = "auto_close_disabled", "Breach on a client with auto-close off"
     FILL_REFUSED = "fill_refused", "A reported fill was refused: trade not monitored"
+    UNREADABLE_LEVELS = "unreadable_levels", "A signal's hidden levels cannot be read: not monitored"

@@ -13,7 +13,7 @@ from positions.choices import (
 from signals_app.choices import Side
 from signals_app.models import PRICE, VOLUME, Approval, Client, Instrument, Signal
 
-MONEY = {"max_digits": 24, "decimal_places": 8}
+MONEY = {"max_digits": 32, "decimal_places": 8}
 
 # Device lives in ea_gateway, which builds on this app; the string reference
 # keeps Python imports one way (positions never imports ea_gateway).
@@ -40,6 +40,8 @@ class OpenPosition(models.Model):
     close_price = models.DecimalField(**PRICE, null=True, blank=True)
     close_reason = models.CharField(max_length=16, choices=CloseReason.choices, blank=True)
     realized_pnl = models.DecimalField(**MONEY, null=True, blank=True)
+    # First heartbeat whose open tickets lacked this one (reconciliation needs two, apart).
+    ticket_missing_since = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

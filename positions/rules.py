@@ -78,6 +78,7 @@ def judge(
     bid: Decimal,
     ask: Decimal,
     quote_ts: float,
+    received_at: float | None = None,
     previous: tuple[Decimal, Decimal] | None,
     pending_since: tuple[str, float] | None,
     now: float,
@@ -88,14 +89,16 @@ def judge(
 ) -> Verdict:
     """The whole decision for one signal and its instrument's latest quote.
 
-    1. A quote older than ``max_age_seconds`` decides nothing (``STALE``).
+    1. A quote older than ``max_age_seconds`` decides nothing (``STALE``); its age
+       counts from the earlier of its own time and its arrival, so a feed clock
+       running ahead cannot keep it fresh.
     2. No level crossed: ``NONE`` (any pending breach is forgotten).
     3. A crossing on a spike (a jump beyond ``max_jump`` from the previous
        quote) waits for the next quote to confirm it.
     4. A crossing first seen at ``t`` closes once a quote at least
        ``recheck_delay_seconds`` newer still crosses the same level.
     """
-    if now - quote_ts > max_age_seconds:
+    if now - min(quote_ts, received_at or quote_ts) > max_age_seconds:
         return Verdict(STALE)
     level = breach(side=side, sl=sl, tp=tp, bid=bid, ask=ask, tolerance=tolerance)
     if level is None:

@@ -33,6 +33,7 @@ from collections import Counter as Tally
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from cryptography.fernet import InvalidToken
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -44,7 +45,7 @@ from positions.quotes import Quote, quotes_latest
 from positions.rules import CLOSE, NONE, STALE, STOP, WAIT, judge
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit
-from signals_app.hidden_levels import parse_hidden_levels
+from signals_app.hidden_levels import HiddenLevelsError, parse_hidden_levels
 from signals_app.models import Instrument, Signal
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,9 @@ claimed AS (
       FROM breached b, signals_app_client c
      WHERE p.signal_id = b.signal_id AND p.status = 'open'
        AND c.id = p.client_id AND c.auto_close_enabled
+       -- never claim a position whose command could not be inserted below
+       AND NOT EXISTS (SELECT 1 FROM positions_closecommand a
+                        WHERE a.position_id = p.id AND a.status IN ('pending', 'delivered'))
     RETURNING p.id, p.device_id, p.remaining_volume, b.reason, b.trigger_quote
 ),
 commands AS (
@@ -155,13 +159,20 @@ def _watched_signals(signal_ids: list[int], symbols: set[str] | None) -> list[_W
     rows = Signal.objects.filter(pk__in=signal_ids)
     if symbols is not None:  # a quote-triggered sweep decrypts only its instrument's signals
         rows = rows.filter(instrument_id__in=[pk for pk, i in instruments.items() if i.symbol in symbols])
+    columns = ("pk", "instrument_id", "side", "owner_only")
+    try:
+        decrypted = list(rows.values_list(*columns))  # owner_only decrypted here, once per signal
+    except InvalidToken:
+        decrypted = _decrypt_one_by_one(rows, columns)
     tolerance_pips = settings.BREACH_PRICE_TOLERANCE_PIPS
     watched = []
-    for signal_id, instrument_id, side, owner_only in rows.values_list(
-        "pk", "instrument_id", "side", "owner_only"
-    ):
-        instrument = instruments[instrument_id]  # owner_only above: decrypted once per signal
-        levels = parse_hidden_levels(owner_only)
+    for signal_id, instrument_id, side, owner_only in decrypted:
+        instrument = instruments[instrument_id]
+        try:
+            levels = parse_hidden_levels(owner_only)
+        except HiddenLevelsError as error:
+            _unreadable(signal_id, f"hidden levels invalid: {', '.join(error.errors)}")
+            continue
         watched.append(
             _Watched(
                 signal_id=signal_id,
@@ -174,6 +185,26 @@ def _watched_signals(signal_ids: list[int], symbols: set[str] | None) -> list[_W
             )
         )
     return watched
+
+
+def _decrypt_one_by_one(rows, columns) -> list[tuple]:
+    """The slow path, only when some signal does not decrypt (a key removed before
+    `reencrypt`): every other signal is still watched, the broken ones alerted."""
+    readable = []
+    for signal_id in rows.values_list("pk", flat=True):
+        try:
+            readable.extend(Signal.objects.filter(pk=signal_id).values_list(*columns))
+        except InvalidToken:
+            _unreadable(signal_id, "hidden levels do not decrypt with FERNET_KEYS")
+    return readable
+
+
+def _unreadable(signal_id: int, why: str) -> None:
+    alert_raise(
+        kind=AlertKind.UNREADABLE_LEVELS,
+        dedupe_key=f"unreadable:{signal_id}",
+        message=f"Signal #{signal_id} is not monitored: {why}.",
+    )
 
 
 def _pending_marks() -> dict[int, tuple[str, float]]:
@@ -199,9 +230,9 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
         return report
 
     quotes = quotes_latest(sorted({signal.symbol for signal in watched}))
-    marks = _pending_marks()
     with transaction.atomic():
         locked = _lock_instruments({signal.instrument_id for signal in watched})
+        marks = _pending_marks()  # read under the lock: no other sweep rewrites them meanwhile
         report.skipped_locked_instruments = len({s.instrument_id for s in watched} - locked)
         mine = [signal for signal in watched if signal.instrument_id in locked]
         report.signals = len(mine)
@@ -252,6 +283,7 @@ def _judge_all(watched, quotes, marks, now, report) -> _Judgement:
         quote = quotes.get(signal.symbol)
         if quote is None:
             report.outcomes["no_quote"] += 1
+            stale.add(signal.symbol)
             continue
         verdict = judge(
             side=signal.side,
@@ -260,6 +292,7 @@ def _judge_all(watched, quotes, marks, now, report) -> _Judgement:
             bid=quote.bid,
             ask=quote.ask,
             quote_ts=quote.ts,
+            received_at=quote.received_at,
             previous=quote.previous[:2] if quote.previous else None,
             pending_since=marks.get(signal.signal_id),
             now=now,
@@ -277,6 +310,8 @@ def _judge_all(watched, quotes, marks, now, report) -> _Judgement:
                 spikes.add(signal.symbol)
         elif verdict.action == STALE:
             stale.add(signal.symbol)
+            if signal.signal_id in marks:  # a breach seen before an outage proves nothing after it
+                settled.append(signal.signal_id)
         elif verdict.action == NONE and signal.signal_id in marks:
             settled.append(signal.signal_id)
     return _Judgement(to_close, waiting, settled, stale, spikes)
@@ -354,11 +389,12 @@ def _after_sweep(judgement: _Judgement, held_back: dict[int, int], quotes, repor
             message=f"{symbol}: a quote jumped beyond the spike limit; closes wait for a confirming quote.",
         )
     for symbol in sorted(judgement.stale):
-        age = int(time.time() - quotes[symbol].ts)
+        quote = quotes.get(symbol)
+        state = f"latest quote is {int(time.time() - quote.ts)} s old" if quote else "no quote at all"
         alert_raise(
             kind=AlertKind.STALE_QUOTE,
             dedupe_key=f"stale:{symbol}",
-            message=f"{symbol}: latest quote is {age} s old; breaches are not judged.",
+            message=f"{symbol}: {state}; breaches are not judged.",
         )
     if report.commands_created:
         logger.info(

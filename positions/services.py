@@ -93,13 +93,14 @@ def close_command_request(
     """Queue a close of the whole remaining volume; None if the position is not open.
 
     Guarded open → closing, and the partial unique index on active commands
-    backs it up: however many callers race, one command exists.
+    backs it up: however many callers race, one command exists. A position whose
+    last close failed (``close_failed``) is still a live trade: it may be closed again.
     """
     now = timezone.now()
     with transaction.atomic():
-        claimed = OpenPosition.objects.filter(pk=position.pk, status=PositionStatus.OPEN).update(
-            status=PositionStatus.CLOSING, updated_at=now
-        )
+        claimed = OpenPosition.objects.filter(
+            pk=position.pk, status__in=[PositionStatus.OPEN, PositionStatus.CLOSE_FAILED]
+        ).update(status=PositionStatus.CLOSING, updated_at=now)
         if claimed != 1:
             return None
         position.refresh_from_db(fields=["status", "remaining_volume", "device_id"])
@@ -245,14 +246,33 @@ def _close_command_ack(
         if result.executed:
             _apply_close(position=position, command=command, result=result, now=now, by=by)
         elif position.status in (PositionStatus.CLOSING, PositionStatus.CLOSE_FAILED):
-            # The trade is still open at the broker: watch it again, so a level still
-            # crossed produces a fresh command on the next sweep.
-            OpenPosition.objects.filter(pk=position.pk).update(status=PositionStatus.OPEN, updated_at=now)
-            audit(
-                by=by, action=AuditAction.POSITION_REOPENED, subject=position, data={"command_id": command.pk}
-            )
+            _after_failed_close(position=position, command=command, error=result.error, now=now, by=by)
         command.refresh_from_db()
     return command, True
+
+
+def _after_failed_close(*, position: OpenPosition, command: CloseCommand, error: str, now, by: Actor) -> None:
+    """The broker refused the close; the trade is still open there.
+
+    Below CLOSE_MAX_ATTEMPTS failed closes the position is watched again (a level
+    still crossed makes a fresh command on the next sweep); at the limit it stops
+    retrying by itself: ``close_failed`` and an owner alert.
+    """
+    failures = CloseCommand.objects.filter(position=position, status=CloseCommandStatus.FAILED).count()
+    data = {"command_id": command.pk, "error": error[:500], "failed_closes": failures}
+    if failures < settings.CLOSE_MAX_ATTEMPTS:
+        OpenPosition.objects.filter(pk=position.pk).update(status=PositionStatus.OPEN, updated_at=now)
+        audit(by=by, action=AuditAction.POSITION_REOPENED, subject=position, data=data)
+        return
+    OpenPosition.objects.filter(pk=position.pk).update(status=PositionStatus.CLOSE_FAILED, updated_at=now)
+    audit(by=by, action=AuditAction.POSITION_CLOSE_FAILED, subject=position, data=data)
+    alert_raise(
+        kind=AlertKind.CLOSE_FAILED,
+        dedupe_key=f"close_failed:{position.pk}",
+        message=f"Position #{position.pk}: the EA failed to close it {failures} times; it needs the desk.",
+        position_id=position.pk,
+        device_id=command.device_id,
+    )
 
 
 def _apply_close(
@@ -302,17 +322,26 @@ def positions_reconcile(
 ) -> int:
     """Positions whose ticket vanished from the EA's account were closed outside the server.
 
-    Only ``open`` positions older than the grace period: a fresh fill may not be
-    in the account snapshot yet, and a ``closing`` one is waiting for its close-ack.
+    One heartbeat is not enough (a terminal reconnecting may report no tickets):
+    a ticket must be missing from heartbeats at least RECONCILE_GRACE_SECONDS
+    apart, and only ``open`` positions older than that count (a fresh fill may not
+    be in the snapshot yet; a ``closing`` one is waiting for its close-ack).
     """
     now = now or timezone.now()
     grace = timedelta(seconds=settings.RECONCILE_GRACE_SECONDS)
     with transaction.atomic():
+        live = OpenPosition.objects.filter(device_id=device_id, status=PositionStatus.OPEN)
+        live.filter(broker_ticket__in=open_tickets, ticket_missing_since__isnull=False).update(
+            ticket_missing_since=None
+        )
+        live.exclude(broker_ticket__in=open_tickets).filter(ticket_missing_since__isnull=True).update(
+            ticket_missing_since=now
+        )
         vanished = list(
-            OpenPosition.objects.select_for_update(skip_locked=True)
-            .filter(device_id=device_id, status=PositionStatus.OPEN, opened_at__lt=now - grace)
+            live.select_for_update(skip_locked=True)
+            .filter(opened_at__lt=now - grace, ticket_missing_since__lte=now - grace)
             .exclude(broker_ticket__in=open_tickets)
-            .only("pk", "broker_ticket")
+            .only("pk", "broker_ticket", "ticket_missing_since")
         )
         if not vanished:
             return 0
@@ -323,7 +352,11 @@ def positions_reconcile(
             by=by,
             action=AuditAction.POSITION_CLOSED_EXTERNALLY,
             subjects=vanished,
-            data_for=lambda position: {"broker_ticket": position.broker_ticket},
+            data_for=lambda position: {
+                "broker_ticket": position.broker_ticket,
+                "missing_since": position.ticket_missing_since.isoformat(),
+                "open_tickets_reported": len(open_tickets),
+            },
         )
     return len(vanished)
 
@@ -374,10 +407,15 @@ def close_commands_timeout(*, now: datetime | None = None, batch_size: int = 500
                 _expire(command, now=now, by=by)
                 expired += 1
             else:
+                next_attempt_at = now + timedelta(seconds=_backoff_seconds(command.attempts))
                 CloseCommand.objects.filter(pk=command.pk).update(
-                    status=CloseCommandStatus.PENDING,
-                    lease_expires_at=None,
-                    next_attempt_at=now + timedelta(seconds=_backoff_seconds(command.attempts)),
+                    status=CloseCommandStatus.PENDING, lease_expires_at=None, next_attempt_at=next_attempt_at
+                )
+                audit(
+                    by=by,
+                    action=AuditAction.CLOSE_COMMAND_REQUEUED,
+                    subject=command,
+                    data={"attempts": command.attempts, "next_attempt_at": next_attempt_at.isoformat()},
                 )
                 metrics.CLOSE_RETRIES.labels(reason="ack_timeout").inc()
                 redelivered += 1
@@ -390,9 +428,15 @@ def _expire(command: CloseCommand, *, now: datetime, by: Actor) -> None:
     CloseCommand.objects.filter(pk=command.pk).update(
         status=CloseCommandStatus.EXPIRED, completed_at=now, lease_expires_at=None
     )
-    OpenPosition.objects.filter(pk=command.position_id, status=PositionStatus.CLOSING).update(
+    if OpenPosition.objects.filter(pk=command.position_id, status=PositionStatus.CLOSING).update(
         status=PositionStatus.CLOSE_FAILED, updated_at=now
-    )
+    ):
+        audit(
+            by=by,
+            action=AuditAction.POSITION_CLOSE_FAILED,
+            subject=OpenPosition(pk=command.position_id),
+            data={"command_id": command.pk, "attempts": command.attempts, "why": "no acknowledgement"},
+        )
     audit(
         by=by,
         action=AuditAction.CLOSE_COMMAND_EXPIRED,

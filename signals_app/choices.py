@@ -58,8 +58,11 @@ class AuditAction(models.TextChoices):
     CLOSE_COMMAND_EXECUTED = "close_command.executed"
     CLOSE_COMMAND_FAILED = "close_command.failed"
     CLOSE_COMMAND_EXPIRED = "close_command.expired"
+    CLOSE_COMMAND_REQUEUED = "close_command.requeued"
+    POSITION_CLOSE_FAILED = "position.close_failed"
     APPROVAL_FILLED = "approval.executed"
     APPROVAL_FILL_FAILED = "approval.failed"
     DEVICE_CREATED = "device.created"
     DEVICE_SECRET_ROTATED = "device.secret_rotated"  # noqa: S105 - an event name
     DEVICE_REVOKED = "device.revoked"
+    ALERT_ACKNOWLEDGED = "alert.acknowledged"

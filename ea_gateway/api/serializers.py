@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 
+from django.core.validators import RegexValidator
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -17,8 +18,15 @@ from config.serializers import StrictInputSerializer
 from positions.choices import CLIENT_REASON_FOR, CloseReason
 
 # Prices keep the precision they were sent with (2644.80 stays 2644.80), up to 10 decimals.
-PRICE = {"max_digits": 20, "decimal_places": None, "min_value": Decimal("0.0000000001")}
-VOLUME = {"max_digits": 12, "decimal_places": 2, "min_value": Decimal("0.01")}
+# The upper bounds are the database's (numeric(20,10) prices, numeric(12,2) volumes):
+# a value beyond them is a 400 here, never a database error.
+PRICE = {
+    "max_digits": 20,
+    "decimal_places": None,
+    "min_value": Decimal("0.0000000001"),
+    "max_value": Decimal("9999999999"),
+}
+VOLUME = {"max_digits": 12, "decimal_places": 2, "min_value": Decimal("0.01"), "max_value": Decimal("100000")}
 # Terminals report money as floats (10000.300000000001): take any precision, keep cents.
 MONEY = {
     "max_digits": None,
@@ -27,7 +35,13 @@ MONEY = {
     "max_value": Decimal(10**15),
 }
 CENT = Decimal("0.01")
-TICKET = {"max_length": 64, "min_length": 1, "allow_blank": False}
+# Printable ASCII only: a ticket ends up in alerts and logs, so no control characters.
+TICKET = {
+    "max_length": 64,
+    "min_length": 1,
+    "allow_blank": False,
+    "validators": [RegexValidator(r"^[\x21-\x7e]+$", "printable ASCII without spaces")],
+}
 
 
 def _at_most_10_decimals(value: Decimal) -> None:
@@ -144,7 +158,7 @@ class QuoteInput(StrictInputSerializer):
     def validate(self, data):
         if data["ask"] < data["bid"]:
             raise serializers.ValidationError({"ask": ["must not be below bid"]})
-        if not math.isfinite(data["ts"]) or data["ts"] > timezone.now().timestamp() + 60:
+        if not math.isfinite(data["ts"]) or data["ts"] > timezone.now().timestamp() + 5:
             raise serializers.ValidationError({"ts": ["must not be in the future"]})
         data["instrument"] = data["instrument"].strip().upper()
         return data

@@ -258,6 +258,8 @@ def test_one_active_close_command_per_position(trader):
 
 
 def test_heartbeat_records_the_account_and_reconciles_vanished_tickets(trader):
+    import time_machine
+
     ea, signal, approval = trader
     position = _open_position(trader)
     OpenPosition.objects.filter(pk=position.pk).update(opened_at=timezone.now() - timedelta(minutes=5))
@@ -267,14 +269,34 @@ def test_heartbeat_records_the_account_and_reconciles_vanished_tickets(trader):
     assert set(kept.json()) == {"server_time"}
     assert OpenPosition.objects.get(pk=position.pk).status == PositionStatus.OPEN
 
+    # one heartbeat without the ticket (a terminal reconnecting) closes nothing ...
     ea.heartbeat({"balance": "9950.00", "equity": "9950.00", "open_tickets": []})
+    assert OpenPosition.objects.get(pk=position.pk).status == PositionStatus.OPEN
+    # ... a second one, RECONCILE_GRACE_SECONDS later, does
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        ea.heartbeat({"balance": "9950.00", "equity": "9950.00", "open_tickets": []})
 
     position.refresh_from_db()
     assert position.status == PositionStatus.CLOSED_EXTERNAL
+    event = AuditEvent.objects.get(action="position.closed_externally", subject_id=position.pk)
+    assert event.data["broker_ticket"] == "50001"
     device = ea.device
     device.refresh_from_db()
     assert device.last_account["equity"] == "9950.00"
     assert device.last_seen_at is not None
+
+
+def test_a_ticket_that_comes_back_is_not_closed(trader):
+    import time_machine
+
+    ea, *_ = trader
+    position = _open_position(trader)
+    OpenPosition.objects.filter(pk=position.pk).update(opened_at=timezone.now() - timedelta(minutes=5))
+    ea.heartbeat({"balance": "1", "equity": "1", "open_tickets": []})
+    ea.heartbeat({"balance": "1", "equity": "1", "open_tickets": ["50001"]})
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        ea.heartbeat({"balance": "1", "equity": "1", "open_tickets": []})
+    assert OpenPosition.objects.get(pk=position.pk).status == PositionStatus.OPEN
 
 
 def test_a_fresh_fill_missing_from_the_snapshot_is_not_closed(trader):
@@ -356,3 +378,76 @@ def test_heartbeat_takes_float_noise_in_money(trader):
     ea, *_ = trader
     response = ea.heartbeat({"balance": "10000.300000001", "equity": "9999.12345678", "open_tickets": []})
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"entry_price": "12345678901"},
+        {"entry_price": "99999999999999999999"},
+        {"volume": "100000.01"},
+        {"broker_ticket": "line\nbreak"},
+        {"broker_ticket": "with space"},
+    ],
+)
+def test_values_beyond_what_the_database_holds_are_400_not_500(trader, change):
+    ea, signal, approval = trader
+    response = ea.ack(_fill(approval, **change))
+    assert response.status_code == 400
+    assert not OpenPosition.objects.exists()
+
+
+def test_a_huge_close_price_is_400_and_the_command_stays_open(trader):
+    ea, *_ = trader
+    position = _open_position(trader)
+    command = close_command_request(position=position, reason=CloseReason.MANUAL, by=Actor.system("t"))
+    ea.close_commands()
+    response = ea.close_ack(
+        {
+            "command_id": command.pk,
+            "status": "executed",
+            "close_price": "1" + "0" * 12,
+            "closed_volume": "0.10",
+        }
+    )
+    assert response.status_code == 400
+    assert CloseCommand.objects.get(pk=command.pk).status == CloseCommandStatus.DELIVERED
+
+
+def test_repeated_failed_closes_stop_at_the_limit_with_an_alert(trader, settings):
+    from positions.choices import AlertKind
+    from positions.models import Alert
+
+    ea, *_ = trader
+    settings.CLOSE_MAX_ATTEMPTS = 2
+    position = _open_position(trader)
+    for _ in range(2):
+        command = close_command_request(
+            position=position, reason=CloseReason.STOP_LOSS, by=Actor.system("scanner")
+        )
+        ea.close_commands()
+        ea.close_ack({"command_id": command.pk, "status": "failed", "error": "market closed"})
+
+    position.refresh_from_db()
+    assert position.status == PositionStatus.CLOSE_FAILED
+    assert Alert.objects.filter(kind=AlertKind.CLOSE_FAILED, position=position).exists()
+    assert AuditEvent.objects.filter(action="position.close_failed", subject_id=position.pk).exists()
+    # the desk can still close it by hand
+    manual = close_command_request(position=position, reason=CloseReason.MANUAL, by=Actor.system("owner"))
+    assert manual is not None
+
+
+def test_the_database_refuses_a_second_active_command(trader):
+    from django.db import IntegrityError, transaction
+
+    position = _open_position(trader)
+    first = close_command_request(position=position, reason=CloseReason.STOP_LOSS, by=Actor.system("t"))
+    with pytest.raises(IntegrityError), transaction.atomic():
+        CloseCommand.objects.create(
+            position=position,
+            device=first.device,
+            volume=first.volume,
+            reason=CloseReason.MANUAL,
+            next_attempt_at=timezone.now(),
+            requested_by="racer",
+        )

@@ -4,15 +4,19 @@ receive (body, header, error) and no log line at INFO or above holds a hidden le
 from __future__ import annotations
 
 import logging
+import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 
 from ea_gateway.choices import DeviceRole
-from positions.choices import CloseReason
-from positions.models import OpenPosition
-from positions.services import close_command_request
+from positions.models import CloseCommand, OpenPosition
+from positions.quotes import Quote
+from positions.scanner import sweep
+from positions.services import close_commands_timeout, quotes_ingest
 from signals_app.events import Actor
 from signals_app.services import signal_create, signal_publish
 from tests.ea_helpers import ea_for, make_device
@@ -38,7 +42,8 @@ def _text(response) -> str:
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=signals())
 def test_no_hidden_level_reaches_an_ea(body, recorded_logs, redis_client):
-    # given: a published signal and a client whose EA copies it
+    # given: a published signal and a client whose EA copies it (and no quote of an earlier example)
+    redis_client.flushdb()
     client = ClientFactory(auto_approve=True)
     ea = ea_for(make_device(client=client))
     feed = ea_for(make_device(role=DeviceRole.FEED, name="feed"))
@@ -67,14 +72,12 @@ def test_no_hidden_level_reaches_an_ea(body, recorded_logs, redis_client):
 
     # when: the EA goes through its whole life, including mistakes
     responses = [ea.poll(), ea.ack(fill), ea.ack(fill), ea.ack({**fill, "broker_ticket": "other"})]
-    position = OpenPosition.objects.get(approval=approval)
-    sl = body["owner_only"]["sl"]
-    close_command_request(
-        position=position,
-        reason=CloseReason.STOP_LOSS,
-        by=Actor.system("scanner"),
-        trigger_quote={"bid": str(sl), "ask": str(sl), "ts": 0},
-    )
+    assert OpenPosition.objects.filter(approval=approval).count() == 1
+    sl = Decimal(str(body["owner_only"]["sl"]))
+    # the owner's feed touches the stop exactly; the real scanner queues the close
+    quotes_ingest(quotes=[Quote(body["instrument"], sl, sl, time.time())])
+    sweep()
+    assert CloseCommand.objects.filter(position__approval=approval).count() == 1
     commands = ea.close_commands()
     command_id = commands.json()["commands"][0]["command_id"]
     close = {"command_id": command_id, "status": "executed", "close_price": entry, "closed_volume": "0.10"}
@@ -93,6 +96,7 @@ def test_no_hidden_level_reaches_an_ea(body, recorded_logs, redis_client):
             {"quotes": [{"instrument": body["instrument"], "bid": entry, "ask": entry, "ts": 1.7e9}]}
         ),
     ]
+    close_commands_timeout(now=timezone.now() + timedelta(hours=1))  # alerts and their log lines too
 
     # then
     for response in responses:

@@ -246,3 +246,57 @@ def test_pending_commands_of_an_offline_device_alert_the_owner(gold):
     assert report.offline_alerts == 5  # never-seen devices, each with a waiting close
     assert close_commands_timeout().offline_alerts == 0  # the open alerts are counted, not repeated
     assert Alert.objects.filter(kind=AlertKind.DEVICE_OFFLINE).count() == 5
+
+
+def test_a_missing_quote_alerts_and_closes_nothing(redis_client):
+    signal = make_signal(symbol="USDJPY", side="buy", entry="150.000", sl="149.000", tp="151.000")
+    open_book(signal, 2)
+
+    report = sweep()
+
+    assert report.outcomes["no_quote"] == 1
+    assert not CloseCommand.objects.exists()
+    assert "no quote at all" in Alert.objects.get(kind=AlertKind.STALE_QUOTE).message
+
+
+def test_an_unreadable_signal_is_alerted_and_the_rest_still_watched(gold):
+    from django.test import override_settings as override
+
+    signal, _ = gold
+    other_key = "another-key-that-the-broken-signal-was-written-with-0001"
+    with override(FERNET_KEYS=[other_key]):
+        broken = make_signal(symbol="XAUUSD", side="buy", entry="2650.50", sl="2640.00", tp="2680.00")
+    open_book(broken, 2)
+    put_quote("XAUUSD", "2644.00", "2644.30")
+
+    report = sweep()
+
+    assert report.commands_created == 5  # the readable signal's positions
+    alert = Alert.objects.get(kind=AlertKind.UNREADABLE_LEVELS)
+    assert f"#{broken.pk}" in alert.message
+    assert "2640" not in alert.message
+
+
+def test_the_requeue_and_the_expiry_are_audited_on_command_and_position(gold, settings):
+    signal, positions = gold
+    settings.CLOSE_MAX_ATTEMPTS = 1
+    put_quote("XAUUSD", "2644.00", "2644.30")
+    sweep()
+    (command,) = close_commands_deliver(device_id=positions[0].device_id, limit=1)
+    close_commands_timeout(now=timezone.now() + timedelta(seconds=settings.CLOSE_ACK_TIMEOUT_SECONDS + 1))
+    assert AuditEvent.objects.filter(action="position.close_failed", subject_id=command.position_id).exists()
+
+    settings.CLOSE_MAX_ATTEMPTS = 5
+    (again,) = close_commands_deliver(device_id=positions[1].device_id, limit=1)
+    close_commands_timeout(now=timezone.now() + timedelta(seconds=settings.CLOSE_ACK_TIMEOUT_SECONDS + 1))
+    event = AuditEvent.objects.get(action="close_command.requeued", subject_id=again.pk)
+    assert event.data["attempts"] == 1
+
+
+def test_a_future_stamped_quote_is_stale_once_it_has_aged_since_arrival(gold):
+    received = time.time()
+    quote_store(Quote("XAUUSD", Decimal("2644.00"), Decimal("2644.30"), received + 4), received_at=received)
+    with override_settings(QUOTE_MAX_AGE_SECONDS=10):
+        sweep(now=received + 11)
+    assert not CloseCommand.objects.exists()
+    assert Alert.objects.filter(kind=AlertKind.STALE_QUOTE).exists()
