@@ -36,12 +36,13 @@ def monitor_status(*, now: datetime | None = None) -> dict:
     beat_age = heartbeat_age(name=HeartbeatName.BEAT)
 
     hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
+    # A breach is a signal crossing a level, however many positions it closes.
     breaches = dict(
         CloseCommand.objects.filter(
             created_at__gte=hour_ago, reason__in=[CloseReason.STOP_LOSS, CloseReason.TAKE_PROFIT]
         )
         .values_list("reason")
-        .annotate(count=Count("pk"))
+        .annotate(count=Count("position__signal_id", distinct=True))
     )
     finished = CloseCommand.objects.filter(
         completed_at__gte=day_ago,
@@ -92,6 +93,11 @@ def monitor_status(*, now: datetime | None = None) -> dict:
         "beat_heartbeat_age_seconds": round(beat_age.total_seconds(), 1) if beat_age else None,
         "open_positions_count": sum(open_by_instrument.values()),
         "open_positions_by_instrument": open_by_instrument,
+        # Still live at the broker, but not watched by the scanner: closing, or needing the desk.
+        "closing_positions_count": OpenPosition.objects.filter(status=PositionStatus.CLOSING).count(),
+        "close_failed_positions_count": OpenPosition.objects.filter(
+            status=PositionStatus.CLOSE_FAILED
+        ).count(),
         "pending_closes_count": CloseCommand.objects.filter(status=CloseCommandStatus.PENDING).count(),
         "delivered_closes_count": CloseCommand.objects.filter(status=CloseCommandStatus.DELIVERED).count(),
         "avg_check_duration_ms": round(1000 * sum(durations) / len(durations), 2) if durations else None,

@@ -513,8 +513,13 @@ def quotes_ingest(*, quotes: list[Quote]) -> QuoteBatchResult:
 
 @dataclass(frozen=True)
 class ManualCloseResult:
-    queued: list[int]  # position ids that got a close command
-    skipped: list[int]  # not open (already closing or closed): nothing to do
+    commands: dict[int, int]  # position id -> the close command queued for it
+    skipped: list[int]  # positions that are not open (already closing or closed)
+    unknown: list[int]  # ids that name no position
+
+    @property
+    def queued(self) -> list[int]:
+        return sorted(self.commands)
 
 
 def positions_close_manual(
@@ -522,10 +527,15 @@ def positions_close_manual(
 ) -> ManualCloseResult:
     """The owner closes positions by hand: through the same guarded path as the
     scanner, so a double click, or a breach at the same moment, still makes one close."""
-    queued, skipped = [], []
-    for position in OpenPosition.objects.filter(pk__in=position_ids).order_by("pk"):
-        command = close_command_request(
-            position=position, reason=CloseReason.MANUAL, by=by, note=f"{reason}: {note}".strip(": ")[:1000]
-        )
-        (queued if command else skipped).append(position.pk)
-    return ManualCloseResult(queued=queued, skipped=sorted(set(position_ids) - set(queued)))
+    commands: dict[int, int] = {}
+    skipped: list[int] = []
+    found = OpenPosition.objects.filter(pk__in=position_ids).order_by("pk")
+    text = f"{reason}: {note}" if note else reason
+    for position in found:
+        command = close_command_request(position=position, reason=CloseReason.MANUAL, by=by, note=text)
+        if command is None:
+            skipped.append(position.pk)
+        else:
+            commands[position.pk] = command.pk
+    unknown = sorted(set(position_ids) - set(commands) - set(skipped))
+    return ManualCloseResult(commands=commands, skipped=skipped, unknown=unknown)
