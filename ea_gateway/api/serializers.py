@@ -49,6 +49,14 @@ def _at_most_10_decimals(value: Decimal) -> None:
         raise serializers.ValidationError("at most 10 decimal places")
 
 
+def _require_for_status(data: dict, status: str, fields: tuple[str, ...]) -> dict:
+    """Fields optional in general but required for one status (a fill needs its price)."""
+    missing = [name for name in fields if data["status"] == status and name not in data]
+    if missing:
+        raise serializers.ValidationError({name: [f"Required when status is {status}."] for name in missing})
+    return data
+
+
 class ExecutionParamsOutput(serializers.Serializer):
     instrument = serializers.CharField(source="signal.instrument.symbol")
     direction = serializers.CharField(source="signal.side")
@@ -82,13 +90,7 @@ class AckInput(StrictInputSerializer):
     error = serializers.CharField(required=False, allow_blank=True, max_length=500)
 
     def validate(self, data):
-        if data["status"] == "placed":
-            missing = [name for name in ("broker_ticket", "entry_price", "volume") if name not in data]
-            if missing:
-                raise serializers.ValidationError(
-                    {name: ["Required when status is placed."] for name in missing}
-                )
-        return data
+        return _require_for_status(data, "placed", ("broker_ticket", "entry_price", "volume"))
 
 
 class AckOutput(serializers.Serializer):
@@ -120,13 +122,7 @@ class CloseAckInput(StrictInputSerializer):
     error = serializers.CharField(required=False, allow_blank=True, max_length=500)
 
     def validate(self, data):
-        if data["status"] == "executed":
-            missing = [name for name in ("close_price", "closed_volume") if name not in data]
-            if missing:
-                raise serializers.ValidationError(
-                    {name: ["Required when status is executed."] for name in missing}
-                )
-        return data
+        return _require_for_status(data, "executed", ("close_price", "closed_volume"))
 
 
 class CloseAckOutput(serializers.Serializer):
