@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lint format stop status venv
+.PHONY: run test lint format stop status venv browser-deps
 
 venv: $(INSTALLED)
 
@@ -23,8 +23,21 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 run: venv
 	$(PY) -m config.embedded run -- sh scripts/start.sh
 
-test: venv
+test: venv browser-deps
 	DJANGO_ENV=test $(PY) -m config.embedded run -- $(PY) -m pytest $(PYTEST_ARGS)
+
+# The console's browser tests drive Debian's chromium through chromedriver. Installed
+# here only when missing and we can (root with apt-get); otherwise nothing happens and
+# those tests skip, saying why.
+browser-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then exit 0; fi; \
+	echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+	log=$$(mktemp); \
+	if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >"$$log" 2>&1; then \
+		tail -n 20 "$$log" >&2; echo "could not install chromium: the browser tests will skip" >&2; \
+	fi; \
+	rm -f "$$log"
 
 lint: venv
 	$(BIN)/ruff check .

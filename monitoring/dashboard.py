@@ -1,0 +1,532 @@
+"""The owner's monitor dashboard: ``monitor_status()`` as figures read at a glance, and
+the two pictures that read faster than numbers (breaches and closes per hour over the
+last day, the latest sweep times), drawn on the server as inline SVG so the page needs
+no JavaScript library and no CDN.
+
+Everything here reads; nothing writes. Figures come from ``monitor_status()`` so the
+dashboard and ``GET /api/v1/admin/positions/monitor/status`` never disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.db.models import Count
+from django.db.models.functions import TruncHour
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from config.redis import get_redis
+from positions.choices import CloseCommandStatus, CloseReason, PositionStatus
+from positions.models import CloseCommand
+from positions.scanner import SWEEP_DURATIONS_KEY
+from signals_app.models import Instrument
+
+REFRESH_SECONDS = 10
+# monitor_status() computes avg/p95 over the latest 200 sweeps: the chart shows the same window.
+SWEEP_CHART_SIZE = 200
+HOURS_CHARTED = 24
+# A breach is closed within a few EA polls when everything is healthy; beyond this the
+# owner should look at the devices (the ack timeout is where a command is re-delivered).
+LATENCY_WARN_SECONDS = 5.0
+SUCCESS_RATE_WARN = 0.95
+SUCCESS_RATE_BAD = 0.80
+
+OK, WARN, BAD, IDLE = "ok", "warn", "bad", "idle"
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str  # stable name, for the template's ids and for tests
+    label: str
+    value: str
+    detail: str = ""
+    state: str = OK
+    url: str = ""
+
+
+def _changelist(model: str, **filters: str) -> str:
+    url = reverse(f"admin:{model}_changelist")
+    return f"{url}?{urlencode(filters)}" if filters else url
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    seconds = max(seconds, 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
+
+
+def _duration(milliseconds: float) -> str:
+    return f"{milliseconds:.0f} ms" if milliseconds < 1000 else f"{milliseconds / 1000:.2f} s"
+
+
+def last_sweep_age_seconds(status: dict, *, now: datetime) -> float | None:
+    if not status["last_check"]:
+        return None
+    return (now - datetime.fromisoformat(status["last_check"])).total_seconds()
+
+
+def figures(status: dict, *, now: datetime) -> list[Figure]:
+    """Every figure of ``monitor_status()``, worded, with a state for its colour."""
+    interval = settings.POSITION_MONITOR_INTERVAL_SECONDS
+    sweep_age = last_sweep_age_seconds(status, now=now)
+    beat_age = status["beat_heartbeat_age_seconds"]
+
+    if status["monitor_running"]:
+        monitor = Figure("monitor", "Monitor", "running", state=OK)
+    elif not status["monitor_enabled"]:
+        monitor = Figure("monitor", "Monitor", "disabled", "POSITION_MONITOR_ENABLED is off", WARN)
+    else:
+        monitor = Figure("monitor", "Monitor", "NOT running", "no recent sweep or no beat heartbeat", BAD)
+    if status["dry_run"]:
+        monitor = Figure(
+            monitor.key,
+            monitor.label,
+            f"{monitor.value} (dry run)",
+            "breaches are audited, nothing is closed",
+            BAD if monitor.state == BAD else WARN,
+        )
+
+    items = [
+        monitor,
+        Figure(
+            "last_sweep",
+            "Last sweep",
+            _age(sweep_age),
+            status["last_check"] or "the scanner has not run",
+            OK if sweep_age is not None and sweep_age <= 3 * interval else BAD,
+        ),
+        Figure(
+            "beat",
+            "Beat heartbeat",
+            _age(beat_age),
+            f"healthy up to {settings.HEALTH_BEAT_MAX_AGE_SECONDS} s",
+            OK if beat_age is not None and beat_age <= settings.HEALTH_BEAT_MAX_AGE_SECONDS else BAD,
+        ),
+        Figure(
+            "open_positions",
+            "Open positions",
+            str(status["open_positions_count"]),
+            f"on {len(status['open_positions_by_instrument'])} instrument(s)",
+            OK,
+            _changelist("positions_openposition", status__exact=PositionStatus.OPEN),
+        ),
+        _closing_figure(status),
+        Figure(
+            "close_commands",
+            "Close commands waiting",
+            f"{status['pending_closes_count']} pending · {status['delivered_closes_count']} delivered",
+            "delivered = leased to an EA, awaiting its acknowledgement",
+            OK,
+            _changelist("positions_closecommand", status__exact=CloseCommandStatus.PENDING),
+        ),
+        _sweep_time_figure(status, interval=interval),
+        Figure(
+            "breaches",
+            "Breaches, last hour",
+            f"SL {status['breaches_last_hour']['sl']} · TP {status['breaches_last_hour']['tp']}",
+            "signals whose hidden level was crossed",
+            OK,
+            _changelist("positions_closecommand"),
+        ),
+        _success_rate_figure(status["close_success_rate_24h"]),
+        _latency_figure(status["breach_to_close_latency_ms_median"]),
+        Figure(
+            "devices_offline",
+            "Devices offline with open positions",
+            str(status["devices_offline_with_open_positions"]),
+            f"silent for more than {settings.DEVICE_OFFLINE_SECONDS} s",
+            BAD if status["devices_offline_with_open_positions"] else OK,
+            _changelist("ea_gateway_device"),
+        ),
+        Figure(
+            "stale_quotes",
+            "Stale quotes",
+            str(len(status["stale_quotes"])),
+            ", ".join(status["stale_quotes"])
+            or f"every watched instrument quoted within {settings.QUOTE_MAX_AGE_SECONDS} s",
+            BAD if status["stale_quotes"] else OK,
+        ),
+        Figure(
+            "open_alerts",
+            "Open alerts",
+            str(status["open_alerts"]),
+            "unacknowledged",
+            WARN if status["open_alerts"] else OK,
+            _changelist("positions_alert", acknowledged="no"),
+        ),
+    ]
+    return items
+
+
+def _closing_figure(status: dict) -> Figure:
+    closing, failed = status["closing_positions_count"], status["close_failed_positions_count"]
+    return Figure(
+        "closing_positions",
+        "Positions closing",
+        f"{closing} closing · {failed} close failed",
+        "live at the broker, not watched by the scanner; close failed needs the desk",
+        BAD if failed else OK,
+        _changelist(
+            "positions_openposition",
+            status__exact=PositionStatus.CLOSE_FAILED if failed else PositionStatus.CLOSING,
+        ),
+    )
+
+
+def _sweep_time_figure(status: dict, *, interval: int) -> Figure:
+    average, p95 = status["avg_check_duration_ms"], status["p95_check_duration_ms"]
+    if average is None:
+        return Figure("sweep_time", "Sweep time", "no sweeps recorded", state=IDLE)
+    # A sweep slower than the beat interval means sweeps queue up behind each other.
+    state = BAD if p95 > 1000 * interval else WARN if p95 > 500 * interval else OK
+    return Figure(
+        "sweep_time",
+        "Sweep time",
+        f"avg {_duration(average)} · p95 {_duration(p95)}",
+        f"latest {SWEEP_CHART_SIZE} sweeps; interval {interval} s",
+        state,
+    )
+
+
+def _success_rate_figure(rate: float | None) -> Figure:
+    if rate is None:
+        return Figure("close_success", "Close success, 24 h", "no closes finished", state=IDLE)
+    state = OK if rate >= SUCCESS_RATE_WARN else WARN if rate >= SUCCESS_RATE_BAD else BAD
+    return Figure(
+        "close_success",
+        "Close success, 24 h",
+        f"{100 * rate:.1f} %",
+        "executed ÷ (executed + failed + expired)",
+        state,
+        _changelist("positions_closecommand"),
+    )
+
+
+def _latency_figure(median_ms: float | None) -> Figure:
+    if median_ms is None:
+        return Figure("latency", "Breach → close latency", "no breach closed yet", state=IDLE)
+    return Figure(
+        "latency",
+        "Breach → close latency",
+        f"median {_duration(median_ms)}",
+        "triggering quote received → EA's close acknowledged",
+        OK if median_ms <= 1000 * LATENCY_WARN_SECONDS else WARN,
+    )
+
+
+@dataclass(frozen=True)
+class InstrumentRow:
+    symbol: str
+    open_positions: int
+    stale: bool
+    url: str
+
+
+def open_positions_rows(status: dict) -> list[InstrumentRow]:
+    by_symbol = status["open_positions_by_instrument"]
+    ids = dict(Instrument.objects.filter(symbol__in=list(by_symbol)).values_list("symbol", "pk"))
+    stale = set(status["stale_quotes"])
+    return [
+        InstrumentRow(
+            symbol=symbol,
+            open_positions=count,
+            stale=symbol in stale,
+            url=_changelist(
+                "positions_openposition",
+                instrument__id__exact=str(ids.get(symbol, "")),
+                status__exact=PositionStatus.OPEN,
+            ),
+        )
+        for symbol, count in by_symbol.items()
+    ]
+
+
+# --- the data behind the charts -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HourActivity:
+    start: datetime
+    stop_loss: int = 0  # signals whose stop-loss was crossed (however many positions it closed)
+    take_profit: int = 0
+    executed: int = 0  # close commands the EA acknowledged as executed
+    failed: int = 0  # failed at the broker or expired unacknowledged
+
+    @property
+    def breaches(self) -> int:
+        return self.stop_loss + self.take_profit
+
+    @property
+    def closes(self) -> int:
+        return self.executed + self.failed
+
+
+def hourly_activity(*, now: datetime, hours: int = HOURS_CHARTED) -> list[HourActivity]:
+    """Breaches (by the hour their close commands were created) and finished closes (by
+    the hour they completed), one bucket per clock hour, the current hour last.
+
+    A breach is a signal crossing a level, as monitor_status() counts it: one per signal
+    and level in an hour, however many positions it closed. A close is one command."""
+    first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
+    breaches = (
+        CloseCommand.objects.filter(
+            created_at__gte=first, reason__in=[CloseReason.STOP_LOSS, CloseReason.TAKE_PROFIT]
+        )
+        .annotate(hour=TruncHour("created_at"))
+        .values_list("hour", "reason")
+        .annotate(count=Count("position__signal_id", distinct=True))
+        .order_by()
+    )
+    closes = (
+        CloseCommand.objects.filter(
+            completed_at__gte=first,
+            status__in=[CloseCommandStatus.EXECUTED, CloseCommandStatus.FAILED, CloseCommandStatus.EXPIRED],
+        )
+        .annotate(hour=TruncHour("completed_at"))
+        .values_list("hour", "status")
+        .annotate(count=Count("pk"))
+        .order_by()
+    )
+    counts: dict[datetime, dict[str, int]] = {}
+    for hour, reason, count in breaches:
+        bucket = counts.setdefault(hour, {})
+        key = "stop_loss" if reason == CloseReason.STOP_LOSS else "take_profit"
+        bucket[key] = bucket.get(key, 0) + count
+    for hour, status, count in closes:
+        bucket = counts.setdefault(hour, {})
+        key = "executed" if status == CloseCommandStatus.EXECUTED else "failed"
+        bucket[key] = bucket.get(key, 0) + count
+    starts = [first + timedelta(hours=index) for index in range(hours)]
+    return [HourActivity(start=start, **counts.get(start, {})) for start in starts]
+
+
+def recent_sweep_durations_ms(*, limit: int = SWEEP_CHART_SIZE) -> list[float]:
+    """The latest sweep times in milliseconds, oldest first (the scanner pushes newest first)."""
+    raw = get_redis().lrange(SWEEP_DURATIONS_KEY, 0, limit - 1)
+    return [1000 * float(value) for value in reversed(raw)]
+
+
+# --- inline SVG ------------------------------------------------------------------------
+
+WIDTH, HEIGHT = 720, 210
+LEFT, RIGHT, TOP, BOTTOM = 46, 84, 12, 30
+COLOURS = {
+    "stop_loss": "#ba2121",
+    "take_profit": "#2f855a",
+    "executed": "#417690",
+    "failed": "#d69e2e",
+    "sweep": "#417690",
+    "slow": "#ba2121",
+}
+
+
+def _join(pieces: Iterable[SafeString]) -> SafeString:
+    return format_html_join("", "{}", ((piece,) for piece in pieces))
+
+
+def _number(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def _nice_step(rough: float, *, integer: bool) -> float:
+    """The smallest 1, 2 or 5 times a power of ten at least ``rough``: gridlines a person reads easily."""
+    if rough <= 0:
+        return 1.0
+    exponent = math.floor(math.log10(rough))
+    if integer:
+        exponent = max(exponent, 0)
+    for multiple in (1, 2, 5, 10):
+        step = multiple * 10.0**exponent
+        if step >= rough:
+            return step
+    return 10.0 ** (exponent + 1)
+
+
+def _axis(peak: float, *, integer: bool) -> list[float]:
+    """Gridline values from 0 to just above ``peak``, at most five of them."""
+    step = _nice_step(peak / 4, integer=integer)
+    top = step * max(1, math.ceil(peak / step))
+    return [step * index for index in range(round(top / step) + 1)]
+
+
+def _label(value: float) -> str:
+    return f"{value:g}"
+
+
+def _frame(*, title: str, ticks: list[float], body: SafeString, x_labels: SafeString) -> SafeString:
+    top_value = ticks[-1] or 1
+    grid = _join(
+        format_html(
+            '<line x1="{}" x2="{}" y1="{}" y2="{}" class="grid"/>'
+            '<text x="{}" y="{}" text-anchor="end" class="tick">{}</text>',
+            LEFT,
+            WIDTH - RIGHT,
+            _number(_y(tick, top_value)),
+            _number(_y(tick, top_value)),
+            LEFT - 6,
+            _number(_y(tick, top_value) + 4),
+            _label(tick),
+        )
+        for tick in ticks
+    )
+    return format_html(
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {} {}" role="img" class="chart">'
+        "<title>{}</title>{}{}{}</svg>",
+        WIDTH,
+        HEIGHT,
+        title,
+        grid,
+        body,
+        x_labels,
+    )
+
+
+def _y(value: float, top_value: float) -> float:
+    plot_height = HEIGHT - TOP - BOTTOM
+    return TOP + plot_height * (1 - value / top_value)
+
+
+def _rect(*, x: float, y_low: float, y_high: float, width: float, colour: str, tip: str) -> SafeString:
+    return format_html(
+        '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>',
+        _number(x),
+        _number(y_high),
+        _number(width),
+        _number(max(y_low - y_high, 0.5)),
+        colour,
+        tip,
+    )
+
+
+def activity_chart_svg(activity: list[HourActivity]) -> SafeString:
+    """Per hour, two stacked bars: breaches (stop-loss, take-profit) and finished closes
+    (executed, failed or expired)."""
+    peak = max([max(hour.breaches, hour.closes) for hour in activity] + [1])
+    ticks = _axis(peak, integer=True)
+    top_value = ticks[-1]
+    group = (WIDTH - LEFT - RIGHT) / len(activity)
+    bar = group * 0.36
+    pieces: list[SafeString] = []
+    labels: list[SafeString] = []
+    for index, hour in enumerate(activity):
+        span = f"{hour.start:%H:%M} to {hour.start + timedelta(hours=1):%H:%M} UTC"
+        breaches = (
+            ("stop_loss", hour.stop_loss, "stop-loss breaches"),
+            ("take_profit", hour.take_profit, "take-profit breaches"),
+        )
+        closes = (
+            ("executed", hour.executed, "closes executed"),
+            ("failed", hour.failed, "closes failed or expired"),
+        )
+        for offset, stack in ((0.12, breaches), (0.52, closes)):
+            x = LEFT + index * group + group * offset
+            base = 0
+            for key, count, what in stack:
+                if count:
+                    pieces.append(
+                        _rect(
+                            x=x,
+                            y_low=_y(base, top_value),
+                            y_high=_y(base + count, top_value),
+                            width=bar,
+                            colour=COLOURS[key],
+                            tip=f"{span}: {count} {what}",
+                        )
+                    )
+                base += count
+        if index % 3 == 0 or index == len(activity) - 1:
+            labels.append(
+                format_html(
+                    '<text x="{}" y="{}" text-anchor="middle" class="tick">{}</text>',
+                    _number(LEFT + (index + 0.5) * group),
+                    HEIGHT - BOTTOM + 18,
+                    f"{hour.start:%H}h",
+                )
+            )
+    total_breaches = sum(hour.breaches for hour in activity)
+    total_closes = sum(hour.closes for hour in activity)
+    return _frame(
+        title=(
+            f"Breaches and closes per hour, last {len(activity)} h: "
+            f"{total_breaches} breaches, {total_closes} closes finished"
+        ),
+        ticks=ticks,
+        body=_join(pieces),
+        x_labels=_join(labels),
+    )
+
+
+def sweep_chart_svg(
+    durations_ms: list[float], *, average_ms: float | None, p95_ms: float | None
+) -> SafeString:
+    """One bar per sweep, oldest on the left; bars slower than the beat interval in red,
+    with the average and p95 as dashed lines."""
+    interval_ms = 1000 * settings.POSITION_MONITOR_INTERVAL_SECONDS
+    peak = max([*durations_ms, p95_ms or 0, average_ms or 0, 0.001])
+    ticks = _axis(peak, integer=False)
+    top_value = ticks[-1]
+    slot = (WIDTH - LEFT - RIGHT) / max(len(durations_ms), 1)
+    bars = _join(
+        _rect(
+            x=LEFT + index * slot + slot * 0.1,
+            y_low=_y(0, top_value),
+            y_high=_y(duration, top_value),
+            width=slot * 0.8,
+            colour=COLOURS["slow" if duration > interval_ms else "sweep"],
+            tip=f"sweep {index + 1} of {len(durations_ms)}: {duration:.2f} ms",
+        )
+        for index, duration in enumerate(durations_ms)
+    )
+    markers: list[SafeString] = []
+    label_above = HEIGHT  # where the last marker's label went: the next one keeps clear of it
+    for name, value in (("avg", average_ms), ("p95", p95_ms)):
+        if value is None:
+            continue
+        line_y = _y(value, top_value)
+        label_y = min(line_y + 4, label_above - 14)
+        label_above = label_y
+        markers.append(
+            format_html(
+                '<line x1="{}" x2="{}" y1="{}" y2="{}" class="marker"/>'
+                '<text x="{}" y="{}" class="tick">{} {}</text>',
+                LEFT,
+                WIDTH - RIGHT,
+                _number(line_y),
+                _number(line_y),
+                WIDTH - RIGHT + 4,
+                _number(label_y),
+                name,
+                _label(round(value, 2)),
+            )
+        )
+    lines = _join(markers)
+    x_labels = format_html(
+        '<text x="{}" y="{}" class="tick">{}</text>'
+        '<text x="{}" y="{}" text-anchor="end" class="tick">{}</text>',
+        LEFT,
+        HEIGHT - BOTTOM + 18,
+        f"oldest of {len(durations_ms)}",
+        WIDTH - RIGHT,
+        HEIGHT - BOTTOM + 18,
+        "newest",
+    )
+    return _frame(
+        title=f"Latest {len(durations_ms)} sweep durations in milliseconds",
+        ticks=ticks,
+        body=format_html("{}{}", bars, lines),
+        x_labels=x_labels,
+    )

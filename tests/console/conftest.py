@@ -1,0 +1,38 @@
+"""Fixtures for the owner console: the owner, and staff with chosen permissions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+
+from tests.factories import OwnerFactory, UserFactory
+
+
+@pytest.fixture
+def owner(db):
+    return OwnerFactory()
+
+
+@pytest.fixture
+def owner_browser(client, owner):
+    client.force_login(owner)
+    return client
+
+
+@pytest.fixture
+def staff_with(db) -> Callable[..., object]:
+    """A staff user (not a superuser) holding exactly the named permissions."""
+
+    def make(*permissions: str):
+        user = UserFactory(is_staff=True)
+        for permission in permissions:
+            app_label, codename = permission.split(".")
+            user.user_permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+        return get_user_model().objects.get(pk=user.pk)  # no stale permission cache
+
+    return make
