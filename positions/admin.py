@@ -32,6 +32,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
+from config.paginator import EstimatedCountPaginator
 from positions.choices import PositionStatus
 from positions.models import Alert, CloseCommand, OpenPosition
 from positions.rules import STOP, TARGET
@@ -147,6 +148,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     """State changes go through services (close, ack), never through a form."""
 
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     # Facet counts are a COUNT per filter choice over the whole table.
     show_facets = admin.ShowFacets.NEVER
 
@@ -572,6 +574,7 @@ class AlertAdmin(admin.ModelAdmin):
     readonly_fields = fields
     actions = ["acknowledge"]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     show_facets = admin.ShowFacets.NEVER
 
     @admin.display(description="acknowledged", boolean=True, ordering="acknowledged_at")

@@ -113,6 +113,9 @@ class CloseCommand(models.Model):
                 name="close_delivered_by_lease",
                 condition=Q(status=CloseCommandStatus.DELIVERED),
             ),
+            # The dashboard's last hour / last day figures and charts.
+            models.Index(fields=["created_at"], name="close_by_created_at"),
+            models.Index(fields=["completed_at"], name="close_by_completed_at"),
         ]
 
     def __str__(self) -> str:

@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from django.db.models import Count
 
 from config.errors import DomainError
+from config.paginator import EstimatedCountPaginator
 from signals_app.choices import DecidedBy
 from signals_app.events import Actor
 from signals_app.models import Approval, AuditEvent, Client, Instrument, Signal
@@ -135,7 +136,18 @@ class SignalAdmin(admin.ModelAdmin):
     readonly_fields = ["status", "created_by", "created_at", "published_at", "levels"]
 
     def get_queryset(self, request):
+        # The list never decrypts hidden levels: no cost per row, and one signal whose
+        # levels no longer decrypt cannot break the whole page.
         return super().get_queryset(request).annotate(approval_count=Count("approvals"))
+
+    def get_changelist(self, request, **kwargs):
+        changelist = super().get_changelist(request, **kwargs)
+
+        class WithoutLevels(changelist):
+            def get_queryset(self, request, exclude_parameters=None):
+                return super().get_queryset(request, exclude_parameters).defer("owner_only")
+
+        return WithoutLevels
 
     @admin.display(description="approvals", ordering="approval_count")
     def approvals(self, signal: Signal) -> int:
@@ -212,6 +224,7 @@ class ApprovalAdmin(admin.ModelAdmin):
     search_fields = ["=id", "=signal__id", "client__name"]
     actions = ["approve_on_behalf", "decline_on_behalf"]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
 
     def has_add_permission(self, request) -> bool:
         return False  # approvals come from publishing
@@ -250,6 +263,7 @@ class AuditEventAdmin(admin.ModelAdmin):
     search_fields = ["=subject_id", "actor"]
     date_hierarchy = "occurred_at"
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
 
     def get_fields(self, request, obj=None):
         fields = ["occurred_at", "action", "subject_type", "subject_id", "actor_kind", "actor", "data"]
