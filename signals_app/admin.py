@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import json
 
+from cryptography.fernet import InvalidToken
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 
 from config.errors import DomainError
 from config.paginator import EstimatedCountPaginator
@@ -139,6 +142,19 @@ class SignalAdmin(admin.ModelAdmin):
         # The list never decrypts hidden levels: no cost per row, and one signal whose
         # levels no longer decrypt cannot break the whole page.
         return super().get_queryset(request).annotate(approval_count=Count("approvals"))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        try:
+            return super().change_view(request, object_id, form_url, extra_context)
+        except InvalidToken:
+            # Levels written under a key since removed from FERNET_KEYS: say so, do not 500.
+            self.message_user(
+                request,
+                f"Signal #{object_id}: its hidden levels do not decrypt with FERNET_KEYS (a key removed "
+                "before `manage.py reencrypt`?). Put the old key back, run reencrypt, then remove it.",
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(reverse("admin:signals_app_signal_changelist"))
 
     def get_changelist(self, request, **kwargs):
         changelist = super().get_changelist(request, **kwargs)

@@ -38,3 +38,14 @@ def test_the_signal_list_survives_a_signal_that_no_longer_decrypts(client):
 
     assert response.status_code == 200
     assert f">{lost.pk}<" in response.content.decode()
+
+
+def test_the_change_page_of_an_undecryptable_signal_explains_instead_of_failing(client):
+    with override_settings(FERNET_KEYS=["a-key-this-server-has-since-dropped-00000001"]):
+        lost = make_signal()
+    client.force_login(OwnerFactory())
+
+    response = client.get(f"/admin/signals_app/signal/{lost.pk}/change/", follow=True)
+
+    assert response.status_code == 200
+    assert "do not decrypt with FERNET_KEYS" in response.content.decode()
