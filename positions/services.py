@@ -5,6 +5,7 @@ Lock order, everywhere: position row, then close-command row.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 from rest_framework import status
@@ -90,37 +91,76 @@ def close_command_request(
     trigger_quote: dict[str, Any] | None = None,
     note: str = "",
 ) -> CloseCommand | None:
-    """Queue a close of the whole remaining volume; None if the position is not open.
+    """Queue a close of the whole remaining volume; None if the position is not open."""
+    queued = closes_queue(
+        position_ids=[position.pk], reason=reason, by=by, trigger_quote=trigger_quote, note=note
+    )
+    position.refresh_from_db(fields=["status"])
+    return CloseCommand.objects.get(pk=queued[position.pk]) if position.pk in queued else None
 
-    Guarded open → closing, and the partial unique index on active commands
-    backs it up: however many callers race, one command exists. A position whose
-    last close failed (``close_failed``) is still a live trade: it may be closed again.
+
+# One statement for any number of positions: the guarded claim (open or close_failed
+# → closing, and never a position that already has an active command), the commands
+# and their audit records. The scanner's statement does the same per breached signal.
+_QUEUE_CLOSES = """
+WITH claimed AS (
+    UPDATE positions_openposition p
+       SET status = 'closing', updated_at = now()
+     WHERE p.id = ANY(%(ids)s) AND p.status IN ('open', 'close_failed')
+       AND NOT EXISTS (SELECT 1 FROM positions_closecommand a
+                        WHERE a.position_id = p.id AND a.status IN ('pending', 'delivered'))
+    RETURNING p.id, p.device_id, p.remaining_volume
+),
+commands AS (
+    INSERT INTO positions_closecommand
+        (position_id, device_id, volume, reason, status, attempts, next_attempt_at,
+         trigger_quote, requested_by, note, created_at)
+    SELECT id, device_id, remaining_volume, %(reason)s, 'pending', 0, now(), %(quote)s::jsonb,
+           %(actor)s, %(note)s, now()
+      FROM claimed
+    RETURNING id, position_id
+),
+audited AS (
+    INSERT INTO signals_app_auditevent
+        (occurred_at, actor_kind, actor, action, subject_type, subject_id, data)
+    SELECT now(), %(actor_kind)s, %(actor)s, %(action)s, 'openposition', position_id,
+           jsonb_build_object('command_id', id, 'reason', %(reason)s, 'trigger_quote', %(quote)s::jsonb,
+                              'note', %(note)s)
+      FROM commands
+    RETURNING 1
+)
+SELECT position_id, id FROM commands
+"""
+
+
+def closes_queue(
+    *,
+    position_ids: list[int],
+    reason: str,
+    by: Actor,
+    trigger_quote: dict[str, Any] | None = None,
+    note: str = "",
+) -> dict[int, int]:
+    """Queue a close of each position that is open (or whose last close failed);
+    return {position id: close command id} for those queued.
+
+    However many callers race, the guarded claim and the partial unique index on
+    active commands leave one command per position.
     """
-    now = timezone.now()
-    with transaction.atomic():
-        claimed = OpenPosition.objects.filter(
-            pk=position.pk, status__in=[PositionStatus.OPEN, PositionStatus.CLOSE_FAILED]
-        ).update(status=PositionStatus.CLOSING, updated_at=now)
-        if claimed != 1:
-            return None
-        position.refresh_from_db(fields=["status", "remaining_volume", "device_id"])
-        command = CloseCommand.objects.create(
-            position=position,
-            device_id=position.device_id,
-            volume=position.remaining_volume,
-            reason=reason,
-            next_attempt_at=now,
-            trigger_quote=trigger_quote,
-            requested_by=by.name,
-            note=note,
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            _QUEUE_CLOSES,
+            {
+                "ids": sorted(set(position_ids)),
+                "reason": str(reason),
+                "quote": json.dumps(trigger_quote) if trigger_quote is not None else None,
+                "actor": by.name,
+                "actor_kind": by.kind,
+                "action": AuditAction.POSITION_CLOSE_REQUESTED.value,
+                "note": note[:2000],
+            },
         )
-        audit(
-            by=by,
-            action=AuditAction.POSITION_CLOSE_REQUESTED,
-            subject=position,
-            data={"command_id": command.pk, "reason": reason, "trigger_quote": trigger_quote, "note": note},
-        )
-    return command
+        return dict(cursor.fetchall())
 
 
 def close_commands_deliver(*, device_id: int, limit: int, now: datetime | None = None) -> list[CloseCommand]:
@@ -525,17 +565,15 @@ class ManualCloseResult:
 def positions_close_manual(
     *, position_ids: list[int], reason: str, note: str, by: Actor
 ) -> ManualCloseResult:
-    """The owner closes positions by hand: through the same guarded path as the
-    scanner, so a double click, or a breach at the same moment, still makes one close."""
-    commands: dict[int, int] = {}
-    skipped: list[int] = []
-    found = OpenPosition.objects.filter(pk__in=position_ids).order_by("pk")
-    text = f"{reason}: {note}" if note else reason
-    for position in found:
-        command = close_command_request(position=position, reason=CloseReason.MANUAL, by=by, note=text)
-        if command is None:
-            skipped.append(position.pk)
-        else:
-            commands[position.pk] = command.pk
-    unknown = sorted(set(position_ids) - set(commands) - set(skipped))
-    return ManualCloseResult(commands=commands, skipped=skipped, unknown=unknown)
+    """The owner closes positions by hand, through the same guarded claim as
+    everything else: a double click, or a breach at the same moment, still makes one close."""
+    ids = sorted(set(position_ids))
+    commands = closes_queue(
+        position_ids=ids, reason=CloseReason.MANUAL, by=by, note=f"{reason}: {note}" if note else reason
+    )
+    known = set(OpenPosition.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    return ManualCloseResult(
+        commands=commands,
+        skipped=sorted(known - set(commands)),
+        unknown=sorted(set(ids) - known),
+    )
