@@ -28,7 +28,6 @@ from decimal import Decimal
 from pathlib import Path
 from secrets import token_hex
 from typing import Any
-from urllib.parse import quote as url_quote
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DATABASE = "bench_veilstop"
@@ -131,14 +130,9 @@ def database_url() -> str:
     """A DATABASE_URL for the bench database, for the Celery worker subprocess."""
     from django.db import connection
 
-    params = connection.settings_dict
-    user = url_quote(params["USER"] or "")
-    password = f":{url_quote(params['PASSWORD'])}" if params.get("PASSWORD") else ""
-    host = params.get("HOST") or ""
-    if host.startswith("/"):
-        return f"postgres://{user}{password}@/{params['NAME']}?host={host}"
-    port = f":{params['PORT']}" if params.get("PORT") else ""
-    return f"postgres://{user}{password}@{host}{port}/{params['NAME']}"
+    from config.environment import database_url as url_for
+
+    return url_for(connection.settings_dict)
 
 
 def execute(sql: str, params: list[Any] | None = None) -> None:

@@ -172,3 +172,18 @@ def with_redis_db(url: str, db: int) -> str:
         kept = [item for item in query.split("&") if item and not item.startswith("db=")]
         return f"{path}?{'&'.join([*kept, f'db={db}'])}"
     return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
+
+
+def database_url(settings_dict: dict) -> str:
+    """The DATABASE_URL for a Django connection's settings: the inverse of
+    ``EnvironmentReader.database``, for child processes (workers started by tests
+    and benchmarks) that must reach the same database."""
+    from urllib.parse import quote
+
+    user = quote(settings_dict["USER"] or "")
+    password = f":{quote(settings_dict['PASSWORD'])}" if settings_dict.get("PASSWORD") else ""
+    host = settings_dict.get("HOST") or ""
+    if host.startswith("/"):
+        return f"postgres://{user}{password}@/{settings_dict['NAME']}?host={host}"
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    return f"postgres://{user}{password}@{host}{port}/{settings_dict['NAME']}"

@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_safe
 from redis.exceptions import RedisError
 
+from config.admin_base import ReadOnlyAdmin
 from monitoring import dashboard
 from monitoring.models import Heartbeat
 from monitoring.selectors import monitor_status
@@ -18,15 +19,9 @@ logger = logging.getLogger(__name__)
 
 
 @admin.register(Heartbeat)
-class HeartbeatAdmin(admin.ModelAdmin):
+class HeartbeatAdmin(ReadOnlyAdmin):
     list_display = ["name", "last_seen_at", "worker"]
     readonly_fields = ["name", "last_seen_at", "worker"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
     def get_urls(self):
         # The dashboard hangs off the monitoring app's admin so it gets admin_view's

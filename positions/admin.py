@@ -23,23 +23,22 @@ from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import PAGE_VAR
 from django.core.exceptions import PermissionDenied
-from django.db import models, transaction
+from django.db import models
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from config.paginator import EstimatedCountPaginator
+from config.admin_base import ReadOnlyAdmin
+from positions.alerts import alerts_acknowledge
 from positions.choices import PositionStatus
 from positions.models import Alert, CloseCommand, OpenPosition
 from positions.rules import STOP, TARGET
 from positions.selectors import breach_test
 from positions.services import ManualCloseResult, positions_close_manual
-from signals_app.choices import AuditAction
-from signals_app.events import Actor, audit_many
+from signals_app.events import Actor
 from signals_app.hidden_levels import HiddenLevelsError
 from signals_app.models import PRICE, Client, Signal
 from signals_app.selectors import user_sees_hidden_levels
@@ -142,24 +141,6 @@ class CommandClientIdFilter(ClientIdFilter):
 
 class CommandSignalIdFilter(SignalIdFilter):
     lookup = "position__signal_id"
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """State changes go through services (close, ack), never through a form."""
-
-    show_full_result_count = False
-    paginator = EstimatedCountPaginator
-    # Facet counts are a COUNT per filter choice over the whole table.
-    show_facets = admin.ShowFacets.NEVER
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class ManualCloseForm(forms.Form):
@@ -503,41 +484,6 @@ class CloseCommandAdmin(ReadOnlyAdmin):
 # --- alerts ------------------------------------------------------------------------------
 
 
-def alerts_acknowledge(*, alert_ids: list[int], by: Actor) -> list[int]:
-    """Acknowledge those of ``alert_ids`` still open; return the ids this call acknowledged.
-
-    A guarded update: the open rows are locked in id order and only rows still
-    unacknowledged change, so two owners acknowledging at once audit each alert once.
-    Acknowledging frees the alert's dedupe key: the same problem seen again opens a new alert.
-    """
-    now = timezone.now()
-    with transaction.atomic():
-        alerts = list(
-            Alert.objects.select_for_update()
-            .filter(pk__in=alert_ids, acknowledged_at__isnull=True)
-            .order_by("pk")
-            .only("pk", "kind", "dedupe_key", "occurrences")
-        )
-        if not alerts:
-            return []
-        changed = Alert.objects.filter(
-            pk__in=[alert.pk for alert in alerts], acknowledged_at__isnull=True
-        ).update(acknowledged_at=now, acknowledged_by=by.name)
-        if changed != len(alerts):  # cannot happen under the row locks; refuse rather than half-audit
-            raise RuntimeError(f"acknowledged {changed} of {len(alerts)} locked alerts")
-        audit_many(
-            by=by,
-            action=AuditAction.ALERT_ACKNOWLEDGED,
-            subjects=alerts,
-            data_for=lambda alert: {
-                "kind": alert.kind,
-                "dedupe_key": alert.dedupe_key,
-                "occurrences": alert.occurrences,
-            },
-        )
-    return [alert.pk for alert in alerts]
-
-
 class AcknowledgedFilter(admin.SimpleListFilter):
     title = "acknowledged"
     parameter_name = "acknowledged"
@@ -554,7 +500,9 @@ class AcknowledgedFilter(admin.SimpleListFilter):
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(ReadOnlyAdmin):
+    """Raised by the scanner and the sweeps; acknowledging is the action, which audits it."""
+
     list_display = ["kind", "message", "occurrences", "last_seen_at", "acknowledged", "acknowledged_by"]
     list_filter = ["kind", AcknowledgedFilter]
     search_fields = ["message", "dedupe_key"]
@@ -573,22 +521,10 @@ class AlertAdmin(admin.ModelAdmin):
     ]
     readonly_fields = fields
     actions = ["acknowledge"]
-    show_full_result_count = False
-    paginator = EstimatedCountPaginator
-    show_facets = admin.ShowFacets.NEVER
 
     @admin.display(description="acknowledged", boolean=True, ordering="acknowledged_at")
     def acknowledged(self, alert: Alert) -> bool:
         return alert.acknowledged_at is not None
-
-    def has_add_permission(self, request) -> bool:
-        return False  # alerts are raised by the scanner and the sweeps
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False  # acknowledging is the action, which audits it
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.action(description="Acknowledge selected alerts", permissions=["view"])
     def acknowledge(self, request, queryset: QuerySet) -> None:

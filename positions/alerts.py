@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from django.db import connection
+from django.db import connection, transaction
+from django.utils import timezone
 
 from positions import metrics
+from positions.models import Alert
+from signals_app.choices import AuditAction
+from signals_app.events import Actor, audit_many
 
 logger = logging.getLogger(__name__)
 
@@ -38,3 +42,38 @@ def alert_raise(
         metrics.ALERTS.labels(kind=kind).inc()
         logger.warning("alert %s: %s", kind, message)
     return bool(created)
+
+
+def alerts_acknowledge(*, alert_ids: list[int], by: Actor) -> list[int]:
+    """Acknowledge those of ``alert_ids`` still open; return the ids this call acknowledged.
+
+    A guarded update: the open rows are locked in id order and only rows still
+    unacknowledged change, so two owners acknowledging at once audit each alert once.
+    Acknowledging frees the alert's dedupe key: the same problem seen again opens a new alert.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        alerts = list(
+            Alert.objects.select_for_update()
+            .filter(pk__in=alert_ids, acknowledged_at__isnull=True)
+            .order_by("pk")
+            .only("pk", "kind", "dedupe_key", "occurrences")
+        )
+        if not alerts:
+            return []
+        changed = Alert.objects.filter(
+            pk__in=[alert.pk for alert in alerts], acknowledged_at__isnull=True
+        ).update(acknowledged_at=now, acknowledged_by=by.name)
+        if changed != len(alerts):  # cannot happen under the row locks; refuse rather than half-audit
+            raise RuntimeError(f"acknowledged {changed} of {len(alerts)} locked alerts")
+        audit_many(
+            by=by,
+            action=AuditAction.ALERT_ACKNOWLEDGED,
+            subjects=alerts,
+            data_for=lambda alert: {
+                "kind": alert.kind,
+                "dedupe_key": alert.dedupe_key,
+                "occurrences": alert.occurrences,
+            },
+        )
+    return [alert.pk for alert in alerts]

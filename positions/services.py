@@ -230,8 +230,13 @@ def close_command_ack(*, command_id: int, device_id: int, result: CloseResult, b
     return command
 
 
+def _close_method(command: CloseCommand) -> str:
+    """The ``method`` label of the close metrics: the owner's hand or the monitor."""
+    return "manual" if command.reason == CloseReason.MANUAL else "auto"
+
+
 def _record_close_metrics(command: CloseCommand) -> None:
-    method = "manual" if command.reason == CloseReason.MANUAL else "auto"
+    method = _close_method(command)
     metrics.CLOSES.labels(method=method, result=command.status).inc()
     metrics.CLOSE_DURATION.labels(method=method).observe(
         (command.completed_at - command.created_at).total_seconds()
@@ -483,9 +488,7 @@ def _expire(command: CloseCommand, *, now: datetime, by: Actor) -> None:
         subject=command,
         data={"position_id": command.position_id, "attempts": command.attempts},
     )
-    metrics.CLOSES.labels(
-        method="manual" if command.reason == CloseReason.MANUAL else "auto", result="expired"
-    ).inc()
+    metrics.CLOSES.labels(method=_close_method(command), result="expired").inc()
     alert_raise(
         kind=AlertKind.CLOSE_FAILED,
         dedupe_key=f"close_failed:{command.position_id}",

@@ -9,8 +9,8 @@ from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
+from config.admin_base import ReadOnlyAdmin
 from config.errors import DomainError
-from config.paginator import EstimatedCountPaginator
 from signals_app.choices import DecidedBy
 from signals_app.events import Actor
 from signals_app.models import Approval, AuditEvent, Client, Instrument, Signal
@@ -232,24 +232,15 @@ class SignalAdmin(admin.ModelAdmin):
 
 
 @admin.register(Approval)
-class ApprovalAdmin(admin.ModelAdmin):
+class ApprovalAdmin(ReadOnlyAdmin):
+    """Approvals come from publishing; decisions go through the actions, which audit them."""
+
     list_display = ["id", "signal", "client", "volume", "status", "decided_by", "expires_at", "created_at"]
     list_filter = ["status", "decided_by", "signal__instrument"]
     list_select_related = ["signal__instrument", "client"]
     raw_id_fields = ["signal", "client", "decided_by_user"]
     search_fields = ["=id", "=signal__id", "client__name"]
     actions = ["approve_on_behalf", "decline_on_behalf"]
-    show_full_result_count = False
-    paginator = EstimatedCountPaginator
-
-    def has_add_permission(self, request) -> bool:
-        return False  # approvals come from publishing
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False  # decisions go through the actions, which audit them
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def _decide(self, request, queryset, approve: bool) -> None:
         by = Actor.user(request.user)
@@ -273,13 +264,11 @@ class ApprovalAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["occurred_at", "action", "subject_type", "subject_id", "actor_kind", "actor"]
     list_filter = ["action", "subject_type", "actor_kind"]
     search_fields = ["=subject_id", "actor"]
     date_hierarchy = "occurred_at"
-    show_full_result_count = False
-    paginator = EstimatedCountPaginator
 
     def get_fields(self, request, obj=None):
         fields = ["occurred_at", "action", "subject_type", "subject_id", "actor_kind", "actor", "data"]
@@ -291,12 +280,3 @@ class AuditEventAdmin(admin.ModelAdmin):
     @admin.display(description="secret data (decrypted)")
     def secret(self, event: AuditEvent) -> str:
         return json.dumps(event.secret_data, indent=1) if event.secret_data else "-"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

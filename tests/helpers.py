@@ -8,10 +8,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote
 
 from django.conf import settings
 from django.db import connection
+
+from config.environment import database_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,14 +25,7 @@ def redis_server_version() -> str:
 
 def current_database_url() -> str:
     """A DATABASE_URL for the database this test process is connected to (the test DB)."""
-    params = connection.settings_dict
-    user = quote(params["USER"] or "")
-    password = f":{quote(params['PASSWORD'])}" if params.get("PASSWORD") else ""
-    host = params.get("HOST") or ""
-    if host.startswith("/"):
-        return f"postgres://{user}{password}@/{params['NAME']}?host={host}"
-    port = f":{params['PORT']}" if params.get("PORT") else ""
-    return f"postgres://{user}{password}@{host}{port}/{params['NAME']}"
+    return database_url(connection.settings_dict)
 
 
 def process_environment(**overrides: str) -> dict[str, str]:

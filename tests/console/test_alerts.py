@@ -7,8 +7,7 @@ import threading
 import pytest
 from django.db import connection
 
-from positions.admin import alerts_acknowledge
-from positions.alerts import alert_raise
+from positions.alerts import alert_raise, alerts_acknowledge
 from positions.choices import AlertKind
 from positions.models import Alert
 from signals_app.events import Actor

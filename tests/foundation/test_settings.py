@@ -179,3 +179,18 @@ def test_a_bad_tunable_stops_the_boot_with_a_clear_message():
 
     assert result.returncode != 0
     assert "POSITION_MONITOR_INTERVAL_SECONDS must be a whole number, got 'soon'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://postgres@/veilstop?host=/run/pg",
+        "postgres://user:p%40ss@db.example:5433/veilstop",
+        "postgres://user@db.example/veilstop",
+    ],
+)
+def test_database_url_is_the_inverse_of_reading_one(url):
+    from config.environment import database_url
+
+    config = reader(DATABASE_URL=url).database("DATABASE_URL")
+    assert reader(DATABASE_URL=database_url(config)).database("DATABASE_URL") == config
