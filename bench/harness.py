@@ -117,7 +117,7 @@ def bench_database() -> Iterator[None]:
 def _bench_redis():
     from django.conf import settings
 
-    from config.redis import get_redis
+    from core.redis import get_redis
 
     redis = get_redis()
     db = redis.connection_pool.connection_kwargs.get("db", 0)
@@ -404,7 +404,7 @@ SCAN_QUEUED_PATTERN = "veilstop:scan-queued:*"
 def reset_breaches() -> None:
     """Undo what a breach run wrote: positions open again, no close commands, no
     close audit rows, no alerts, no pending breach marks in Redis."""
-    from config.redis import get_redis
+    from core.redis import get_redis
 
     execute("DELETE FROM positions_closecommand")
     execute("DELETE FROM positions_alert")

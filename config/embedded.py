@@ -15,7 +15,8 @@ picked up, never started twice (a file lock serialises concurrent starters).
 ``DATABASE_URL``/``REDIS_URL`` exported, and on exit stops what it started;
 ``stop`` and ``status`` do what they say.
 
-No Django import here: settings import this module.
+No Django import here, and nothing starts on import: launchers call it
+(``manage.py``, ``make run``/``make test`` through ``run``), settings never do.
 """
 
 from __future__ import annotations
@@ -262,6 +263,15 @@ def redis_status(state_dir: Path | None = None) -> ServerStatus:
         return ServerStatus("redis", False, None, None)
     pid, port = running
     return ServerStatus("redis", True, f"redis://127.0.0.1:{port}/0", pid)
+
+
+def export_urls(state_dir: Path | None = None) -> None:
+    """Set DATABASE_URL / REDIS_URL in this process's environment, starting (or
+    reusing) the embedded servers for whichever is unset. They keep running."""
+    if not os.environ.get("DATABASE_URL"):
+        os.environ["DATABASE_URL"] = ensure_postgres(state_dir)
+    if not os.environ.get("REDIS_URL"):
+        os.environ["REDIS_URL"] = ensure_redis(state_dir)
 
 
 # --- command line ----------------------------------------------------------

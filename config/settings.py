@@ -104,15 +104,17 @@ TEMPLATES = [
     },
 ]
 
-# --- PostgreSQL and Redis: real servers, embedded ones when none is named ---
-# (Production never gets here without both: the guard above requires them.)
-if not env.is_set("DATABASE_URL") or not env.is_set("REDIS_URL"):
-    from config import embedded
-
-    if not env.is_set("DATABASE_URL"):
-        os.environ["DATABASE_URL"] = embedded.ensure_postgres()
-    if not env.is_set("REDIS_URL"):
-        os.environ["REDIS_URL"] = embedded.ensure_redis()
+# --- PostgreSQL and Redis: always named by the environment -------------------
+# Importing settings starts nothing. The launchers (`make run`, `make test`,
+# `python -m config.embedded run -- CMD`, `python manage.py`) start the embedded
+# servers first when these are unset, and export their URLs.
+_missing = [name for name in ("DATABASE_URL", "REDIS_URL") if not env.is_set(name)]
+if _missing and not IS_PRODUCTION:  # production already listed them as problems above
+    raise ImproperlyConfigured(
+        f"{' and '.join(_missing)} not set: point them at your servers, or start through a launcher "
+        "that runs the embedded ones (make run, make test, python manage.py ..., or "
+        "python -m config.embedded run -- <command>)"
+    )
 
 _database = env.database("DATABASE_URL")
 # django-prometheus' wrapper adds query counts and latencies to /metrics.
@@ -188,7 +190,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Veilstop API",

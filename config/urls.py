@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-import config.converters  # noqa: F401  (registers <id:...> before the apps' URLs load)
+import core.converters  # noqa: F401  (registers <id:...> before the apps' URLs load)
 from monitoring.views import healthz
 
 admin.site.site_header = "Veilstop owner console"

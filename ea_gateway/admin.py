@@ -9,7 +9,7 @@ from django.urls import path, reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
-from config.errors import DomainError
+from core.errors import DomainError
 from ea_gateway.models import Device
 from ea_gateway.services import IssuedCredentials, device_create, device_revoke, device_rotate_secret
 from signals_app.events import Actor

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework import status
 
-from config.errors import DomainError
+from core.errors import DomainError
 from ea_gateway.choices import DeviceRole
 from ea_gateway.models import Device
 from positions.alerts import alert_raise

@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_safe
 from redis.exceptions import RedisError
 
-from config.admin_base import ReadOnlyAdmin
+from core.admin_base import ReadOnlyAdmin
 from monitoring import dashboard
 from monitoring.models import Heartbeat
 from monitoring.selectors import monitor_status

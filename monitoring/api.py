@@ -20,8 +20,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.errors import DomainError
-from config.serializers import StrictInputSerializer
+from core.errors import DomainError
+from core.serializers import StrictInputSerializer
 from monitoring.selectors import monitor_status
 from positions.models import OpenPosition
 from positions.selectors import breach_test
@@ -42,7 +42,7 @@ class OwnerErrorDetail(serializers.Serializer):
 
 
 class OwnerErrorOutput(serializers.Serializer):
-    """The one error shape of config.errors. The EA API documents the same shape under
+    """The one error shape of core.errors. The EA API documents the same shape under
     its own component; that one belongs to the EA protocol, which this app does not import."""
 
     error = OwnerErrorDetail()

@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from config.redis import get_redis
+from core.redis import get_redis
 from positions.choices import CloseCommandStatus, CloseReason, PositionStatus
 from positions.models import CloseCommand
 from positions.scanner import SWEEP_DURATIONS_KEY

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from redis.exceptions import RedisError
 
-from config.redis import get_redis
+from core.redis import get_redis
 from monitoring.choices import HeartbeatName
 from monitoring.selectors import heartbeat_age
 

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from config.redis import get_redis
+from core.redis import get_redis
 from monitoring.choices import HeartbeatName
 from monitoring.models import Heartbeat
 from positions.choices import CloseCommandStatus, CloseReason, PositionStatus

@@ -31,7 +31,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.views.decorators.http import require_http_methods
 
-from config.admin_base import ReadOnlyAdmin
+from core.admin_base import ReadOnlyAdmin
 from positions.alerts import alerts_acknowledge
 from positions.choices import PositionStatus
 from positions.models import Alert, CloseCommand, OpenPosition

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from config.redis import get_redis
+from core.redis import get_redis
 
 KEY = "veilstop:quote:{symbol}"
 

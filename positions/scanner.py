@@ -37,7 +37,7 @@ from cryptography.fernet import InvalidToken
 from django.conf import settings
 from django.db import connection, transaction
 
-from config.redis import get_redis
+from core.redis import get_redis
 from positions import metrics
 from positions.alerts import alert_raise
 from positions.choices import AlertKind, CloseReason, PositionStatus

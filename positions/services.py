@@ -18,7 +18,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 from rest_framework import status
 
-from config.errors import DomainError
+from core.errors import DomainError
 from positions import metrics
 from positions.alerts import alert_raise
 from positions.choices import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from config.redis import get_redis
+from core.redis import get_redis
 from positions import metrics
 from positions.scanner import live_position_counts, sweep
 from positions.services import close_commands_timeout

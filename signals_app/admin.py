@@ -9,8 +9,8 @@ from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
-from config.admin_base import ReadOnlyAdmin
-from config.errors import DomainError
+from core.admin_base import ReadOnlyAdmin
+from core.errors import DomainError
 from signals_app.choices import DecidedBy
 from signals_app.events import Actor
 from signals_app.models import Approval, AuditEvent, Client, Instrument, Signal

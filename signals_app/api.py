@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.serializers import StrictInputSerializer
+from core.serializers import StrictInputSerializer
 from signals_app.choices import ActorKind, Side
 from signals_app.events import Actor
 from signals_app.selectors import signal_approval_counts, signal_get_for_owner, user_sees_hidden_levels

@@ -14,7 +14,7 @@ from django.utils import timezone
 from fernet_fields import EncryptedField
 from rest_framework import status
 
-from config.errors import DomainError
+from core.errors import DomainError
 from signals_app.choices import ApprovalStatus, AuditAction, DecidedBy, SignalStatus
 from signals_app.events import Actor, audit, audit_many
 from signals_app.hidden_levels import (

@@ -19,7 +19,7 @@ def pytest_report_header(config) -> list[str]:
 @pytest.fixture
 def redis_client():
     """The real Redis the product uses, emptied before and after the test."""
-    from config.redis import get_redis
+    from core.redis import get_redis
 
     client = get_redis()
     client.flushdb()

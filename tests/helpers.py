@@ -18,7 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def redis_server_version() -> str:
-    from config.redis import get_redis
+    from core.redis import get_redis
 
     return get_redis().info("server")["redis_version"]
 

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 
-from config.redis import get_redis
+from core.redis import get_redis
 from ea_client import signing
 from ea_gateway.models import Device
 from ea_gateway.selectors import device_by_key

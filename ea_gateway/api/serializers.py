@@ -14,7 +14,7 @@ from django.core.validators import RegexValidator
 from django.utils import timezone
 from rest_framework import serializers
 
-from config.serializers import StrictInputSerializer
+from core.serializers import StrictInputSerializer
 from positions.choices import CLIENT_REASON_FOR, CloseReason
 
 # Prices keep the precision they were sent with (2644.80 stays 2644.80), up to 10 decimals.

@@ -33,7 +33,7 @@ class ErrorDetail(serializers.Serializer):
 
 
 class ErrorOutput(serializers.Serializer):
-    """The one error shape (config.errors): 401 is the same body for every failure."""
+    """The one error shape (core.errors): 401 is the same body for every failure."""
 
     error = ErrorDetail()
 

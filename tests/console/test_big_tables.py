@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
-from config.paginator import EstimatedCountPaginator
+from core.paginator import EstimatedCountPaginator
 from signals_app.models import AuditEvent
 from tests.factories import OwnerFactory, make_signal
 

@@ -10,7 +10,7 @@ from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from config.redis import _client_for
+from core.redis import _client_for
 from ea_client import signing
 from ea_gateway.services import device_revoke, device_rotate_secret
 from signals_app.events import Actor

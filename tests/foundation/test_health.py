@@ -6,7 +6,7 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from config.redis import _client_for
+from core.redis import _client_for
 from monitoring.choices import HeartbeatName
 from monitoring.models import Heartbeat
 from monitoring.services import heartbeat_record

@@ -194,3 +194,30 @@ def test_database_url_is_the_inverse_of_reading_one(url):
 
     config = reader(DATABASE_URL=url).database("DATABASE_URL")
     assert reader(DATABASE_URL=database_url(config)).database("DATABASE_URL") == config
+
+
+def test_importing_settings_starts_nothing(tmp_path):
+    # given: no server named, and an empty state folder for the embedded ones
+    environment = {
+        key: value
+        for key, value in process_environment(DJANGO_SETTINGS_MODULE="config.settings").items()
+        if key not in {"DATABASE_URL", "REDIS_URL"}
+    }
+    environment["VEILSTOP_STATE_DIR"] = str(tmp_path / "state")
+
+    # when: the settings are imported, as any process importing Django would
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); print('booted')"],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    # then: a clear refusal naming the launchers, and no server started or state written
+    assert result.returncode != 0
+    assert "DATABASE_URL and REDIS_URL not set" in result.stderr
+    assert "python -m config.embedded run" in result.stderr
+    assert not (tmp_path / "state").exists()

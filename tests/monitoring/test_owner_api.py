@@ -69,7 +69,7 @@ def api_for(user=None) -> APIClient:
 
 
 def assert_error(response, status_code: int, code: str) -> dict:
-    """The one error shape of config.errors, and its stable code."""
+    """The one error shape of core.errors, and its stable code."""
     assert response.status_code == status_code, response.content
     body = response.json()
     assert set(body) == {"error"}

@@ -7,7 +7,7 @@ from django.core.management import call_command
 from django.db import IntegrityError, InternalError, transaction
 from django.utils import timezone
 
-from config.errors import DomainError
+from core.errors import DomainError
 from signals_app.choices import ApprovalStatus, DecidedBy
 from signals_app.events import Actor
 from signals_app.models import Approval, AuditEvent, Client, Signal

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from config.errors import DomainError
+from core.errors import DomainError
 from ea_gateway.management.commands.create_device import print_credentials
 from ea_gateway.selectors import device_by_key
 from ea_gateway.services import device_rotate_secret

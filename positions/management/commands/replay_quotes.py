@@ -5,7 +5,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.core.management.base import BaseCommand, CommandError
 
-from config.errors import DomainError
+from core.errors import DomainError
 from positions.quotes import Quote
 from positions.replay import ReplayError, resolve, ticks
 from positions.services import quotes_ingest

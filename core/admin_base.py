@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from config.paginator import EstimatedCountPaginator
+from core.paginator import EstimatedCountPaginator
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
