@@ -1,3 +1,3 @@
-"""Shared plumbing every app may use: errors, serializers, Redis client, admin base, paginator, URL converters.
-
-It imports no Veilstop app."""
+"""Shared plumbing every app may use: the API error type and shape, strict input
+serializers, the Redis client, the read-only admin base, the estimated-count paginator
+and URL converters. It imports no Veilstop app."""
