@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from ea_client import signing
+from ea_protocol import signing
 
 USER_AGENT = "veilstop-ea-client/1"
 

@@ -1,4 +1,4 @@
-"""Signed requests for tests, made the way an EA makes them (ea_client.signing)."""
+"""Signed requests for tests, made the way an EA makes them (ea_protocol.signing)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from urllib.parse import urlencode
 
 from django.test import Client as DjangoClient
 
-from ea_client import signing
 from ea_gateway.choices import DeviceRole
 from ea_gateway.services import IssuedCredentials, device_create
+from ea_protocol import signing
 from signals_app.events import Actor
 from tests.factories import ClientFactory
 

@@ -27,9 +27,9 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 
 from core.redis import get_redis
-from ea_client import signing
 from ea_gateway.models import Device
 from ea_gateway.selectors import device_by_key
+from ea_protocol import signing
 
 logger = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ea_client.signing import HEADER_SERVER_TIME
 from ea_gateway.api import serializers as io
 from ea_gateway.api.authentication import HMACDeviceAuthentication
 from ea_gateway.api.permissions import IsEADevice, IsFeedDevice
 from ea_gateway.api.throttling import DeviceRateThrottle
 from ea_gateway.selectors import approvals_for_poll
 from ea_gateway.services import Fill, approval_ack, device_actor, device_heartbeat
+from ea_protocol.signing import HEADER_SERVER_TIME
 from positions.quotes import Quote
 from positions.services import CloseResult, close_command_ack, close_commands_deliver, quotes_ingest
 

@@ -1,6 +1,6 @@
 """A real HTTP server on 127.0.0.1 that authenticates like Veilstop does.
 
-It checks every request's signature with ``ea_client.signing`` (the code the
+It checks every request's signature with ``ea_protocol.signing`` (the code the
 server uses), records what arrived, and answers through a handler. Failing
 authentication gets the generic 401 with ``X-Server-Time``, before the
 handler runs, as on the real server. ``FakeVeilstop`` is a handler with the
@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from ea_client import signing
+from ea_protocol import signing
 
 KEY = "dev_4f9a1c"
 SECRET = "s3cret-for-tests-only"

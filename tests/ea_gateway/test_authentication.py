@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.redis import _client_for
-from ea_client import signing
 from ea_gateway.services import device_revoke, device_rotate_secret
+from ea_protocol import signing
 from signals_app.events import Actor
 from tests.ea_helpers import ea_for, encode, make_device, signed_headers
 

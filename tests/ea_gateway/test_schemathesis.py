@@ -40,10 +40,10 @@ from schemathesis.specs.openapi.checks import (
 )
 from werkzeug.test import EnvironBuilder
 
-from ea_client import signing
 from ea_gateway.api import serializers as io
 from ea_gateway.choices import DeviceRole
 from ea_gateway.services import Fill, IssuedCredentials, approval_ack
+from ea_protocol import signing
 from positions.choices import CloseReason
 from positions.models import OpenPosition
 from positions.services import close_command_request

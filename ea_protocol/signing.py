@@ -2,7 +2,8 @@
 
 Both sides use this module: the server to verify, the reference EA client to
 sign. ``docs/ea-protocol.md`` states the same algorithm in prose with test
-vectors, so any other implementation (MQL5, C#, ...) can check itself.
+vectors (as data in ``vectors.json``), so any other implementation (MQL5,
+C#, ...) can check itself.
 
     canonical = METHOD "\\n" PATH "\\n" CANONICAL_QUERY "\\n" TIMESTAMP "\\n" NONCE "\\n" SHA256_HEX(body)
     signature = lowercase hex HMAC-SHA256(secret (UTF-8), canonical (UTF-8))

@@ -1,8 +1,10 @@
 """The test vectors in docs/ea-protocol.md are right, checked two ways.
 
-Each vector is recomputed with ``ea_client.signing`` (the code both sides
+Each vector is recomputed with ``ea_protocol.signing`` (the code both sides
 run) and with a from-scratch re-implementation of the documented algorithm
 below, so the document, the shared code and the prose cannot drift apart.
+``ea_protocol/vectors.json``, the same vectors as data, must equal the
+document's.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from urllib.parse import unquote_to_bytes
 
 import pytest
 
-from ea_client import signing
+from ea_protocol import signing
+from ea_protocol.vectors import load_vectors as load_packaged_vectors
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ea-protocol.md"
 REQUIRED_KEYS = {
@@ -82,6 +85,10 @@ def independent_signature(vector: dict[str, Any]) -> tuple[str, str]:
     return canonical, digest.hexdigest()
 
 
+def test_the_packaged_vectors_are_the_documented_ones() -> None:
+    assert load_packaged_vectors() == VECTORS
+
+
 def test_there_are_at_least_six_vectors_with_every_field() -> None:
     assert len(VECTORS) >= 6
     for vector in VECTORS:
@@ -107,7 +114,7 @@ def test_the_vectors_cover_the_documented_cases() -> None:
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=lambda vector: vector.get("name", vector["nonce"]))
-def test_vector_matches_ea_client_signing(vector: dict[str, Any]) -> None:
+def test_vector_matches_ea_protocol_signing(vector: dict[str, Any]) -> None:
     canonical = signing.canonical_string(
         method=vector["method"],
         path=vector["path"],

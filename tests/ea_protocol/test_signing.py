@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ea_client import signing
+from ea_protocol import signing
 
 
 @pytest.mark.parametrize(
