@@ -2,7 +2,7 @@
 
 A small book (1 signal x 50 positions on one instrument). Each iteration resets
 it, stores a quote between the levels, then hands a breaching quote to
-``positions.services.quotes_ingest`` (exactly what POST /api/v1/feed/quotes
+``positions.quotes.quotes_ingest`` (exactly what POST /api/v1/feed/quotes
 does: store it, queue ``positions.sweep_instrument`` through Celery behind the
 ``veilstop:scan-queued:{symbol}`` debounce key) and polls PostgreSQL every ~2 ms
 for what the EA's next poll would be handed: a pending close command for its
@@ -134,8 +134,7 @@ def run_latency(markets: list[harness.Market], *, iterations: int) -> LatencyRes
     from django.db import connection
 
     from positions.models import OpenPosition
-    from positions.quotes import Quote
-    from positions.services import quotes_ingest
+    from positions.quotes import Quote, quotes_ingest
 
     market = next(market for market in markets if market.symbol == "EURUSD")
     signal = harness.create_signal(market, "buy", breach_target=True)

@@ -80,11 +80,11 @@ def baseline_sweep() -> int:
     """
     from django.conf import settings
 
+    from positions.closes import close_command_request
     from positions.models import OpenPosition
     from positions.quotes import quote_latest
     from positions.rules import breach
     from positions.scanner import REASON_FOR_LEVEL
-    from positions.services import close_command_request
     from signals_app.events import Actor
     from signals_app.hidden_levels import parse_hidden_levels
 

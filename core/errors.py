@@ -30,6 +30,14 @@ class DomainError(Exception):
         self.status_code = status_code
         self.fields = fields or {}
 
+    @classmethod
+    def not_found(cls) -> DomainError:
+        return cls("not_found", "Not found.", status_code=status.HTTP_404_NOT_FOUND)
+
+    @classmethod
+    def conflict(cls, message: str) -> DomainError:
+        return cls("conflict", message, status_code=status.HTTP_409_CONFLICT)
+
 
 _CODES = {
     exceptions.ParseError: "malformed_request",

@@ -9,18 +9,14 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
-from rest_framework import status
 
 from core.errors import DomainError
 from ea_gateway.choices import DeviceRole
 from ea_gateway.models import Device
-from positions.alerts import alert_raise
-from positions.choices import AlertKind
-from positions.models import OpenPosition
-from positions.services import position_open, positions_reconcile
-from signals_app.choices import ApprovalStatus, AuditAction
+from positions.fills import AckResult, Fill, FillReport, approval_fill_report, positions_reconcile
+from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit
-from signals_app.models import Approval, Client
+from signals_app.models import Client
 
 KEY_PREFIX = "vsk_"
 
@@ -81,114 +77,14 @@ def device_revoke(*, device: Device, by: Actor) -> Device:
     return device
 
 
-def _not_found() -> DomainError:
-    return DomainError("not_found", "Not found.", status_code=status.HTTP_404_NOT_FOUND)
-
-
-def _conflict(message: str) -> DomainError:
-    return DomainError("conflict", message, status_code=status.HTTP_409_CONFLICT)
-
-
-@dataclass(frozen=True)
-class Fill:
-    broker_ticket: str
-    entry_price: Decimal
-    volume: Decimal
-
-
-@dataclass(frozen=True)
-class AckResult:
-    approval_id: int
-    placed: bool
-    position_id: int | None = None
-
-
-# A fill may land just as the approval expires: the trade exists at the broker,
-# so the server must still watch it.
-FILLABLE = (ApprovalStatus.APPROVED, ApprovalStatus.EXPIRED)
-
-
 def approval_ack(*, device: Device, approval_id: int, fill: Fill | None, error: str = "") -> AckResult:
-    try:
-        return _approval_ack(device=device, approval_id=approval_id, fill=fill, error=error)
-    except DomainError as refused:
-        if fill is not None and refused.code != "not_found":
-            # A trade exists at the broker that the server will not watch: the owner must know.
-            alert_raise(
-                kind=AlertKind.FILL_REFUSED,
-                dedupe_key=f"fill_refused:{device.pk}:{approval_id}:{fill.broker_ticket}",
-                message=(
-                    f"Device {device.key_id} reported ticket {fill.broker_ticket} for approval "
-                    f"#{approval_id}; refused ({refused.message}). That trade is not monitored."
-                ),
-                device_id=device.pk,
-            )
-        raise
-
-
-def _approval_ack(*, device: Device, approval_id: int, fill: Fill | None, error: str) -> AckResult:
-    """The EA reports what became of an approval: a fill (``fill``) or a failure.
-
-    Idempotent on the approval: the same report again returns the same result;
-    a different one is a 409 and changes nothing. The approval's row lock makes
-    concurrent copies of one ack wait for each other.
-    """
-    by = device_actor(device)
-    with transaction.atomic():
-        approval = (
-            Approval.objects.select_for_update(of=("self",))
-            .select_related("signal")
-            .filter(pk=approval_id, client_id=device.client_id)
-            .first()
-        )
-        if approval is None:
-            raise _not_found()
-        position = OpenPosition.objects.filter(approval=approval).first()
-
-        if fill is None:
-            if approval.status == ApprovalStatus.FAILED:
-                return AckResult(approval.pk, placed=False)
-            if approval.status not in FILLABLE or position is not None:
-                raise _conflict(f"This approval is {approval.status}; it cannot be reported as failed.")
-            Approval.objects.filter(pk=approval.pk, status=approval.status).update(
-                status=ApprovalStatus.FAILED, updated_at=timezone.now()
-            )
-            audit(
-                by=by, action=AuditAction.APPROVAL_FILL_FAILED, subject=approval, data={"error": error[:500]}
-            )
-            return AckResult(approval.pk, placed=False)
-
-        if position is not None:
-            same = (
-                position.device_id == device.pk
-                and position.broker_ticket == fill.broker_ticket
-                and position.entry_price == fill.entry_price
-                and position.volume == fill.volume
-            )
-            if not same:
-                raise _conflict("This approval was already filled with another ticket, price or volume.")
-            return AckResult(approval.pk, placed=True, position_id=position.pk)
-        if approval.status not in FILLABLE:
-            raise _conflict(f"This approval is {approval.status}; it cannot be filled.")
-        if fill.volume > approval.volume:
-            raise DomainError(
-                "invalid",
-                "The filled volume is larger than approved.",
-                fields={"volume": [f"at most {approval.volume}"]},
-            )
-        position = position_open(
-            approval=approval,
-            device_id=device.pk,
-            broker_ticket=fill.broker_ticket,
-            entry_price=fill.entry_price,
-            volume=fill.volume,
-            by=by,
-        )
-        Approval.objects.filter(pk=approval.pk).update(
-            status=ApprovalStatus.EXECUTED, updated_at=timezone.now()
-        )
-        audit(by=by, action=AuditAction.APPROVAL_FILLED, subject=approval, data={"position_id": position.pk})
-        return AckResult(approval.pk, placed=True, position_id=position.pk)
+    """The EA's report on one of its client's approvals (``positions.fills``)."""
+    return approval_fill_report(
+        report=FillReport(
+            approval_id=approval_id, client_id=device.client_id, device_id=device.pk, fill=fill, error=error
+        ),
+        by=device_actor(device),
+    )
 
 
 def device_heartbeat(*, device: Device, balance: Decimal, equity: Decimal, open_tickets: list[str]) -> int:

@@ -23,9 +23,9 @@ from rest_framework.views import APIView
 from core.errors import DomainError
 from core.serializers import StrictInputSerializer
 from monitoring.selectors import monitor_status
+from positions.closes import positions_close_manual
 from positions.models import OpenPosition
 from positions.selectors import breach_test
-from positions.services import positions_close_manual
 from signals_app.events import Actor
 from signals_app.models import PRICE
 from signals_app.selectors import user_sees_hidden_levels

@@ -22,10 +22,9 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from core.redis import get_redis
 from positions.choices import CloseCommandStatus, CloseReason, PositionStatus
 from positions.models import CloseCommand
-from positions.scanner import SWEEP_DURATIONS_KEY
+from positions.sweep_history import sweep_durations
 from signals_app.models import Instrument
 
 REFRESH_SECONDS = 10
@@ -316,8 +315,7 @@ def hourly_activity(*, now: datetime, hours: int = HOURS_CHARTED) -> list[HourAc
 
 def recent_sweep_durations_ms(*, limit: int = SWEEP_CHART_SIZE) -> list[float]:
     """The latest sweep times in milliseconds, oldest first (the scanner pushes newest first)."""
-    raw = get_redis().lrange(SWEEP_DURATIONS_KEY, 0, limit - 1)
-    return [1000 * float(value) for value in reversed(raw)]
+    return [1000 * seconds for seconds in reversed(sweep_durations(limit=limit))]
 
 
 # --- inline SVG ------------------------------------------------------------------------

@@ -1,19 +1,17 @@
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from core.redis import get_redis
 from monitoring.choices import HeartbeatName
 from monitoring.models import Heartbeat
 from positions.choices import CloseCommandStatus, CloseReason, PositionStatus
 from positions.models import Alert, CloseCommand, OpenPosition
 from positions.quotes import quotes_latest
-from positions.scanner import LAST_SWEEP_KEY, SWEEP_DURATIONS_KEY
+from positions.sweep_history import sweep_durations, sweep_last
 
 
 def heartbeat_age(*, name: str) -> timedelta | None:
@@ -27,12 +25,10 @@ def heartbeat_age(*, name: str) -> timedelta | None:
 def monitor_status(*, now: datetime | None = None) -> dict:
     """Everything the dashboard and GET /api/v1/admin/positions/monitor/status show, from real data."""
     now = now or timezone.now()
-    redis = get_redis()
-    last_sweep_raw = redis.get(LAST_SWEEP_KEY)
-    last_sweep = json.loads(last_sweep_raw) if last_sweep_raw else None
-    durations = sorted(float(value) for value in redis.lrange(SWEEP_DURATIONS_KEY, 0, 199))
+    last_sweep = sweep_last()
+    durations = sorted(sweep_durations(limit=200))
     interval = settings.POSITION_MONITOR_INTERVAL_SECONDS
-    last_sweep_age = now.timestamp() - last_sweep["at"] if last_sweep else None
+    last_sweep_age = now.timestamp() - last_sweep.at if last_sweep else None
     beat_age = heartbeat_age(name=HeartbeatName.BEAT)
 
     hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
@@ -89,7 +85,7 @@ def monitor_status(*, now: datetime | None = None) -> dict:
         ),
         "monitor_enabled": settings.POSITION_MONITOR_ENABLED,
         "dry_run": settings.POSITION_MONITOR_DRY_RUN,
-        "last_check": datetime.fromtimestamp(last_sweep["at"], tz=UTC).isoformat() if last_sweep else None,
+        "last_check": datetime.fromtimestamp(last_sweep.at, tz=UTC).isoformat() if last_sweep else None,
         "beat_heartbeat_age_seconds": round(beat_age.total_seconds(), 1) if beat_age else None,
         "open_positions_count": sum(open_by_instrument.values()),
         "open_positions_by_instrument": open_by_instrument,

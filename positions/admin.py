@@ -34,10 +34,10 @@ from django.views.decorators.http import require_http_methods
 from core.admin_base import ReadOnlyAdmin
 from positions.alerts import alerts_acknowledge
 from positions.choices import PositionStatus
+from positions.closes import ManualCloseResult, positions_close_manual
 from positions.models import Alert, CloseCommand, OpenPosition
 from positions.rules import STOP, TARGET
 from positions.selectors import breach_test
-from positions.services import ManualCloseResult, positions_close_manual
 from signals_app.events import Actor
 from signals_app.hidden_levels import HiddenLevelsError
 from signals_app.models import PRICE, Client, Signal

@@ -9,8 +9,6 @@ class PositionStatus(models.TextChoices):
     CLOSED_SL = "closed_sl", "Closed at stop-loss"
     CLOSED_TP = "closed_tp", "Closed at take-profit"
     CLOSED_MANUAL = "closed_manual", "Closed by the owner"
-    CLOSED_TIME = "closed_time", "Closed at max holding time"
-    CLOSED_DRAWDOWN = "closed_drawdown", "Closed by the drawdown guard"
     CLOSED_EXTERNAL = "closed_external", "Closed outside the server"
     CLOSE_FAILED = "close_failed", "Close failed"
 
@@ -21,8 +19,6 @@ class CloseReason(models.TextChoices):
     STOP_LOSS = "stop_loss", "Hidden stop-loss hit"
     TAKE_PROFIT = "take_profit", "Hidden take-profit hit"
     MANUAL = "manual", "Manual close by the owner"
-    TIME = "time", "Maximum holding time reached"
-    DRAWDOWN = "drawdown", "Client drawdown limit reached"
 
 
 class CloseCommandStatus(models.TextChoices):
@@ -31,7 +27,6 @@ class CloseCommandStatus(models.TextChoices):
     EXECUTED = "executed", "Executed"
     FAILED = "failed", "Failed at the broker"
     EXPIRED = "expired", "Expired (no acknowledgement)"
-    CANCELLED = "cancelled", "Cancelled"
 
 
 ACTIVE_CLOSE_STATUSES = [CloseCommandStatus.PENDING, CloseCommandStatus.DELIVERED]
@@ -41,8 +36,6 @@ CLOSED_STATUS_FOR = {
     CloseReason.STOP_LOSS: PositionStatus.CLOSED_SL,
     CloseReason.TAKE_PROFIT: PositionStatus.CLOSED_TP,
     CloseReason.MANUAL: PositionStatus.CLOSED_MANUAL,
-    CloseReason.TIME: PositionStatus.CLOSED_TIME,
-    CloseReason.DRAWDOWN: PositionStatus.CLOSED_DRAWDOWN,
 }
 
 # The only reason text a client ever sees: it names no level.
@@ -50,8 +43,6 @@ CLIENT_REASON_FOR = {
     CloseReason.STOP_LOSS: "risk limit",
     CloseReason.TAKE_PROFIT: "profit target",
     CloseReason.MANUAL: "closed by the desk",
-    CloseReason.TIME: "time limit",
-    CloseReason.DRAWDOWN: "risk limit",
 }
 
 

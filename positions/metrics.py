@@ -38,3 +38,8 @@ BREACH_TO_CLOSE = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 ALERTS = Counter("veilstop_alerts_total", "Owner alerts opened", ["kind"])
+
+
+def close_method(reason: str) -> str:
+    """The ``method`` label of the close metrics: the owner's hand or the monitor."""
+    return "manual" if reason == "manual" else "auto"

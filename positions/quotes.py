@@ -1,4 +1,5 @@
-"""The owner's latest bid/ask per instrument, in Redis.
+"""The owner's price feed: quotes in (feed API, replay), the latest bid/ask per
+instrument kept in Redis, and a sweep of each instrument that moved.
 
 A quote replaces the stored one only if it is newer (compare-and-set in one
 Lua script), so batches arriving out of order never move the price back.
@@ -6,12 +7,23 @@ Lua script), so batches arriving out of order never move the price back.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 
+from celery import current_app
+from django.db import transaction
+
+from core.errors import DomainError
 from core.redis import get_redis
+from positions.choices import PositionStatus
+from positions.models import OpenPosition
+from signals_app.models import Instrument
 
 KEY = "veilstop:quote:{symbol}"
+# Set while a quote-triggered sweep of the instrument is queued: quotes in between queue no more.
+SWEEP_QUEUED_KEY = "veilstop:scan-queued:{symbol}"
+SWEEP_INSTRUMENT_TASK = "positions.sweep_instrument"  # positions.tasks runs it; sent here by name
 
 # KEYS[1] = quote hash; ARGV = bid, ask, ts, received_at. Returns 1 if stored.
 # The replaced quote is kept as prev_*: the spike guard compares the two.
@@ -102,3 +114,41 @@ def quotes_latest(instruments: list[str]) -> dict[str, Quote]:
         _parse(instrument, raw) for instrument, raw in zip(instruments, pipeline.execute(), strict=True)
     )
     return {quote.instrument: quote for quote in quotes if quote is not None}
+
+
+@dataclass(frozen=True)
+class QuoteBatchResult:
+    accepted: int
+    ignored: int
+
+
+def quotes_ingest(*, quotes: list[Quote]) -> QuoteBatchResult:
+    """Store the owner's quotes (from the feed API or a replay) and sweep at once
+    every instrument that moved and has open positions.
+
+    An unknown instrument rejects the whole batch: nothing is stored.
+    """
+    symbols = {quote.instrument for quote in quotes}
+    known = set(Instrument.objects.filter(symbol__in=symbols, active=True).values_list("symbol", flat=True))
+    unknown = sorted(symbols - known)
+    if unknown:
+        raise DomainError(
+            "invalid",
+            "Unknown instruments in the batch.",
+            fields={"quotes": [f"unknown instrument {symbol!r}" for symbol in unknown[:20]]},
+        )
+    received_at = time.time()
+    stored = [
+        quote for quote in sorted(quotes, key=lambda q: q.ts) if quote_store(quote, received_at=received_at)
+    ]
+    for symbol in sorted({quote.instrument for quote in stored}):
+        if OpenPosition.objects.filter(instrument__symbol=symbol, status=PositionStatus.OPEN).exists():
+            sweep_instrument_soon(symbol)
+    return QuoteBatchResult(accepted=len(stored), ignored=len(quotes) - len(stored))
+
+
+def sweep_instrument_soon(symbol: str) -> None:
+    """Queue a sweep of one instrument after the commit, unless one is already queued
+    (debounce). Sent by name: the task module imports this one, not the other way."""
+    if get_redis().set(SWEEP_QUEUED_KEY.format(symbol=symbol), 1, nx=True, ex=5):
+        transaction.on_commit(lambda: current_app.send_task(SWEEP_INSTRUMENT_TASK, args=[symbol]))

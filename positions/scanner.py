@@ -8,25 +8,25 @@ A sweep:
 
 1. finds the signals with open positions by a loose index scan over the
    partial index ``position_open_by_signal`` (one probe per distinct signal);
-2. in one transaction, takes a transaction-scoped advisory lock per instrument
-   (``pg_try_advisory_xact_lock``) and skips instruments another sweep holds:
+2. in one transaction, tries each instrument's sweep lock (``positions.locks``,
+   a transaction-scoped advisory lock) and skips instruments another sweep holds:
    concurrent sweeps partition the work instead of doing it twice;
 3. decrypts each remaining signal's hidden levels once;
 4. reads every needed instrument's latest quote and the pending-breach marks in
    two Redis round trips;
 5. judges each signal (``positions.rules.judge``: side of the book, tolerance,
    staleness, spike guard, recheck delay);
-6. for confirmed breaches, one SQL statement moves all their open positions
-   (of clients with auto-close on) to ``closing``, inserts one close command
-   each and their audit records. Exactly-once comes from the database: the
-   guarded ``open → closing`` update and the partial unique index on active
-   close commands;
+6. for confirmed breaches, one close claim (``positions.closes.closes_claim``,
+   the same the owner's manual close uses) moves all their open positions (of
+   clients with auto-close on) to ``closing``, inserts one close command each
+   and their audit records, in one statement. Exactly-once comes from the
+   database: the guarded ``open → closing`` update and the partial unique index
+   on active close commands;
 7. raises alerts (stale quotes, spikes, auto-close off) and records metrics.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter as Tally
@@ -40,9 +40,12 @@ from django.db import connection, transaction
 from core.redis import get_redis
 from positions import metrics
 from positions.alerts import alert_raise
-from positions.choices import AlertKind, CloseReason, PositionStatus
+from positions.choices import AlertKind, CloseReason
+from positions.closes import Claim, CloseRequest, closes_claim
+from positions.locks import instruments_try_lock
 from positions.quotes import Quote, quotes_latest
 from positions.rules import CLOSE, NONE, STALE, STOP, WAIT, judge
+from positions.sweep_history import SweepSummary, sweep_record
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit
 from signals_app.hidden_levels import HiddenLevelsError, parse_hidden_levels
@@ -50,12 +53,8 @@ from signals_app.models import Instrument, Signal
 
 logger = logging.getLogger(__name__)
 
-LOCK_NAMESPACE = 73110  # first key of the advisory locks: "this is the scanner's"
 PENDING_KEY = "veilstop:breach-pending"  # signal id -> "level|first_seen_ts"
 DRY_RUN_SEEN_KEY = "veilstop:breach-dry-run:{signal}:{level}"
-LAST_SWEEP_KEY = "veilstop:scanner:last-sweep"  # JSON of the latest sweep, for the dashboard
-SWEEP_DURATIONS_KEY = "veilstop:scanner:durations"  # the latest sweep times, newest first
-SWEEP_DURATIONS_KEPT = 1000
 SCANNER = Actor.system("scanner")
 REASON_FOR_LEVEL = {STOP: CloseReason.STOP_LOSS, "take_profit": CloseReason.TAKE_PROFIT}
 
@@ -69,41 +68,6 @@ WITH RECURSIVE walk AS (
       FROM walk WHERE walk.signal_id IS NOT NULL
 )
 SELECT signal_id FROM walk WHERE signal_id IS NOT NULL
-"""
-
-_CLOSE_BREACHED = """
-WITH breached(signal_id, reason, trigger_quote) AS (
-    SELECT * FROM unnest(%s::bigint[], %s::text[], %s::jsonb[])
-),
-claimed AS (
-    UPDATE positions_openposition p
-       SET status = 'closing', updated_at = now()
-      FROM breached b, signals_app_client c
-     WHERE p.signal_id = b.signal_id AND p.status = 'open'
-       AND c.id = p.client_id AND c.auto_close_enabled
-       -- never claim a position whose command could not be inserted below
-       AND NOT EXISTS (SELECT 1 FROM positions_closecommand a
-                        WHERE a.position_id = p.id AND a.status IN ('pending', 'delivered'))
-    RETURNING p.id, p.device_id, p.remaining_volume, b.reason, b.trigger_quote
-),
-commands AS (
-    INSERT INTO positions_closecommand
-        (position_id, device_id, volume, reason, status, attempts, next_attempt_at,
-         trigger_quote, requested_by, note, created_at)
-    SELECT id, device_id, remaining_volume, reason, 'pending', 0, now(), trigger_quote, 'scanner', '', now()
-      FROM claimed
-    ON CONFLICT (position_id) WHERE status IN ('pending', 'delivered') DO NOTHING
-    RETURNING id, position_id, reason, trigger_quote
-),
-audited AS (
-    INSERT INTO signals_app_auditevent
-        (occurred_at, actor_kind, actor, action, subject_type, subject_id, data)
-    SELECT now(), 'system', 'scanner', 'position.close_requested', 'openposition', position_id,
-           jsonb_build_object('command_id', id, 'reason', reason, 'trigger_quote', trigger_quote, 'note', '')
-      FROM commands
-    RETURNING 1
-)
-SELECT count(*) FROM commands
 """
 
 _HELD_BACK_BY_CANARY = """
@@ -140,18 +104,6 @@ def signals_with_open_positions() -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute(_SIGNALS_WITH_OPEN_POSITIONS)
         return [row[0] for row in cursor.fetchall()]
-
-
-def _lock_instruments(instrument_ids: set[int]) -> set[int]:
-    if not instrument_ids:
-        return set()
-    ordered = sorted(instrument_ids)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT id, pg_try_advisory_xact_lock(%s, id::int) FROM unnest(%s::bigint[]) AS id ORDER BY id",
-            [LOCK_NAMESPACE, ordered],
-        )
-        return {instrument_id for instrument_id, locked in cursor.fetchall() if locked}
 
 
 def _watched_signals(signal_ids: list[int], symbols: set[str] | None) -> list[_Watched]:
@@ -231,7 +183,7 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
 
     quotes = quotes_latest(sorted({signal.symbol for signal in watched}))
     with transaction.atomic():
-        locked = _lock_instruments({signal.instrument_id for signal in watched})
+        locked = instruments_try_lock(signal.instrument_id for signal in watched)
         marks = _pending_marks()  # read under the lock: no other sweep rewrites them meanwhile
         report.skipped_locked_instruments = len({s.instrument_id for s in watched} - locked)
         mine = [signal for signal in watched if signal.instrument_id in locked]
@@ -250,18 +202,15 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
 def _record_sweep(report: SweepReport) -> None:
     """Metrics, and the dashboard's view of the monitor (in Redis: no table write per sweep)."""
     metrics.SWEEP_DURATION.observe(report.seconds)
-    summary = {
-        "at": time.time(),
-        "seconds": report.seconds,
-        "signals": report.signals,
-        "commands": report.commands_created,
-        "dry_run": report.dry_run,
-    }
-    pipeline = get_redis().pipeline(transaction=False)
-    pipeline.set(LAST_SWEEP_KEY, json.dumps(summary))
-    pipeline.lpush(SWEEP_DURATIONS_KEY, repr(report.seconds))
-    pipeline.ltrim(SWEEP_DURATIONS_KEY, 0, SWEEP_DURATIONS_KEPT - 1)
-    pipeline.execute()
+    sweep_record(
+        SweepSummary(
+            at=time.time(),
+            seconds=report.seconds,
+            signals=report.signals,
+            commands=report.commands_created,
+            dry_run=report.dry_run,
+        )
+    )
 
 
 @dataclass
@@ -317,21 +266,25 @@ def _judge_all(watched, quotes, marks, now, report) -> _Judgement:
     return _Judgement(to_close, waiting, settled, stale, spikes)
 
 
-def _trigger_quote(quote: Quote, first_seen_ts: float) -> str:
-    return json.dumps({**quote.as_json(), "first_seen_ts": first_seen_ts})
+def _trigger_quote(quote: Quote, first_seen_ts: float) -> dict:
+    return {**quote.as_json(), "first_seen_ts": first_seen_ts}
 
 
 def _close_breached(to_close, quotes) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _CLOSE_BREACHED,
-            [
-                [signal.signal_id for signal, _, _ in to_close],
-                [REASON_FOR_LEVEL[level] for _, level, _ in to_close],
-                [_trigger_quote(quotes[signal.symbol], first_seen) for signal, _, first_seen in to_close],
-            ],
-        )
-        return cursor.fetchone()[0]
+    """One claim for every breached signal's positions (``positions.closes``)."""
+    queued = closes_claim(
+        claim=Claim.SIGNAL_POSITIONS,
+        requests=[
+            CloseRequest(
+                key=signal.signal_id,
+                reason=REASON_FOR_LEVEL[level],
+                trigger_quote=_trigger_quote(quotes[signal.symbol], first_seen),
+            )
+            for signal, level, first_seen in to_close
+        ],
+        by=SCANNER,
+    )
+    return len(queued)
 
 
 def _held_back_by_canary(signal_ids: list[int]) -> dict[int, int]:
@@ -368,7 +321,7 @@ def _after_sweep(judgement: _Judgement, held_back: dict[int, int], quotes, repor
                 subject=Signal(pk=signal.signal_id),
                 data={
                     "level": level,
-                    "trigger_quote": json.loads(_trigger_quote(quotes[signal.symbol], 0.0)),
+                    "trigger_quote": _trigger_quote(quotes[signal.symbol], 0.0),
                 },
             )
         if held_back.get(signal.signal_id):
@@ -402,17 +355,3 @@ def _after_sweep(judgement: _Judgement, held_back: dict[int, int], quotes, repor
             report.breached_signals,
             report.commands_created,
         )
-
-
-def live_position_counts() -> tuple[dict[str, int], int]:
-    """Open positions per instrument and active close commands, for the gauges."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT i.symbol, count(*) FROM positions_openposition p JOIN signals_app_instrument i "
-            "ON i.id = p.instrument_id WHERE p.status = %s GROUP BY i.symbol",
-            [PositionStatus.OPEN],
-        )
-        per_instrument = dict(cursor.fetchall())
-        cursor.execute("SELECT count(*) FROM positions_closecommand WHERE status IN ('pending', 'delivered')")
-        (pending,) = cursor.fetchone()
-    return per_instrument, pending

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
+from django.db import connection
 
 from positions.choices import PositionStatus
 from positions.models import OpenPosition
@@ -55,3 +56,17 @@ def breach_test(*, signal: Signal, bid: Decimal, ask: Decimal) -> BreachTest:
         level=level,
         open_positions=open_positions,
     )
+
+
+def live_position_counts() -> tuple[dict[str, int], int]:
+    """Open positions per instrument and active close commands, for the gauges."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.symbol, count(*) FROM positions_openposition p JOIN signals_app_instrument i "
+            "ON i.id = p.instrument_id WHERE p.status = %s GROUP BY i.symbol",
+            [PositionStatus.OPEN],
+        )
+        per_instrument = dict(cursor.fetchall())
+        cursor.execute("SELECT count(*) FROM positions_closecommand WHERE status IN ('pending', 'delivered')")
+        (pending,) = cursor.fetchone()
+    return per_instrument, pending

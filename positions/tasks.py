@@ -6,10 +6,11 @@ from celery import shared_task
 
 from core.redis import get_redis
 from positions import metrics
-from positions.scanner import live_position_counts, sweep
-from positions.services import close_commands_timeout
+from positions.quotes import SWEEP_INSTRUMENT_TASK, SWEEP_QUEUED_KEY
+from positions.scanner import sweep
+from positions.selectors import live_position_counts
+from positions.timeouts import close_commands_timeout
 
-SCAN_QUEUED_KEY = "veilstop:scan-queued:{symbol}"
 TASK_OPTIONS = {"acks_late": True, "reject_on_worker_lost": True, "soft_time_limit": 20, "time_limit": 30}
 
 
@@ -19,18 +20,12 @@ def sweep_all() -> dict:
     return {"signals": report.signals, "commands": report.commands_created}
 
 
-@shared_task(name="positions.sweep_instrument", **TASK_OPTIONS)
+@shared_task(name=SWEEP_INSTRUMENT_TASK, **TASK_OPTIONS)
 def sweep_instrument(symbol: str) -> dict:
     # Cleared first: a quote arriving while this sweep runs queues the next one.
-    get_redis().delete(SCAN_QUEUED_KEY.format(symbol=symbol))
+    get_redis().delete(SWEEP_QUEUED_KEY.format(symbol=symbol))
     report = sweep(symbols={symbol})
     return {"signals": report.signals, "commands": report.commands_created}
-
-
-def sweep_instrument_soon(symbol: str) -> None:
-    """Queue a sweep of one instrument unless one is already queued (debounce)."""
-    if get_redis().set(SCAN_QUEUED_KEY.format(symbol=symbol), 1, nx=True, ex=5):
-        sweep_instrument.delay_on_commit(symbol)
 
 
 @shared_task(name="positions.close_commands_timeout", **TASK_OPTIONS)

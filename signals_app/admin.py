@@ -41,8 +41,6 @@ class ClientAdmin(admin.ModelAdmin):
         "active",
         "auto_approve",
         "default_volume",
-        "max_open_positions",
-        "drawdown_limit_percent",
         "auto_close_enabled",
     ]
     list_filter = ["active", "auto_approve", "auto_close_enabled"]

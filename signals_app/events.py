@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db import models
 
-from signals_app.choices import ActorKind
+from signals_app.choices import ActorKind, AuditAction
 from signals_app.models import AuditEvent
 
 
@@ -75,3 +75,29 @@ def audit_many(
             for subject in subjects
         ]
     )
+
+
+def audit_insert_sql(
+    *, cte: str, source: str, subject: type[models.Model], subject_id: str, data: str
+) -> str:
+    """A CTE named ``cte`` that inserts one audit event per row of ``source``, for a
+    set-based statement that must audit in the same statement as its change.
+
+    ``subject_id`` and ``data`` are SQL expressions over ``source``'s columns (``data``
+    builds a jsonb object). The actor and action are bound parameters, filled in by
+    ``audit_sql_params`` from an ``Actor`` and an ``AuditAction``: no statement
+    writes an action string of its own.
+    """
+    table = AuditEvent._meta.db_table
+    # Every piece is a constant of the calling module, never input.
+    return f"""{cte} AS (
+    INSERT INTO {table} (occurred_at, actor_kind, actor, action, subject_type, subject_id, data)
+    SELECT now(), %(audit_actor_kind)s, %(audit_actor)s, %(audit_action)s, '{_subject_type(subject)}',
+           {subject_id}, {data}
+      FROM {source}
+    RETURNING 1
+)"""  # noqa: S608
+
+
+def audit_sql_params(*, by: Actor, action: AuditAction) -> dict[str, str]:
+    return {"audit_actor_kind": by.kind, "audit_actor": by.name, "audit_action": AuditAction(action).value}

@@ -42,14 +42,6 @@ class Client(models.Model):
     default_volume = models.DecimalField(
         **VOLUME, default=Decimal("0.01"), validators=[MinValueValidator(Decimal("0.01"))]
     )
-    max_open_positions = models.PositiveIntegerField(null=True, blank=True, help_text="empty: no limit")
-    drawdown_limit_percent = models.DecimalField(
-        max_digits=5,
-        decimal_places=2,
-        null=True,
-        blank=True,
-        help_text="close everything and stop new trades when equity falls this far below its peak",
-    )
     auto_close_enabled = models.BooleanField(
         default=True, help_text="server closes this client's positions at hidden levels (canary switch)"
     )
@@ -59,11 +51,6 @@ class Client(models.Model):
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(condition=Q(default_volume__gt=0), name="client_volume_positive"),
-            models.CheckConstraint(
-                condition=Q(drawdown_limit_percent__isnull=True)
-                | Q(drawdown_limit_percent__gt=0, drawdown_limit_percent__lt=100),
-                name="client_drawdown_limit_range",
-            ),
         ]
 
     def __str__(self) -> str:

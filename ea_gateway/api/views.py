@@ -18,8 +18,8 @@ from ea_gateway.api.throttling import DeviceRateThrottle
 from ea_gateway.selectors import approvals_for_poll
 from ea_gateway.services import Fill, approval_ack, device_actor, device_heartbeat
 from ea_protocol.signing import HEADER_SERVER_TIME
-from positions.quotes import Quote
-from positions.services import CloseResult, close_command_ack, close_commands_deliver, quotes_ingest
+from positions.close_delivery import CloseResult, close_command_ack, close_commands_deliver
+from positions.quotes import Quote, quotes_ingest
 
 
 class ErrorDetail(serializers.Serializer):

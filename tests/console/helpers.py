@@ -7,8 +7,8 @@ from datetime import timedelta
 from django.utils import timezone
 
 from positions.choices import CloseCommandStatus
+from positions.closes import close_command_request
 from positions.models import CloseCommand, OpenPosition
-from positions.services import close_command_request
 from signals_app.events import Actor
 
 

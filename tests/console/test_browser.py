@@ -9,7 +9,6 @@ is installed at all; ``make test`` installs them when it can (root with apt-get)
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -40,7 +39,7 @@ from positions.choices import (
 )
 from positions.models import CloseCommand, OpenPosition
 from positions.quotes import Quote, quote_store
-from positions.scanner import LAST_SWEEP_KEY, SWEEP_DURATIONS_KEY
+from positions.sweep_history import SweepSummary, sweep_record
 from tests.console.helpers import command_at
 from tests.ea_helpers import make_device, signed_headers
 from tests.factories import make_signal, open_book
@@ -133,10 +132,10 @@ def _assert_png(path: Path) -> None:
 def _some_history(redis_client) -> list[OpenPosition]:
     """A monitor with a day behind it: sweeps, breaches and closes over the hours, an alert."""
     Heartbeat.objects.create(name="beat", last_seen_at=timezone.now())
-    redis_client.set(LAST_SWEEP_KEY, json.dumps({"at": time.time() - 2, "seconds": 0.006}))
     for index in range(120):
-        redis_client.lpush(
-            SWEEP_DURATIONS_KEY, repr(0.004 + 0.003 * (index % 7) + (0.02 if index == 90 else 0))
+        seconds = 0.004 + 0.003 * (index % 7) + (0.02 if index == 90 else 0)
+        sweep_record(
+            SweepSummary(at=time.time() - 122 + index, seconds=seconds, signals=14, commands=0, dry_run=False)
         )
     signal = make_signal(sl="2645.00", tp="2670.00")
     positions = open_book(signal, 14)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from positions.choices import CloseReason
-from positions.services import close_command_request
+from positions.closes import close_command_request
 from signals_app.events import Actor
 from tests.factories import make_signal, open_book
 

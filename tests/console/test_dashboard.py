@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.utils import timezone
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from monitoring import dashboard
 from monitoring.models import Heartbeat
 from positions.alerts import alert_raise
 from positions.choices import AlertKind, CloseCommandStatus, CloseReason
 from positions.quotes import Quote, quote_store
-from positions.scanner import LAST_SWEEP_KEY, SWEEP_DURATIONS_KEY
+from positions.sweep_history import SweepSummary, sweep_record
 from tests.console.helpers import command_at
 from tests.factories import UserFactory, make_signal, open_book
 
@@ -42,9 +40,16 @@ FIGURES = [
 
 def _healthy_monitor(redis_client, durations_seconds: list[float]) -> None:
     Heartbeat.objects.create(name="beat", last_seen_at=timezone.now())
-    redis_client.set(LAST_SWEEP_KEY, json.dumps({"at": time.time() - 1, "seconds": 0.004}))
-    for seconds in durations_seconds:  # the scanner pushes newest first
-        redis_client.lpush(SWEEP_DURATIONS_KEY, repr(seconds))
+    for index, seconds in enumerate(durations_seconds):  # recorded oldest first, as sweeps happen
+        sweep_record(
+            SweepSummary(
+                at=time.time() - len(durations_seconds) + index,
+                seconds=seconds,
+                signals=1,
+                commands=0,
+                dry_run=False,
+            )
+        )
 
 
 def test_anonymous_and_non_staff_users_are_sent_to_the_login(client):
@@ -141,15 +146,9 @@ def test_a_stopped_monitor_and_stale_quotes_show_red(owner_browser, redis_client
     assert "stale: breaches not judged" in response.content.decode()
 
 
-def test_the_page_still_answers_when_redis_is_down(owner_browser, monkeypatch, redis_client):
-    class DeadRedis:
-        def __getattr__(self, name):
-            def fail(*args, **kwargs):
-                raise RedisConnectionError("Connection refused")
-
-            return fail
-
-    monkeypatch.setattr("monitoring.selectors.get_redis", lambda: DeadRedis())
+def test_the_page_still_answers_when_redis_is_down(owner_browser, settings, unused_tcp_port):
+    # A real client pointed at a port where no Redis listens: the connection is refused.
+    settings.REDIS_URL = f"redis://127.0.0.1:{unused_tcp_port}/0"
 
     response = owner_browser.get(URL)
 

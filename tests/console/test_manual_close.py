@@ -7,8 +7,8 @@ import pytest
 from django.db import connection
 
 from positions.choices import CloseCommandStatus, CloseReason, PositionStatus
+from positions.closes import close_command_request
 from positions.models import CloseCommand, OpenPosition
-from positions.services import close_command_request
 from signals_app.events import Actor
 from signals_app.models import AuditEvent
 from tests.console.helpers import messages_of

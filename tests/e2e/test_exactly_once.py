@@ -14,9 +14,9 @@ from django.db import connection
 from django.test import override_settings
 
 from positions.choices import CloseCommandStatus, CloseReason
+from positions.close_delivery import CloseResult, close_command_ack
 from positions.models import CloseCommand, OpenPosition
-from positions.quotes import Quote
-from positions.services import CloseResult, close_command_ack, quotes_ingest
+from positions.quotes import Quote, quotes_ingest
 from signals_app.events import Actor
 from tests.factories import make_signal, open_book
 from tests.helpers import CeleryProcesses, current_database_url, wait_for

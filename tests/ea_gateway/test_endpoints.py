@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from ea_gateway.choices import DeviceRole
 from positions.choices import CloseCommandStatus, CloseReason, PositionStatus
+from positions.closes import close_command_request
 from positions.models import CloseCommand, OpenPosition
 from positions.quotes import quote_latest
-from positions.services import close_command_request
 from signals_app.choices import ApprovalStatus
 from signals_app.events import Actor
 from signals_app.models import Approval, AuditEvent

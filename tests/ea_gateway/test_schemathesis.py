@@ -45,8 +45,8 @@ from ea_gateway.choices import DeviceRole
 from ea_gateway.services import Fill, IssuedCredentials, approval_ack
 from ea_protocol import signing
 from positions.choices import CloseReason
+from positions.closes import close_command_request
 from positions.models import OpenPosition
-from positions.services import close_command_request
 from signals_app.events import Actor
 from tests.ea_helpers import make_device
 from tests.factories import ClientFactory, make_signal

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 
 from ea_gateway.choices import DeviceRole
 from positions.models import CloseCommand, OpenPosition
-from positions.quotes import Quote
+from positions.quotes import Quote, quotes_ingest
 from positions.scanner import sweep
-from positions.services import close_commands_timeout, quotes_ingest
+from positions.timeouts import close_commands_timeout
 from signals_app.events import Actor
 from signals_app.services import signal_create, signal_publish
 from tests.ea_helpers import ea_for, make_device

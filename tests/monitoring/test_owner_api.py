@@ -26,9 +26,11 @@ from monitoring.models import Heartbeat
 from monitoring.selectors import monitor_status
 from monitoring.services import heartbeat_record
 from positions.choices import AlertKind, CloseCommandStatus, CloseReason, PositionStatus
+from positions.close_delivery import CloseResult, close_command_ack, close_commands_deliver
+from positions.closes import close_command_request
 from positions.models import Alert, CloseCommand, OpenPosition
-from positions.scanner import LAST_SWEEP_KEY, SWEEP_DURATIONS_KEY, sweep
-from positions.services import CloseResult, close_command_ack, close_command_request, close_commands_deliver
+from positions.scanner import sweep
+from positions.sweep_history import sweep_durations, sweep_last
 from signals_app.events import Actor
 from signals_app.models import AuditEvent
 from tests.factories import OwnerFactory, UserFactory, make_signal, open_book, token_for
@@ -681,7 +683,7 @@ def test_status_from_real_data(owner_api, redis_client):
     assert body["devices_offline_with_open_positions"] == 2
     assert body["stale_quotes"] == ["EURUSD"]
     assert body["open_alerts"] == 2
-    durations = [float(value) for value in redis_client.lrange(SWEEP_DURATIONS_KEY, 0, -1)]
+    durations = sweep_durations(limit=1000)
     assert len(durations) == 3
     assert body["avg_check_duration_ms"] == round(1000 * sum(durations) / 3, 2)
     assert body["p95_check_duration_ms"] == round(1000 * max(durations), 2)
@@ -704,7 +706,7 @@ def test_the_monitor_is_not_running_without_a_fresh_heartbeat_or_sweep(owner_api
 
     # A fresh heartbeat but no sweep for more than three intervals: the scanner is stuck.
     heartbeat_record(name="beat", worker="w")
-    last_sweep = json.loads(redis_client.get(LAST_SWEEP_KEY))["at"]
+    last_sweep = sweep_last().at
     later = datetime.fromtimestamp(last_sweep, tz=UTC) + timedelta(
         seconds=3 * settings.POSITION_MONITOR_INTERVAL_SECONDS + 1
     )

@@ -9,10 +9,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from positions.models import CloseCommand
-from positions.quotes import quote_latest
+from positions.quotes import SWEEP_QUEUED_KEY, quote_latest
 from positions.replay import ReplayError, resolve, ticks
 from positions.scanner import sweep
-from positions.tasks import SCAN_QUEUED_KEY
 from tests.factories import make_signal, open_book
 
 
@@ -58,7 +57,7 @@ def test_replay_command_feeds_the_scanner(redis_client, capsys):
 
     # then: the low is the latest quote, a sweep of EURUSD was queued, and a sweep closes the book
     assert quote_latest("EURUSD").bid == Decimal("1.07083")
-    assert redis_client.exists(SCAN_QUEUED_KEY.format(symbol="EURUSD"))
+    assert redis_client.exists(SWEEP_QUEUED_KEY.format(symbol="EURUSD"))
     assert "replayed 3 ticks" in capsys.readouterr().out
     assert sweep().commands_created == 3
     assert CloseCommand.objects.filter(reason="stop_loss").count() == 3

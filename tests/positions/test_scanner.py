@@ -13,10 +13,11 @@ from django.test import override_settings
 from django.utils import timezone
 
 from positions.choices import AlertKind, CloseCommandStatus, CloseReason, PositionStatus
+from positions.close_delivery import close_commands_deliver
 from positions.models import Alert, CloseCommand, OpenPosition
 from positions.quotes import Quote, quote_store
 from positions.scanner import sweep
-from positions.services import close_commands_deliver, close_commands_timeout
+from positions.timeouts import close_commands_timeout
 from signals_app.models import AuditEvent
 from tests.factories import make_signal, open_book
 

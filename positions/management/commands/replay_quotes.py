@@ -6,9 +6,8 @@ from decimal import Decimal, InvalidOperation
 from django.core.management.base import BaseCommand, CommandError
 
 from core.errors import DomainError
-from positions.quotes import Quote
+from positions.quotes import Quote, quotes_ingest
 from positions.replay import ReplayError, resolve, ticks
-from positions.services import quotes_ingest
 from signals_app.models import Instrument
 
 

@@ -1,0 +1,217 @@
+"""The close command's life after the claim: delivery to the EA (a lease) and the
+EA's report (executed or failed).
+
+Lock order (``positions.locks``): the position, then its close command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from core.errors import DomainError
+from positions import metrics
+from positions.alerts import alert_raise
+from positions.choices import CLOSED_STATUS_FOR, AlertKind, CloseCommandStatus, CloseReason, PositionStatus
+from positions.locks import close_command_lock, position_lock
+from positions.models import CloseCommand, OpenPosition
+from positions.rules import realized_pnl
+from signals_app.choices import AuditAction
+from signals_app.events import Actor, audit, audit_many
+
+
+def close_commands_deliver(*, device_id: int, limit: int, now: datetime | None = None) -> list[CloseCommand]:
+    """Lease this device's due pending commands to it (at most ``limit``).
+
+    ``SKIP LOCKED`` lets two polls of one device run at once without either
+    waiting or both getting the same command.
+    """
+    now = now or timezone.now()
+    lease_until = now + timedelta(seconds=settings.CLOSE_ACK_TIMEOUT_SECONDS)
+    with transaction.atomic():
+        commands = list(
+            CloseCommand.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("position")
+            .filter(device_id=device_id, status=CloseCommandStatus.PENDING, next_attempt_at__lte=now)
+            .order_by("next_attempt_at", "pk")[:limit]
+        )
+        if not commands:
+            return []
+        CloseCommand.objects.filter(pk__in=[command.pk for command in commands]).update(
+            status=CloseCommandStatus.DELIVERED,
+            attempts=F("attempts") + 1,
+            delivered_at=now,
+            lease_expires_at=lease_until,
+        )
+        audit_many(
+            by=Actor.system("ea-gateway"),
+            action=AuditAction.CLOSE_COMMAND_DELIVERED,
+            subjects=commands,
+            data_for=lambda command: {"device_id": device_id, "attempt": command.attempts + 1},
+        )
+    return commands
+
+
+@dataclass(frozen=True)
+class CloseResult:
+    executed: bool
+    close_price: Decimal | None = None
+    closed_volume: Decimal | None = None
+    error: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        if self.executed:
+            return {
+                "status": "executed",
+                "close_price": str(self.close_price),
+                "closed_volume": str(self.closed_volume),
+            }
+        return {"status": "failed", "error": self.error}
+
+    def same_as(self, stored: dict[str, Any] | None) -> bool:
+        if not stored or stored.get("status") != ("executed" if self.executed else "failed"):
+            return False
+        if not self.executed:
+            return True  # a failure repeated is the same failure, whatever its wording
+        return (
+            Decimal(stored["close_price"]) == self.close_price
+            and Decimal(stored["closed_volume"]) == self.closed_volume
+        )
+
+
+def close_command_ack(*, command_id: int, device_id: int, result: CloseResult, by: Actor) -> CloseCommand:
+    """Apply the EA's report of a close. Idempotent; a conflicting report is a 409."""
+    command, fresh = _close_command_ack(command_id=command_id, device_id=device_id, result=result, by=by)
+    if fresh:
+        _record_close_metrics(command)
+    return command
+
+
+def _record_close_metrics(command: CloseCommand) -> None:
+    method = metrics.close_method(command.reason)
+    metrics.CLOSES.labels(method=method, result=command.status).inc()
+    metrics.CLOSE_DURATION.labels(method=method).observe(
+        (command.completed_at - command.created_at).total_seconds()
+    )
+    received_at = (command.trigger_quote or {}).get("received_at")
+    if command.status == CloseCommandStatus.EXECUTED and received_at:
+        metrics.BREACH_TO_CLOSE.observe(max(0.0, command.completed_at.timestamp() - float(received_at)))
+
+
+def _close_command_ack(
+    *, command_id: int, device_id: int, result: CloseResult, by: Actor
+) -> tuple[CloseCommand, bool]:
+    with transaction.atomic():
+        command = (
+            CloseCommand.objects.filter(pk=command_id, device_id=device_id).only("pk", "position_id").first()
+        )
+        if command is None:
+            raise DomainError.not_found()
+        position = position_lock(command.position_id)
+        command = close_command_lock(command_id)
+
+        if command.status in (CloseCommandStatus.EXECUTED, CloseCommandStatus.FAILED):
+            if result.same_as(command.result):
+                return command, False
+            raise DomainError.conflict(f"This close command was already acknowledged as {command.status}.")
+        if result.executed and result.closed_volume > position.remaining_volume:
+            raise DomainError(
+                "invalid",
+                "closed_volume is larger than the position's open volume.",
+                fields={"closed_volume": [f"at most {position.remaining_volume}"]},
+            )
+
+        now = timezone.now()
+        CloseCommand.objects.filter(pk=command.pk).update(
+            status=CloseCommandStatus.EXECUTED if result.executed else CloseCommandStatus.FAILED,
+            result=result.as_json(),
+            completed_at=now,
+            lease_expires_at=None,
+        )
+        audit(
+            by=by,
+            action=AuditAction.CLOSE_COMMAND_EXECUTED
+            if result.executed
+            else AuditAction.CLOSE_COMMAND_FAILED,
+            subject=command,
+            data={"position_id": position.pk, **result.as_json()},
+        )
+        if result.executed:
+            _apply_close(position=position, command=command, result=result, now=now, by=by)
+        elif position.status in (PositionStatus.CLOSING, PositionStatus.CLOSE_FAILED):
+            _after_failed_close(position=position, command=command, error=result.error, now=now, by=by)
+        command.refresh_from_db()
+    return command, True
+
+
+def _after_failed_close(*, position: OpenPosition, command: CloseCommand, error: str, now, by: Actor) -> None:
+    """The broker refused the close; the trade is still open there.
+
+    Below CLOSE_MAX_ATTEMPTS failed closes the position is watched again (a level
+    still crossed makes a fresh command on the next sweep); at the limit it stops
+    retrying by itself: ``close_failed`` and an owner alert.
+    """
+    failures = CloseCommand.objects.filter(position=position, status=CloseCommandStatus.FAILED).count()
+    data = {"command_id": command.pk, "error": error[:500], "failed_closes": failures}
+    if failures < settings.CLOSE_MAX_ATTEMPTS:
+        OpenPosition.objects.filter(pk=position.pk).update(status=PositionStatus.OPEN, updated_at=now)
+        audit(by=by, action=AuditAction.POSITION_REOPENED, subject=position, data=data)
+        return
+    OpenPosition.objects.filter(pk=position.pk).update(status=PositionStatus.CLOSE_FAILED, updated_at=now)
+    audit(by=by, action=AuditAction.POSITION_CLOSE_FAILED, subject=position, data=data)
+    alert_raise(
+        kind=AlertKind.CLOSE_FAILED,
+        dedupe_key=f"close_failed:{position.pk}",
+        message=f"Position #{position.pk}: the EA failed to close it {failures} times; it needs the desk.",
+        position_id=position.pk,
+        device_id=command.device_id,
+    )
+
+
+def _apply_close(
+    *, position: OpenPosition, command: CloseCommand, result: CloseResult, now, by: Actor
+) -> None:
+    pnl = realized_pnl(
+        side=position.side,
+        entry_price=position.entry_price,
+        close_price=result.close_price,
+        volume=result.closed_volume,
+        contract_size=position.instrument.contract_size,
+    )
+    remaining = position.remaining_volume - result.closed_volume
+    fully_closed = remaining == 0
+    fields: dict[str, Any] = {
+        "remaining_volume": remaining,
+        "realized_pnl": (position.realized_pnl or Decimal(0)) + pnl,
+        "close_price": result.close_price,
+        "updated_at": now,
+    }
+    if fully_closed:
+        fields.update(
+            status=CLOSED_STATUS_FOR[CloseReason(command.reason)],
+            closed_at=now,
+            close_reason=command.reason,
+        )
+    else:
+        fields.update(status=PositionStatus.OPEN)
+    OpenPosition.objects.filter(pk=position.pk).update(**fields)
+    audit(
+        by=by,
+        action=AuditAction.POSITION_CLOSED if fully_closed else AuditAction.POSITION_PARTIALLY_CLOSED,
+        subject=position,
+        data={
+            "command_id": command.pk,
+            "reason": command.reason,
+            "close_price": str(result.close_price),
+            "closed_volume": str(result.closed_volume),
+            "realized_pnl": str(pnl),
+            "trigger_quote": command.trigger_quote,
+        },
+    )

@@ -1,0 +1,186 @@
+"""The one way a close is queued: ``closes_claim``.
+
+The scanner (breached signals), the owner (manual close) and every later rule
+that closes (exit plans, risk guards) call this claim; nothing else inserts a
+close command. One SQL statement per call, however many positions:
+
+1. ``wanted``: the caller's rows (a position id or a signal id, with the
+   reason, the triggering quote and a note);
+2. ``candidates``: the positions they name in a claimable status whose client
+   allows it, that have no active command, locked in id order
+   (``positions.locks``);
+3. ``claimed``: the guarded update of those positions to ``closing``;
+4. ``commands``: one pending close command each, for the remaining volume
+   (``ON CONFLICT DO NOTHING`` on the partial unique index of active commands:
+   the database, not this code, makes it exactly one);
+5. ``audited``: one ``position.close_requested`` audit event per command.
+
+However many callers race, each position gets one active close command.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from django.db import connection, transaction
+
+from positions.choices import CloseReason, PositionStatus
+from positions.locks import POSITIONS_IN_ORDER
+from positions.models import CloseCommand, OpenPosition
+from signals_app.choices import AuditAction
+from signals_app.events import Actor, audit_insert_sql, audit_sql_params
+
+
+@dataclass(frozen=True)
+class ClaimScope:
+    """Which positions a claim row names, and which of them may be claimed."""
+
+    match: str  # the positions column that the row's key is compared with
+    statuses: tuple[str, ...]
+    auto_close_only: bool  # only clients whose auto-close flag is on (the canary rollout)
+
+
+class Claim(Enum):
+    # The owner's hand: these positions, open or with a failed close (a live trade at the
+    # broker either way), whatever the client's auto-close flag says.
+    POSITIONS = ClaimScope("p.id", (PositionStatus.OPEN, PositionStatus.CLOSE_FAILED), False)
+    # A rule that fired for a signal: its open positions of clients with auto-close on.
+    SIGNAL_POSITIONS = ClaimScope("p.signal_id", (PositionStatus.OPEN,), True)
+
+
+@dataclass(frozen=True)
+class CloseRequest:
+    key: int  # a position id or a signal id, as the claim's scope says
+    reason: CloseReason
+    trigger_quote: dict[str, Any] | None = None
+    note: str = ""
+
+
+_CLAIM = """
+WITH wanted(key, reason, trigger_quote, note) AS (
+    SELECT * FROM unnest(%(keys)s::bigint[], %(reasons)s::text[], %(quotes)s::jsonb[], %(notes)s::text[])
+),
+candidates AS (
+    SELECT p.id, w.reason, w.trigger_quote, w.note
+      FROM positions_openposition p
+      JOIN wanted w ON {match} = w.key
+      JOIN signals_app_client c ON c.id = p.client_id
+     WHERE p.status = ANY(%(statuses)s) AND (c.auto_close_enabled OR NOT %(auto_close_only)s)
+       -- never claim a position whose command could not be inserted below
+       AND NOT EXISTS (SELECT 1 FROM positions_closecommand a
+                        WHERE a.position_id = p.id AND a.status IN ('pending', 'delivered'))
+     {lock}
+),
+claimed AS (
+    UPDATE positions_openposition p
+       SET status = 'closing', updated_at = now()
+      FROM candidates k
+     WHERE p.id = k.id AND p.status = ANY(%(statuses)s)
+    RETURNING p.id, p.device_id, p.remaining_volume, k.reason, k.trigger_quote, k.note
+),
+commands AS (
+    INSERT INTO positions_closecommand
+        (position_id, device_id, volume, reason, status, attempts, next_attempt_at,
+         trigger_quote, requested_by, note, created_at)
+    SELECT id, device_id, remaining_volume, reason, 'pending', 0, now(), trigger_quote,
+           %(audit_actor)s, note, now()
+      FROM claimed
+    ON CONFLICT (position_id) WHERE status IN ('pending', 'delivered') DO NOTHING
+    RETURNING id, position_id, reason, trigger_quote, note
+),
+{audited}
+SELECT position_id, id FROM commands
+"""
+
+_AUDITED = audit_insert_sql(
+    cte="audited",
+    source="commands",
+    subject=OpenPosition,
+    subject_id="position_id",
+    data=(
+        "jsonb_build_object('command_id', id, 'reason', reason, 'trigger_quote', trigger_quote, 'note', note)"
+    ),
+)
+_STATEMENTS = {
+    claim: _CLAIM.format(match=claim.value.match, lock=POSITIONS_IN_ORDER, audited=_AUDITED)
+    for claim in Claim
+}
+NOTE_MAX_LENGTH = 2000
+
+
+def closes_claim(*, claim: Claim, requests: list[CloseRequest], by: Actor) -> dict[int, int]:
+    """Queue a close of the whole remaining volume of every position the requests
+    name that may be claimed; return {position id: close command id} for those queued."""
+    if not requests:
+        return {}
+    requests = sorted(requests, key=lambda request: request.key)
+    scope = claim.value
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            _STATEMENTS[claim],
+            {
+                "keys": [request.key for request in requests],
+                "reasons": [CloseReason(request.reason).value for request in requests],
+                "quotes": [
+                    json.dumps(request.trigger_quote) if request.trigger_quote is not None else None
+                    for request in requests
+                ],
+                "notes": [request.note[:NOTE_MAX_LENGTH] for request in requests],
+                "statuses": [str(status) for status in scope.statuses],
+                "auto_close_only": scope.auto_close_only,
+                **audit_sql_params(by=by, action=AuditAction.POSITION_CLOSE_REQUESTED),
+            },
+        )
+        return dict(cursor.fetchall())
+
+
+def close_command_request(
+    *,
+    position: OpenPosition,
+    reason: CloseReason,
+    by: Actor,
+    trigger_quote: dict[str, Any] | None = None,
+    note: str = "",
+) -> CloseCommand | None:
+    """Queue a close of one position's remaining volume; None if it is not closable."""
+    queued = closes_claim(
+        claim=Claim.POSITIONS,
+        requests=[CloseRequest(key=position.pk, reason=reason, trigger_quote=trigger_quote, note=note)],
+        by=by,
+    )
+    position.refresh_from_db(fields=["status"])
+    return CloseCommand.objects.get(pk=queued[position.pk]) if position.pk in queued else None
+
+
+@dataclass(frozen=True)
+class ManualCloseResult:
+    commands: dict[int, int]  # position id -> the close command queued for it
+    skipped: list[int]  # positions that are not open (already closing or closed)
+    unknown: list[int]  # ids that name no position
+
+    @property
+    def queued(self) -> list[int]:
+        return sorted(self.commands)
+
+
+def positions_close_manual(
+    *, position_ids: list[int], reason: str, note: str, by: Actor
+) -> ManualCloseResult:
+    """The owner closes positions by hand, through the same claim as everything else:
+    a double click, or a breach at the same moment, still makes one close."""
+    ids = sorted(set(position_ids))
+    text = f"{reason}: {note}" if note else reason
+    commands = closes_claim(
+        claim=Claim.POSITIONS,
+        requests=[CloseRequest(key=pk, reason=CloseReason.MANUAL, note=text) for pk in ids],
+        by=by,
+    )
+    known = set(OpenPosition.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    return ManualCloseResult(
+        commands=commands,
+        skipped=sorted(known - set(commands)),
+        unknown=sorted(set(ids) - known),
+    )
