@@ -7,7 +7,8 @@ statement that closes a breached signal's positions.
 A sweep:
 
 1. finds the signals with open positions by a loose index scan over the
-   partial index ``position_open_by_signal`` (one probe per distinct signal);
+   partial index ``position_open_by_signal`` (one probe per distinct signal),
+   and their hidden levels (``positions.watched``);
 2. in one transaction, tries each instrument's sweep lock (``positions.locks``,
    a transaction-scoped advisory lock) and skips instruments another sweep holds:
    concurrent sweeps partition the work instead of doing it twice;
@@ -31,9 +32,7 @@ import logging
 import time
 from collections import Counter as Tally
 from dataclasses import dataclass, field
-from decimal import Decimal
 
-from cryptography.fernet import InvalidToken
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -46,10 +45,10 @@ from positions.locks import instruments_try_lock
 from positions.quotes import Quote, quotes_latest
 from positions.rules import CLOSE, NONE, STALE, STOP, WAIT, judge
 from positions.sweep_history import SweepSummary, sweep_record
+from positions.watched import WatchedSignal, signals_with_open_positions, watched_signals
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit
-from signals_app.hidden_levels import HiddenLevelsError, parse_hidden_levels
-from signals_app.models import Instrument, Signal
+from signals_app.models import Signal
 
 logger = logging.getLogger(__name__)
 
@@ -57,18 +56,6 @@ PENDING_KEY = "veilstop:breach-pending"  # signal id -> "level|first_seen_ts"
 DRY_RUN_SEEN_KEY = "veilstop:breach-dry-run:{signal}:{level}"
 SCANNER = Actor.system("scanner")
 REASON_FOR_LEVEL = {STOP: CloseReason.STOP_LOSS, "take_profit": CloseReason.TAKE_PROFIT}
-
-_SIGNALS_WITH_OPEN_POSITIONS = """
-WITH RECURSIVE walk AS (
-    (SELECT signal_id FROM positions_openposition WHERE status = 'open' ORDER BY signal_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT p.signal_id FROM positions_openposition p
-             WHERE p.status = 'open' AND p.signal_id > walk.signal_id
-             ORDER BY p.signal_id LIMIT 1)
-      FROM walk WHERE walk.signal_id IS NOT NULL
-)
-SELECT signal_id FROM walk WHERE signal_id IS NOT NULL
-"""
 
 _HELD_BACK_BY_CANARY = """
 SELECT p.signal_id, count(*) FROM positions_openposition p
@@ -89,76 +76,6 @@ class SweepReport:
     seconds: float = 0.0
 
 
-@dataclass(frozen=True)
-class _Watched:
-    signal_id: int
-    instrument_id: int
-    symbol: str
-    side: str
-    sl: Decimal | None
-    tp: Decimal | None
-    tolerance: Decimal
-
-
-def signals_with_open_positions() -> list[int]:
-    with connection.cursor() as cursor:
-        cursor.execute(_SIGNALS_WITH_OPEN_POSITIONS)
-        return [row[0] for row in cursor.fetchall()]
-
-
-def _watched_signals(signal_ids: list[int], symbols: set[str] | None) -> list[_Watched]:
-    instruments = {instrument.pk: instrument for instrument in Instrument.objects.all()}
-    rows = Signal.objects.filter(pk__in=signal_ids)
-    if symbols is not None:  # a quote-triggered sweep decrypts only its instrument's signals
-        rows = rows.filter(instrument_id__in=[pk for pk, i in instruments.items() if i.symbol in symbols])
-    columns = ("pk", "instrument_id", "side", "owner_only")
-    try:
-        decrypted = list(rows.values_list(*columns))  # owner_only decrypted here, once per signal
-    except InvalidToken:
-        decrypted = _decrypt_one_by_one(rows, columns)
-    tolerance_pips = settings.BREACH_PRICE_TOLERANCE_PIPS
-    watched = []
-    for signal_id, instrument_id, side, owner_only in decrypted:
-        instrument = instruments[instrument_id]
-        try:
-            levels = parse_hidden_levels(owner_only)
-        except HiddenLevelsError as error:
-            _unreadable(signal_id, f"hidden levels invalid: {', '.join(error.errors)}")
-            continue
-        watched.append(
-            _Watched(
-                signal_id=signal_id,
-                instrument_id=instrument_id,
-                symbol=instrument.symbol,
-                side=side,
-                sl=levels.sl,
-                tp=levels.tp,
-                tolerance=tolerance_pips * instrument.pip_size,
-            )
-        )
-    return watched
-
-
-def _decrypt_one_by_one(rows, columns) -> list[tuple]:
-    """The slow path, only when some signal does not decrypt (a key removed before
-    `reencrypt`): every other signal is still watched, the broken ones alerted."""
-    readable = []
-    for signal_id in rows.values_list("pk", flat=True):
-        try:
-            readable.extend(Signal.objects.filter(pk=signal_id).values_list(*columns))
-        except InvalidToken:
-            _unreadable(signal_id, "hidden levels do not decrypt with FERNET_KEYS")
-    return readable
-
-
-def _unreadable(signal_id: int, why: str) -> None:
-    alert_raise(
-        kind=AlertKind.UNREADABLE_LEVELS,
-        dedupe_key=f"unreadable:{signal_id}",
-        message=f"Signal #{signal_id} is not monitored: {why}.",
-    )
-
-
 def _pending_marks() -> dict[int, tuple[str, float]]:
     marks = {}
     for signal_id, value in get_redis().hgetall(PENDING_KEY).items():
@@ -175,7 +92,7 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
         return report
     now = time.time() if now is None else now
     signal_ids = signals_with_open_positions()
-    watched = _watched_signals(signal_ids, symbols) if signal_ids else []
+    watched = watched_signals(signal_ids, symbols) if signal_ids else []
     if not watched:
         report.seconds = time.perf_counter() - started
         _record_sweep(report)
@@ -215,7 +132,7 @@ def _record_sweep(report: SweepReport) -> None:
 
 @dataclass
 class _Judgement:
-    to_close: list[tuple[_Watched, str, float]]
+    to_close: list[tuple[WatchedSignal, str, float]]
     waiting: dict[int, str]  # signal id -> pending mark
     settled: list[int]  # signals whose pending mark is void
     stale: set[str]  # symbols
@@ -223,7 +140,7 @@ class _Judgement:
 
 
 def _judge_all(watched, quotes, marks, now, report) -> _Judgement:
-    to_close: list[tuple[_Watched, str, float]] = []
+    to_close: list[tuple[WatchedSignal, str, float]] = []
     waiting: dict[int, str] = {}
     settled: list[int] = []
     stale: set[str] = set()

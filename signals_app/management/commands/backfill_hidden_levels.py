@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
+from signals_app.encryption import hidden_levels_backfill
 from signals_app.events import Actor
-from signals_app.services import hidden_levels_backfill
 
 
 class Command(BaseCommand):

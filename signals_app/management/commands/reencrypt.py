@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from signals_app.services import encrypted_values_reencrypt
+from signals_app.encryption import encrypted_values_reencrypt
 
 
 class Command(BaseCommand):
