@@ -232,7 +232,7 @@ def test_a_position_already_closing_offers_no_close(owner_browser, book):
 
 def test_a_selection_over_the_limit_is_refused_before_any_confirmation(owner_browser, book, monkeypatch):
     _, positions = book
-    monkeypatch.setattr("positions.admin.MANUAL_CLOSE_LIMIT", 2)
+    monkeypatch.setattr("positions.admin.owner_tools.MANUAL_CLOSE_LIMIT", 2)
 
     response = owner_browser.post(
         CHANGELIST,

@@ -1,0 +1,89 @@
+"""List filters for the positions console's tables."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import PAGE_VAR
+from django.db import models
+from django.db.models import QuerySet
+
+from signals_app.models import Client, Signal
+
+
+class IdInputFilter(admin.SimpleListFilter):
+    """Filter on a related row typed in by id. Clients and signals are too many to list
+    as links, and listing them would query them all on every page of the changelist."""
+
+    template = "admin/positions/id_input_filter.html"
+    lookup: str  # the queryset lookup the id filters on, e.g. "client_id"
+    related_model: type[models.Model]
+
+    def lookups(self, request, model_admin) -> list:
+        return []
+
+    def has_output(self) -> bool:
+        return True
+
+    def selected_id(self) -> int | None:
+        value = (self.value() or "").strip()
+        if not value:
+            return None
+        if not (value.isascii() and value.isdigit()) or len(value) > 18:
+            raise IncorrectLookupParameters(f"{self.parameter_name} must be a numeric id")
+        return int(value)
+
+    def queryset(self, request, queryset: QuerySet) -> QuerySet:
+        selected = self.selected_id()
+        return queryset if selected is None else queryset.filter(**{self.lookup: selected})
+
+    def choices(self, changelist):
+        selected = self.selected_id()
+        remaining = changelist.get_query_string(remove=[self.parameter_name, PAGE_VAR])
+        related = self.related_model.objects.filter(pk=selected).first() if selected is not None else None
+        yield {
+            "parameter": self.parameter_name,
+            "value": "" if selected is None else selected,
+            "hidden": parse_qsl(remaining.lstrip("?"), keep_blank_values=True),
+            "clear_query_string": remaining or "?",
+            "selected_label": str(related) if related else ("no such row" if selected is not None else ""),
+        }
+
+
+class ClientIdFilter(IdInputFilter):
+    title = "client (id)"
+    parameter_name = "client"
+    lookup = "client_id"
+    related_model = Client
+
+
+class SignalIdFilter(IdInputFilter):
+    title = "signal (id)"
+    parameter_name = "signal"
+    lookup = "signal_id"
+    related_model = Signal
+
+
+class CommandClientIdFilter(ClientIdFilter):
+    lookup = "position__client_id"
+
+
+class CommandSignalIdFilter(SignalIdFilter):
+    lookup = "position__signal_id"
+
+
+class AcknowledgedFilter(admin.SimpleListFilter):
+    title = "acknowledged"
+    parameter_name = "acknowledged"
+
+    def lookups(self, request, model_admin) -> list[tuple[str, str]]:
+        return [("no", "Open (not acknowledged)"), ("yes", "Acknowledged")]
+
+    def queryset(self, request, queryset: QuerySet) -> QuerySet:
+        if self.value() == "no":
+            return queryset.filter(acknowledged_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(acknowledged_at__isnull=False)
+        return queryset

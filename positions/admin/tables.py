@@ -1,0 +1,93 @@
+"""The positions console's tables: read-only, large, changed only through services."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+
+from core.admin_base import ReadOnlyAdmin
+from positions.admin.filters import (
+    AcknowledgedFilter,
+    ClientIdFilter,
+    CommandClientIdFilter,
+    CommandSignalIdFilter,
+    SignalIdFilter,
+)
+from positions.admin.owner_tools import OwnerToolsMixin
+from positions.alerts import alerts_acknowledge
+from positions.models import Alert, CloseCommand, OpenPosition
+from signals_app.events import Actor
+
+
+@admin.register(OpenPosition)
+class OpenPositionAdmin(OwnerToolsMixin, ReadOnlyAdmin):
+    """The owner tools (manual close, test-breach) come from ``OwnerToolsMixin``: its
+    ``get_urls()`` adds their views and ``close_selected`` is its action."""
+
+    list_display = [
+        "id",
+        "client",
+        "instrument",
+        "side",
+        "entry_price",
+        "remaining_volume",
+        "broker_ticket",
+        "status",
+        "opened_at",
+        "close_price",
+        "realized_pnl",
+    ]
+    list_filter = ["status", "instrument", "side", ClientIdFilter, SignalIdFilter]
+    list_select_related = ["client", "instrument"]
+    raw_id_fields = ["signal", "approval", "client", "device"]
+    search_fields = ["=id", "=broker_ticket", "client__name", "=signal__id"]
+    date_hierarchy = "opened_at"
+    actions = ["close_selected"]
+    change_form_template = "admin/positions/openposition/change_form.html"
+
+
+@admin.register(CloseCommand)
+class CloseCommandAdmin(ReadOnlyAdmin):
+    list_display = ["id", "position", "device", "reason", "status", "attempts", "created_at", "completed_at"]
+    list_filter = ["status", "reason", CommandClientIdFilter, CommandSignalIdFilter]
+    list_select_related = ["position", "device"]
+    raw_id_fields = ["position", "device"]
+    search_fields = ["=id", "=position__id"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdmin):
+    """Raised by the scanner and the sweeps; acknowledging is the action, which audits it."""
+
+    list_display = ["kind", "message", "occurrences", "last_seen_at", "acknowledged", "acknowledged_by"]
+    list_filter = ["kind", AcknowledgedFilter]
+    search_fields = ["message", "dedupe_key"]
+    fields = [
+        "kind",
+        "message",
+        "dedupe_key",
+        "occurrences",
+        "created_at",
+        "last_seen_at",
+        "instrument",
+        "position",
+        "device",
+        "acknowledged_at",
+        "acknowledged_by",
+    ]
+    readonly_fields = fields
+    actions = ["acknowledge"]
+
+    @admin.display(description="acknowledged", boolean=True, ordering="acknowledged_at")
+    def acknowledged(self, alert: Alert) -> bool:
+        return alert.acknowledged_at is not None
+
+    @admin.action(description="Acknowledge selected alerts", permissions=["view"])
+    def acknowledge(self, request, queryset: QuerySet) -> None:
+        selected = list(queryset.values_list("pk", flat=True))
+        done = alerts_acknowledge(alert_ids=selected, by=Actor.user(request.user))
+        text = f"{len(done)} alert(s) acknowledged"
+        if len(selected) > len(done):
+            text += f"; {len(selected) - len(done)} already acknowledged"
+        self.message_user(request, text + ".", messages.SUCCESS if done else messages.WARNING)
