@@ -25,9 +25,10 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.views.decorators.http import require_http_methods
 
+import core.converters  # noqa: F401  (registers <id:...>, which get_urls uses)
 from positions.admin.forms import BreachTestForm, ManualCloseForm
 from positions.choices import PositionStatus
-from positions.closes import ManualCloseResult, positions_close_manual
+from positions.closes import Claim, ManualCloseResult, positions_close_manual
 from positions.models import OpenPosition
 from positions.rules import STOP, TARGET
 from positions.selectors import breach_test
@@ -51,9 +52,9 @@ TEST_BREACH_PERMISSIONS = (
     "signals_app.view_hidden_levels",
 )
 
-# What close_command_request will close: an open position, or one whose last close failed
-# (still a live trade at the broker).
-CLOSABLE_STATUSES = [PositionStatus.OPEN, PositionStatus.CLOSE_FAILED]
+# What the owner's close claims: an open position, or one whose last close failed
+# (still a live trade at the broker). Read from the claim itself, so the page never drifts.
+CLOSABLE_STATUSES = list(Claim.POSITIONS.value.statuses)
 # A close-all lists these; the closing ones are shown and reported as skipped.
 SIGNAL_CLOSE_STATUSES = [*CLOSABLE_STATUSES, PositionStatus.CLOSING]
 LEVEL_NAMES = {STOP: "stop-loss", TARGET: "take-profit"}
