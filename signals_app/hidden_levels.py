@@ -18,6 +18,7 @@ SELL = "sell"
 MAX_PARTIAL_TAKE_PROFITS = 5
 MAX_TEXT_LENGTH = 500
 MAX_PAYLOAD_DEPTH = 5
+MAX_HOLDING_MINUTES = 525_600  # a year
 
 # Keys (after lower-casing and dropping everything but letters and digits) that
 # name an exit level. Payload is client-visible: none of these may be in it.
@@ -62,6 +63,14 @@ class Breakeven:
     trigger_fraction: Decimal | None = None  # of the way from entry to TP
     offset_pips: Decimal = Decimal(0)
 
+    def to_dict(self) -> dict[str, str]:
+        data = {"offset_pips": _plain(self.offset_pips)}
+        if self.trigger_pips is not None:
+            data["trigger_pips"] = _plain(self.trigger_pips)
+        if self.trigger_fraction is not None:
+            data["trigger_fraction"] = _plain(self.trigger_fraction)
+        return data
+
 
 @dataclass(frozen=True)
 class HiddenLevels:
@@ -98,12 +107,7 @@ class HiddenLevels:
                 "activation_pips": _plain(self.trailing.activation_pips),
             }
         if self.breakeven is not None:
-            breakeven: dict[str, str] = {"offset_pips": _plain(self.breakeven.offset_pips)}
-            if self.breakeven.trigger_pips is not None:
-                breakeven["trigger_pips"] = _plain(self.breakeven.trigger_pips)
-            if self.breakeven.trigger_fraction is not None:
-                breakeven["trigger_fraction"] = _plain(self.breakeven.trigger_fraction)
-            data["breakeven"] = breakeven
+            data["breakeven"] = self.breakeven.to_dict()
         if self.max_holding_minutes is not None:
             data["max_holding_minutes"] = self.max_holding_minutes
         if self.strategy:
@@ -123,6 +127,8 @@ _KNOWN_KEYS = {
     "strategy",
     "reason",
 }
+_TRAILING_KEYS = frozenset({"distance_pips", "activation_pips"})
+_BREAKEVEN_KEYS = frozenset({"trigger_pips", "trigger_fraction", "offset_pips"})
 
 
 def _price(value: Any, name: str, errors: dict[str, str]) -> Decimal | None:
@@ -163,92 +169,143 @@ def _text(value: Any, name: str, errors: dict[str, str]) -> str:
     return value
 
 
-def parse_hidden_levels(data: Any) -> HiddenLevels:
-    """Parse and validate ``owner_only`` (a dict). Raises :class:`HiddenLevelsError`."""
-    if not isinstance(data, dict):
-        raise HiddenLevelsError({"owner_only": "must be an object"})
-    errors: dict[str, str] = {}
+def _is_object_within(value: Any, allowed: frozenset[str]) -> bool:
+    return isinstance(value, dict) and set(value) <= allowed
+
+
+def _check_known_keys(data: dict[Any, Any], errors: dict[str, str]) -> None:
+    # A misspelt level ("stop", "take_profit") must fail loudly, not leave the
+    # position without the exit the owner meant to set.
     unknown = sorted(set(data) - _KNOWN_KEYS)
     if unknown:
         errors["owner_only"] = f"unknown keys: {', '.join(map(str, unknown))[:200]}"
 
-    sl = _price(data.get("sl"), "sl", errors)
-    tp = _price(data.get("tp"), "tp", errors)
 
-    partials: list[PartialTakeProfit] = []
-    raw_partials = data.get("partial_take_profits") or []
-    if not isinstance(raw_partials, list) or len(raw_partials) > MAX_PARTIAL_TAKE_PROFITS:
+def _parse_exit_prices(data: dict[Any, Any], errors: dict[str, str]) -> tuple[Decimal | None, Decimal | None]:
+    return _price(data.get("sl"), "sl", errors), _price(data.get("tp"), "tp", errors)
+
+
+def _parse_partial_take_profit(item: Any, name: str, errors: dict[str, str]) -> PartialTakeProfit | None:
+    if not isinstance(item, dict) or set(item) != {"price", "fraction"}:
+        errors[name] = "must be an object with price and fraction"
+        return None
+    price = _price(item["price"], f"{name}.price", errors)
+    fraction = _price(item["fraction"], f"{name}.fraction", errors)
+    if fraction is not None and fraction >= 1:
+        errors[f"{name}.fraction"] = "must be between 0 and 1"
+    if price is None or fraction is None:
+        return None
+    # Returned even when the fraction is out of range, so the total below
+    # reports the overshoot as well.
+    return PartialTakeProfit(price, fraction)
+
+
+def _parse_partial_take_profits(raw: Any, errors: dict[str, str]) -> tuple[PartialTakeProfit, ...]:
+    items = raw or []  # any empty value (null, "", [], 0) means no partials
+    if not isinstance(items, list) or len(items) > MAX_PARTIAL_TAKE_PROFITS:
         errors["partial_take_profits"] = f"must be a list of at most {MAX_PARTIAL_TAKE_PROFITS} items"
-        raw_partials = []
-    for index, item in enumerate(raw_partials):
-        name = f"partial_take_profits[{index}]"
-        if not isinstance(item, dict) or set(item) != {"price", "fraction"}:
-            errors[name] = "must be an object with price and fraction"
-            continue
-        price = _price(item["price"], f"{name}.price", errors)
-        fraction = _price(item["fraction"], f"{name}.fraction", errors)
-        if fraction is not None and fraction >= 1:
-            errors[f"{name}.fraction"] = "must be between 0 and 1"
-        if price is not None and fraction is not None:
-            partials.append(PartialTakeProfit(price, fraction))
+        return ()
+    partials: list[PartialTakeProfit] = []
+    for index, item in enumerate(items):
+        partial = _parse_partial_take_profit(item, f"partial_take_profits[{index}]", errors)
+        if partial is not None:
+            partials.append(partial)
+    # Something must be left for tp to close.
     if sum((partial.fraction for partial in partials), Decimal(0)) >= 1:
         errors["partial_take_profits"] = "fractions must add up to less than 1 (the rest closes at tp)"
+    return tuple(partials)
 
-    trailing = None
-    raw_trailing = data.get("trailing")
-    if raw_trailing is not None:
-        if not isinstance(raw_trailing, dict) or not set(raw_trailing) <= {
-            "distance_pips",
-            "activation_pips",
-        }:
-            errors["trailing"] = "must be an object with distance_pips and optional activation_pips"
-        else:
-            distance = _price(raw_trailing.get("distance_pips"), "trailing.distance_pips", errors)
-            activation = _price_or_zero(
-                raw_trailing.get("activation_pips", 0), "trailing.activation_pips", errors
-            )
-            if distance is None and "trailing.distance_pips" not in errors:
-                errors["trailing.distance_pips"] = "is required"
-            if distance is not None and activation is not None:
-                trailing = Trailing(distance, activation)
 
-    breakeven = None
-    raw_breakeven = data.get("breakeven")
-    if raw_breakeven is not None:
-        allowed = {"trigger_pips", "trigger_fraction", "offset_pips"}
-        if not isinstance(raw_breakeven, dict) or not set(raw_breakeven) <= allowed:
-            errors["breakeven"] = "must be an object with trigger_pips or trigger_fraction, and offset_pips"
-        else:
-            trigger_pips = _price(raw_breakeven.get("trigger_pips"), "breakeven.trigger_pips", errors)
-            fraction = _price(raw_breakeven.get("trigger_fraction"), "breakeven.trigger_fraction", errors)
-            offset = _price_or_zero(raw_breakeven.get("offset_pips", 0), "breakeven.offset_pips", errors)
-            if (trigger_pips is None) == (fraction is None):
-                errors.setdefault("breakeven", "needs exactly one of trigger_pips and trigger_fraction")
-            elif fraction is not None and fraction >= 1:
-                errors["breakeven.trigger_fraction"] = "must be between 0 and 1"
-            elif fraction is not None and tp is None:
-                errors["breakeven.trigger_fraction"] = "needs tp"
-            else:
-                breakeven = Breakeven(trigger_pips, fraction, offset or Decimal(0))
+def _parse_trailing(raw: Any, errors: dict[str, str]) -> Trailing | None:
+    if raw is None:
+        return None
+    if not _is_object_within(raw, _TRAILING_KEYS):
+        errors["trailing"] = "must be an object with distance_pips and optional activation_pips"
+        return None
+    distance = _price(raw.get("distance_pips"), "trailing.distance_pips", errors)
+    activation = _price_or_zero(raw.get("activation_pips", 0), "trailing.activation_pips", errors)
+    # Name the missing distance only when no sharper message (bad number) is there already.
+    if distance is None and "trailing.distance_pips" not in errors:
+        errors["trailing.distance_pips"] = "is required"
+    if distance is None or activation is None:
+        return None
+    return Trailing(distance, activation)
 
-    max_holding = data.get("max_holding_minutes")
-    if max_holding is not None and (
-        isinstance(max_holding, bool) or not isinstance(max_holding, int) or not 1 <= max_holding <= 525_600
-    ):
-        errors["max_holding_minutes"] = "must be a whole number of minutes between 1 and 525600"
-        max_holding = None
 
+def _parse_breakeven(raw: Any, errors: dict[str, str], *, has_tp: bool) -> Breakeven | None:
+    if raw is None:
+        return None
+    if not _is_object_within(raw, _BREAKEVEN_KEYS):
+        errors["breakeven"] = "must be an object with trigger_pips or trigger_fraction, and offset_pips"
+        return None
+    trigger_pips = _price(raw.get("trigger_pips"), "breakeven.trigger_pips", errors)
+    fraction = _price(raw.get("trigger_fraction"), "breakeven.trigger_fraction", errors)
+    offset = _price_or_zero(raw.get("offset_pips", 0), "breakeven.offset_pips", errors)
+    if (trigger_pips is None) == (fraction is None):
+        errors.setdefault("breakeven", "needs exactly one of trigger_pips and trigger_fraction")
+        return None
+    if fraction is not None and fraction >= 1:
+        errors["breakeven.trigger_fraction"] = "must be between 0 and 1"
+        return None
+    # A fraction is measured from entry to tp; without tp it has no distance.
+    if fraction is not None and not has_tp:
+        errors["breakeven.trigger_fraction"] = "needs tp"
+        return None
+    return Breakeven(trigger_pips, fraction, offset or Decimal(0))
+
+
+def _parse_max_holding_minutes(raw: Any, errors: dict[str, str]) -> int | None:
+    if raw is None:
+        return None
+    # bool is an int in Python, but true is not a number of minutes.
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_HOLDING_MINUTES:
+        errors["max_holding_minutes"] = (
+            f"must be a whole number of minutes between 1 and {MAX_HOLDING_MINUTES}"
+        )
+        return None
+    return raw
+
+
+def _require_an_exit(sl: Decimal | None, tp: Decimal | None, errors: dict[str, str]) -> None:
+    # A bad sl or tp already says what is wrong, and an unknown key (a misspelt
+    # level) is the likelier cause, so either keeps its own message.
+    if sl is None and tp is None and "sl" not in errors and "tp" not in errors:
+        errors.setdefault("owner_only", "needs at least one of sl and tp")
+
+
+def parse_hidden_levels(data: Any) -> HiddenLevels:
+    """Parse and validate ``owner_only`` (a dict). Raises :class:`HiddenLevelsError`.
+
+    Every part is checked, so the owner sees all problems at once; the parts
+    run in this order, which is also the order of ``errors`` (the API and the
+    admin list them that way):
+
+    1. unknown keys;
+    2. ``sl`` and ``tp``;
+    3. ``partial_take_profits``;
+    4. ``trailing``;
+    5. ``breakeven`` (a ``trigger_fraction`` needs a valid ``tp``);
+    6. ``max_holding_minutes``, ``strategy``, ``reason``;
+    7. at least one of ``sl`` and ``tp``.
+    """
+    if not isinstance(data, dict):
+        raise HiddenLevelsError({"owner_only": "must be an object"})
+    errors: dict[str, str] = {}
+    _check_known_keys(data, errors)
+    sl, tp = _parse_exit_prices(data, errors)
+    partials = _parse_partial_take_profits(data.get("partial_take_profits"), errors)
+    trailing = _parse_trailing(data.get("trailing"), errors)
+    breakeven = _parse_breakeven(data.get("breakeven"), errors, has_tp=tp is not None)
+    max_holding = _parse_max_holding_minutes(data.get("max_holding_minutes"), errors)
     strategy = _text(data.get("strategy"), "strategy", errors)
     reason = _text(data.get("reason"), "reason", errors)
-
-    if sl is None and tp is None and "sl" not in errors and "tp" not in errors:
-        errors["owner_only"] = errors.get("owner_only") or "needs at least one of sl and tp"
+    _require_an_exit(sl, tp, errors)
     if errors:
         raise HiddenLevelsError(errors)
     return HiddenLevels(
         sl=sl,
         tp=tp,
-        partial_take_profits=tuple(partials),
+        partial_take_profits=partials,
         trailing=trailing,
         breakeven=breakeven,
         max_holding_minutes=max_holding,
@@ -292,6 +349,31 @@ def _as_decimal(value: Any) -> Decimal | None:
     return number if number.is_finite() else None
 
 
+def _holds_hidden_price(value: Any, hidden: set[Decimal]) -> bool:
+    numbers = [_as_decimal(value)]
+    if isinstance(value, str):  # "watch 2645.00" leaks as much as 2645.00
+        numbers.extend(_as_decimal(token) for token in NUMBER_PATTERN.findall(value))
+    return any(number is not None and number in hidden for number in numbers)
+
+
+def _walk_payload(value: Any, path: str, depth: int, hidden: set[Decimal], problems: list[str]) -> None:
+    if depth > MAX_PAYLOAD_DEPTH:
+        problems.append(f"{path or 'payload'} is nested too deeply")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            key_text = str(key)
+            child = f"{path}.{key_text}" if path else key_text
+            if LEVEL_KEY_PATTERN.match(_normalise_key(key_text)):
+                problems.append(f"payload key {child!r} looks like an exit level; put it in owner_only")
+            _walk_payload(item, child, depth + 1, hidden, problems)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _walk_payload(item, f"{path}[{index}]", depth + 1, hidden, problems)
+    elif _holds_hidden_price(value, hidden):
+        problems.append(f"payload value at {path or 'payload'!r} holds a hidden level")
+
+
 def payload_problems(payload: Any, *, hidden_prices: list[Decimal]) -> list[str]:
     """Why ``payload`` may not be shown to clients; empty when it may.
 
@@ -301,28 +383,5 @@ def payload_problems(payload: Any, *, hidden_prices: list[Decimal]) -> list[str]
     if not isinstance(payload, dict):
         return ["payload must be an object"]
     problems: list[str] = []
-    hidden = set(hidden_prices)
-
-    def walk(value: Any, path: str, depth: int) -> None:
-        if depth > MAX_PAYLOAD_DEPTH:
-            problems.append(f"{path or 'payload'} is nested too deeply")
-            return
-        if isinstance(value, dict):
-            for key, item in value.items():
-                key_text = str(key)
-                child = f"{path}.{key_text}" if path else key_text
-                if LEVEL_KEY_PATTERN.match(_normalise_key(key_text)):
-                    problems.append(f"payload key {child!r} looks like an exit level; put it in owner_only")
-                walk(item, child, depth + 1)
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                walk(item, f"{path}[{index}]", depth + 1)
-        else:
-            numbers = [_as_decimal(value)]
-            if isinstance(value, str):  # "watch 2645.00" leaks as much as 2645.00
-                numbers.extend(_as_decimal(token) for token in NUMBER_PATTERN.findall(value))
-            if any(number is not None and number in hidden for number in numbers):
-                problems.append(f"payload value at {path or 'payload'!r} holds a hidden level")
-
-    walk(payload, "", 0)
+    _walk_payload(payload, "", 0, set(hidden_prices), problems)
     return problems

@@ -65,6 +65,142 @@ def test_rejects_invalid_levels_naming_the_field(owner_only, field):
 
 
 @pytest.mark.parametrize(
+    ("owner_only", "field", "message"),
+    [
+        (
+            {"tp": "2", "partial_take_profits": [{"price": "1"}]},
+            "partial_take_profits[0]",
+            "must be an object with price and fraction",
+        ),
+        (
+            {"tp": "2", "partial_take_profits": [{"price": "1", "fraction": "0.1"}] * 6},
+            "partial_take_profits",
+            "must be a list of at most 5 items",
+        ),
+        (
+            {
+                "tp": "2",
+                "partial_take_profits": [
+                    {"price": "1", "fraction": "0.6"},
+                    {"price": "1.5", "fraction": "0.4"},
+                ],
+            },
+            "partial_take_profits",
+            "fractions must add up to less than 1 (the rest closes at tp)",
+        ),
+        (
+            {"tp": "2", "partial_take_profits": [{"price": "0", "fraction": "0.5"}]},
+            "partial_take_profits[0].price",
+            "must be a positive number",
+        ),
+        (
+            {"tp": "2", "trailing": {"distance_pips": "5", "step_pips": "1"}},
+            "trailing",
+            "must be an object with distance_pips and optional activation_pips",
+        ),
+        (
+            {"tp": "2", "trailing": {"distance_pips": "5", "activation_pips": "-1"}},
+            "trailing.activation_pips",
+            "must be a positive number",
+        ),
+        (
+            {"tp": "2", "breakeven": {"trigger_pips": "5", "lock_pips": "1"}},
+            "breakeven",
+            "must be an object with trigger_pips or trigger_fraction, and offset_pips",
+        ),
+        (
+            {"tp": "2", "breakeven": {"trigger_pips": "5", "trigger_fraction": "0.5"}},
+            "breakeven",
+            "needs exactly one of trigger_pips and trigger_fraction",
+        ),
+        (
+            {"tp": "2", "breakeven": {"trigger_fraction": "1"}},
+            "breakeven.trigger_fraction",
+            "must be between 0 and 1",
+        ),
+        (
+            {"tp": "2", "breakeven": {"trigger_pips": "5", "offset_pips": "x"}},
+            "breakeven.offset_pips",
+            "must be a number or a decimal string, got 'x'",
+        ),
+        (
+            {"tp": "2", "max_holding_minutes": True},
+            "max_holding_minutes",
+            "must be a whole number of minutes between 1 and 525600",
+        ),
+        (
+            {"tp": "2", "max_holding_minutes": 525_601},
+            "max_holding_minutes",
+            "must be a whole number of minutes between 1 and 525600",
+        ),
+        ({"tp": "2", "reason": 5}, "reason", "must be text"),
+        ({"tp": "0.00000000001"}, "tp", "has too many digits"),
+        ({"tp": ["2"]}, "tp", "must be a number or a decimal string"),
+    ],
+)
+def test_rejects_invalid_levels_saying_what_is_wrong(owner_only, field, message):
+    with pytest.raises(HiddenLevelsError) as raised:
+        parse_hidden_levels(owner_only)
+    assert raised.value.errors == {field: message}
+
+
+def test_reports_every_problem_in_schema_order():
+    # The API and the admin list the errors in this order.
+    with pytest.raises(HiddenLevelsError) as raised:
+        parse_hidden_levels(
+            {
+                "stop": "1",
+                "sl": "x",
+                "partial_take_profits": [{"price": "1", "fraction": "1.5"}],
+                "trailing": {},
+                "reason": 5,
+            }
+        )
+    assert list(raised.value.errors.items()) == [
+        ("owner_only", "unknown keys: stop"),
+        ("sl", "must be a number or a decimal string, got 'x'"),
+        # an out-of-range fraction is also counted in the total
+        ("partial_take_profits[0].fraction", "must be between 0 and 1"),
+        ("partial_take_profits", "fractions must add up to less than 1 (the rest closes at tp)"),
+        ("trailing.distance_pips", "is required"),
+        ("reason", "must be text"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("owner_only", "errors"),
+    [
+        # the missing exit is reported last
+        ({"strategy": 5}, [("strategy", "must be text"), ("owner_only", "needs at least one of sl and tp")]),
+        # a misspelt level is the likelier cause, so its message stays
+        ({"stop": "1"}, [("owner_only", "unknown keys: stop")]),
+        # a bad sl already says what is wrong
+        ({"sl": "-1"}, [("sl", "must be a positive number")]),
+    ],
+)
+def test_missing_exit_is_reported_only_when_nothing_explains_it(owner_only, errors):
+    with pytest.raises(HiddenLevelsError) as raised:
+        parse_hidden_levels(owner_only)
+    assert list(raised.value.errors.items()) == errors
+
+
+def test_zero_activation_and_offset_and_empty_partials_are_accepted():
+    levels = parse_hidden_levels(
+        {
+            "tp": "2",
+            "partial_take_profits": None,
+            "trailing": {"distance_pips": "5", "activation_pips": "0"},
+            "breakeven": {"trigger_pips": "3", "offset_pips": None},
+        }
+    )
+    assert levels.partial_take_profits == ()
+    assert levels.trailing is not None
+    assert levels.trailing.activation_pips == 0
+    assert levels.breakeven is not None
+    assert levels.breakeven.offset_pips == 0
+
+
+@pytest.mark.parametrize(
     ("side", "sl", "tp", "bad"),
     [
         ("buy", "101", "110", {"sl"}),
