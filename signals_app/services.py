@@ -20,9 +20,9 @@ from signals_app.hidden_levels import (
     HiddenLevelsError,
     check_levels_against_entry,
     parse_hidden_levels,
-    payload_problems,
 )
 from signals_app.models import Approval, Client, Instrument, Signal
+from signals_app.payload_guard import payload_problems
 
 MAX_PAYLOAD_BYTES = 4096
 

@@ -12,8 +12,8 @@ from signals_app.hidden_levels import (
     HiddenLevelsError,
     check_levels_against_entry,
     parse_hidden_levels,
-    payload_problems,
 )
+from signals_app.payload_guard import payload_problems
 
 
 def test_parses_a_full_set_of_levels():
