@@ -1,4 +1,4 @@
-"""The owner's hidden exits: schema, side rules and the payload guard.
+"""The owner's hidden exits: schema and side rules (the payload guard is in payload_guard).
 
 Pure Python (no Django): the API, the admin, the backfill and the scanner all
 parse ``owner_only`` through :func:`parse_hidden_levels`, so one schema holds
