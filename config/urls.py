@@ -16,7 +16,10 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("api/v1/", include("signals_app.api")),
     path("api/v1/", include("ea_gateway.api.urls")),
+    # monitoring.api before positions.api: its literal admin/positions/monitor/status is
+    # matched before positions' admin/positions/<id:position_id>/... routes.
     path("api/v1/", include("monitoring.api")),
+    path("api/v1/", include("positions.api")),
     path("api/v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("", include("django_prometheus.urls")),  # /metrics

@@ -1,0 +1,176 @@
+"""The owner's REST API for one position: manual close and test-breach.
+
+Staff only (core.owner_api). Hidden levels appear in a response only for users with
+``signals_app.view_hidden_levels``. The monitor's state, under the same
+``/api/v1/admin/positions/`` prefix, is monitoring's (monitoring.api).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.urls import path
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from core.errors import DomainError
+from core.owner_api import ERROR, POSITION_ERRORS, OwnerAPIView
+from core.serializers import StrictInputSerializer
+from positions.closes import positions_close_manual
+from positions.models import OpenPosition
+from positions.selectors import breach_test
+from signals_app.events import Actor
+from signals_app.models import PRICE
+from signals_app.selectors import user_sees_hidden_levels
+
+MIN_PRICE = Decimal("0.0000000001")
+
+
+def _position_or_404(position_id: int) -> OpenPosition:
+    position = OpenPosition.objects.select_related("signal__instrument").filter(pk=position_id).first()
+    if position is None:
+        raise NotFound()
+    return position
+
+
+# --- manual close -------------------------------------------------------------------
+
+
+class PositionCloseInput(StrictInputSerializer):
+    """Why the owner closes: kept with the close command and in the audit trail."""
+
+    reason = serializers.CharField(min_length=1, max_length=100, help_text='e.g. "manual_override"')
+    note = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+
+
+class PositionCloseOutput(serializers.Serializer):
+    position_id = serializers.IntegerField()
+    queued = serializers.BooleanField()
+    command_id = serializers.IntegerField()
+
+
+class PositionCloseView(OwnerAPIView):
+    @extend_schema(
+        request=PositionCloseInput,
+        responses={202: PositionCloseOutput, **POSITION_ERRORS, 409: ERROR},
+        tags=["owner"],
+        operation_id="owner_position_close",
+        summary="Close a position by hand",
+        description=(
+            "Queues a close command for the position's EA. 409 (`not_open`) when the position "
+            "is already closing or closed, so a repeated request never closes twice."
+        ),
+    )
+    def post(self, request: Request, position_id: int) -> Response:
+        position = _position_or_404(position_id)
+        data = PositionCloseInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = positions_close_manual(
+            position_ids=[position.pk],
+            reason=data.validated_data["reason"],
+            note=data.validated_data["note"],
+            by=Actor.user(request.user),
+        )
+        if position.pk not in result.queued:
+            raise DomainError(
+                "not_open",
+                "The position is not open (already closing or closed).",
+                status_code=status.HTTP_409_CONFLICT,
+            )
+        command_id = result.commands[position.pk]
+        output = PositionCloseOutput({"position_id": position.pk, "queued": True, "command_id": command_id})
+        return Response(output.data, status=status.HTTP_202_ACCEPTED)
+
+
+# --- test-breach --------------------------------------------------------------------
+
+
+class BreachTestInput(StrictInputSerializer):
+    """Either one price (used as bid and ask) or a bid/ask pair."""
+
+    simulated_price = serializers.DecimalField(**PRICE, min_value=MIN_PRICE, required=False)
+    bid = serializers.DecimalField(**PRICE, min_value=MIN_PRICE, required=False)
+    ask = serializers.DecimalField(**PRICE, min_value=MIN_PRICE, required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Decimal]:
+        price = attrs.get("simulated_price")
+        bid, ask = attrs.get("bid"), attrs.get("ask")
+        if price is not None:
+            if bid is not None or ask is not None:
+                raise serializers.ValidationError("Send either simulated_price or bid and ask, not both.")
+            return {"bid": price, "ask": price}
+        if bid is None or ask is None:
+            raise serializers.ValidationError("Send simulated_price, or both bid and ask.")
+        if ask < bid:
+            raise serializers.ValidationError({"ask": ["ask must not be lower than bid."]})
+        return {"bid": bid, "ask": ask}
+
+
+class _Price(serializers.DecimalField):
+    def __init__(self, **kwargs: Any) -> None:
+        # Plain notation, trailing zeros dropped: "2644.8", "0", never "0E-5".
+        super().__init__(**PRICE, normalize_output=True, **kwargs)
+
+
+class HiddenLevelsOutput(serializers.Serializer):
+    sl = _Price(allow_null=True)
+    tp = _Price(allow_null=True)
+
+
+class BreachTestOutput(serializers.Serializer):
+    position_id = serializers.IntegerField()
+    side = serializers.CharField()
+    bid = _Price()
+    ask = _Price()
+    judged_price = _Price(help_text="the bid for a buy, the ask for a sell")
+    would_close = serializers.BooleanField()
+    level = serializers.ChoiceField(choices=["stop_loss", "take_profit"], allow_null=True)
+    open_positions_affected = serializers.IntegerField(
+        source="open_positions", help_text="open positions of the signal that would get a close command"
+    )
+    tolerance = _Price(help_text="price distance beyond the level (tolerance pips x pip size)")
+
+
+class BreachTestWithLevelsOutput(BreachTestOutput):
+    """Test-breach is only for users with ``signals_app.view_hidden_levels``: they see the levels too."""
+
+    hidden_levels = HiddenLevelsOutput(source="*", required=False)
+
+
+class PositionBreachTestView(OwnerAPIView):
+    @extend_schema(
+        request=BreachTestInput,
+        responses={200: BreachTestWithLevelsOutput, **POSITION_ERRORS},
+        tags=["owner"],
+        operation_id="owner_position_test_breach",
+        summary="What would this price do to the position's hidden levels?",
+        description="A read: nothing is closed, stored or audited.",
+    )
+    def post(self, request: Request, position_id: int) -> Response:
+        if not user_sees_hidden_levels(request.user):
+            # "Would this price close?" asked a few dozen times finds the level by bisection:
+            # the answer is as secret as the level itself.
+            raise PermissionDenied("Test-breach needs the permission to see hidden levels.")
+        position = _position_or_404(position_id)
+        data = BreachTestInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = breach_test(signal=position.signal, **data.validated_data)
+        output = BreachTestWithLevelsOutput(
+            {**vars(result), "position_id": position.pk, "would_close": result.would_close}
+        )
+        return Response(output.data)
+
+
+# Mounted after monitoring.api in config/urls.py: its literal monitor/status route comes first.
+urlpatterns = [
+    path("admin/positions/<id:position_id>/close", PositionCloseView.as_view(), name="owner-position-close"),
+    path(
+        "admin/positions/<id:position_id>/test-breach",
+        PositionBreachTestView.as_view(),
+        name="owner-position-test-breach",
+    ),
+]
