@@ -9,6 +9,10 @@ class PositionStatus(models.TextChoices):
     CLOSED_SL = "closed_sl", "Closed at stop-loss"
     CLOSED_TP = "closed_tp", "Closed at take-profit"
     CLOSED_MANUAL = "closed_manual", "Closed by the owner"
+    CLOSED_TRAILING = "closed_trailing", "Closed at the trailing stop"
+    CLOSED_BREAKEVEN = "closed_breakeven", "Closed at breakeven"
+    CLOSED_TIME = "closed_time", "Closed at max holding time"
+    CLOSED_SIGNAL_EXIT = "closed_signal_exit", "Closed by the strategy's exit"
     CLOSED_EXTERNAL = "closed_external", "Closed outside the server"
     CLOSE_FAILED = "close_failed", "Close failed"
 
@@ -19,6 +23,11 @@ class CloseReason(models.TextChoices):
     STOP_LOSS = "stop_loss", "Hidden stop-loss hit"
     TAKE_PROFIT = "take_profit", "Hidden take-profit hit"
     MANUAL = "manual", "Manual close by the owner"
+    PARTIAL_TP = "partial_tp", "Hidden partial take-profit hit"
+    TRAILING = "trailing", "Hidden trailing stop hit"
+    BREAKEVEN = "breakeven", "Stop moved to breakeven, then hit"
+    TIME = "time", "Maximum holding time reached"
+    SIGNAL_EXIT = "signal_exit", "The strategy's exit signal"
 
 
 class CloseCommandStatus(models.TextChoices):
@@ -36,6 +45,12 @@ CLOSED_STATUS_FOR = {
     CloseReason.STOP_LOSS: PositionStatus.CLOSED_SL,
     CloseReason.TAKE_PROFIT: PositionStatus.CLOSED_TP,
     CloseReason.MANUAL: PositionStatus.CLOSED_MANUAL,
+    # A partial that reaches the whole remainder closes the position at a profit target.
+    CloseReason.PARTIAL_TP: PositionStatus.CLOSED_TP,
+    CloseReason.TRAILING: PositionStatus.CLOSED_TRAILING,
+    CloseReason.BREAKEVEN: PositionStatus.CLOSED_BREAKEVEN,
+    CloseReason.TIME: PositionStatus.CLOSED_TIME,
+    CloseReason.SIGNAL_EXIT: PositionStatus.CLOSED_SIGNAL_EXIT,
 }
 
 # The only reason text a client ever sees: it names no level.
@@ -43,6 +58,11 @@ CLIENT_REASON_FOR = {
     CloseReason.STOP_LOSS: "risk limit",
     CloseReason.TAKE_PROFIT: "profit target",
     CloseReason.MANUAL: "closed by the desk",
+    CloseReason.PARTIAL_TP: "profit target",
+    CloseReason.TRAILING: "risk limit",
+    CloseReason.BREAKEVEN: "risk limit",
+    CloseReason.TIME: "time limit",
+    CloseReason.SIGNAL_EXIT: "closed by the provider",
 }
 
 

@@ -11,6 +11,7 @@ from positions.choices import (
     PositionStatus,
 )
 from signals_app.choices import Side
+from signals_app.fields import EncryptedJSONField
 from signals_app.models import PRICE, VOLUME, Approval, Client, Instrument, Signal
 
 MONEY = {"max_digits": 32, "decimal_places": 8}
@@ -34,7 +35,7 @@ class OpenPosition(models.Model):
     volume = models.DecimalField(**VOLUME)
     remaining_volume = models.DecimalField(**VOLUME)
     broker_ticket = models.CharField(max_length=64)
-    status = models.CharField(max_length=16, choices=PositionStatus.choices, default=PositionStatus.OPEN)
+    status = models.CharField(max_length=20, choices=PositionStatus.choices, default=PositionStatus.OPEN)
     opened_at = models.DateTimeField(auto_now_add=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     close_price = models.DecimalField(**PRICE, null=True, blank=True)
@@ -57,10 +58,13 @@ class OpenPosition(models.Model):
             ),
         ]
         indexes = [
-            # The scanner walks the distinct signals with open positions through
-            # this index (a loose index scan), never the positions themselves.
+            # The scanner walks the distinct signals with live positions (open, or closing
+            # part of their volume) through this index (a loose index scan), never the
+            # positions themselves.
             models.Index(
-                fields=["signal"], name="position_open_by_signal", condition=Q(status=PositionStatus.OPEN)
+                fields=["signal"],
+                name="position_live_by_signal",
+                condition=Q(status__in=[PositionStatus.OPEN, PositionStatus.CLOSING]),
             ),
             models.Index(fields=["client", "status"]),
             models.Index(fields=["device", "status"]),
@@ -86,6 +90,9 @@ class CloseCommand(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     trigger_quote = models.JSONField(null=True, blank=True, help_text="the quote that triggered it")
+    # Which of the plan's partial take-profits this close is (its index in owner_only); each
+    # fires once per position (constraint below). Null for every other close.
+    partial_index = models.PositiveSmallIntegerField(null=True, blank=True)
     requested_by = models.CharField(max_length=150)
     note = models.TextField(blank=True)
     result = models.JSONField(null=True, blank=True, help_text="the EA's acknowledgement")
@@ -99,6 +106,14 @@ class CloseCommand(models.Model):
                 fields=["position"],
                 condition=Q(status__in=ACTIVE_CLOSE_STATUSES),
                 name="one_active_close_per_position",
+            ),
+            models.UniqueConstraint(
+                fields=["position", "partial_index"],
+                condition=Q(
+                    partial_index__isnull=False,
+                    status__in=[*ACTIVE_CLOSE_STATUSES, CloseCommandStatus.EXECUTED],
+                ),
+                name="one_close_per_partial_take_profit",
             ),
             models.CheckConstraint(condition=Q(volume__gt=0), name="close_volume_positive"),
         ]
@@ -156,3 +171,27 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.message}"
+
+
+class SignalPlan(models.Model):
+    """The live state of a signal's exit plan (``positions.exit_plan.PlanState``): the best
+    price since publication, the stop as trailing and breakeven moved it, the partials hit
+    and the exit, if any. Written by sweeps under the instrument's lock, so it survives
+    restarts. ``state`` reveals levels and is encrypted like the levels; the other columns
+    name no price and let a sweep find what still has to be closed without decrypting."""
+
+    signal = models.OneToOneField(Signal, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    state = EncryptedJSONField()
+    exit_kind = models.CharField(max_length=16, choices=CloseReason.choices, blank=True)
+    exit_quote = models.JSONField(null=True, blank=True, help_text="the quote that ended the plan")
+    partials_hit = models.JSONField(
+        default=dict, blank=True, help_text="partial index -> the quote that hit it"
+    )
+    exited_by = models.CharField(max_length=150, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["exit_kind"], name="plan_exited", condition=~Q(exit_kind=""))]
+
+    def __str__(self) -> str:
+        return f"exit plan of signal #{self.signal_id}"

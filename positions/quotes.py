@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from celery import current_app
+from django.conf import settings
 from django.db import transaction
 
 from core.errors import DomainError
@@ -21,12 +22,20 @@ from positions.models import OpenPosition
 from signals_app.models import Instrument
 
 KEY = "veilstop:quote:{symbol}"
+# Every accepted quote since the sweeps last looked (positions.quote_path reads it).
+PATH_KEY = "veilstop:quote-path:{symbol}"
+# A path longer than this means sweeps stopped for a long while: the oldest quotes go.
+PATH_CAP = 20_000
 # Set while a quote-triggered sweep of the instrument is queued: quotes in between queue no more.
 SWEEP_QUEUED_KEY = "veilstop:scan-queued:{symbol}"
 SWEEP_INSTRUMENT_TASK = "positions.sweep_instrument"  # positions.tasks runs it; sent here by name
 
-# KEYS[1] = quote hash; ARGV = bid, ask, ts, received_at. Returns 1 if stored.
-# The replaced quote is kept as prev_*: the spike guard compares the two.
+# KEYS[1] = quote hash, KEYS[2] = the instrument's quote path (see positions.quote_path).
+# ARGV = bid, ask, ts, received_at, max age, max jump, path cap, sequence base. Returns 1 if stored.
+# The replaced quote is kept as prev_*: the spike guard compares the two. A quote fresh on
+# arrival also joins the path, numbered (seq) and flagged when it jumped beyond the spike
+# limit from the quote before; seq starts from the arrival time in microseconds, so it keeps
+# growing across a Redis restart that lost the counter.
 _SET_IF_NEWER = """
 local current = redis.call('HMGET', KEYS[1], 'bid', 'ask', 'ts')
 if current[3] and tonumber(current[3]) >= tonumber(ARGV[3]) then
@@ -36,6 +45,24 @@ if current[3] then
     redis.call('HSET', KEYS[1], 'prev_bid', current[1], 'prev_ask', current[2], 'prev_ts', current[3])
 end
 redis.call('HSET', KEYS[1], 'bid', ARGV[1], 'ask', ARGV[2], 'ts', ARGV[3], 'received_at', ARGV[4])
+if tonumber(ARGV[4]) - tonumber(ARGV[3]) > tonumber(ARGV[5]) then
+    return 1
+end
+local spike = 0
+if current[1] then
+    local previous_mid = (tonumber(current[1]) + tonumber(current[2])) / 2
+    local mid = (tonumber(ARGV[1]) + tonumber(ARGV[2])) / 2
+    if previous_mid > 0 and math.abs(mid - previous_mid) / previous_mid > tonumber(ARGV[6]) then
+        spike = 1
+    end
+end
+if redis.call('HEXISTS', KEYS[1], 'seq') == 0 then
+    redis.call('HSET', KEYS[1], 'seq', ARGV[8])
+end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local entry = table.concat({seq, ARGV[1], ARGV[2], ARGV[3], ARGV[4], spike}, '|')
+redis.call('RPUSH', KEYS[2], entry)
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[7]), -1)
 return 1
 """
 
@@ -71,12 +98,17 @@ def quote_store(quote: Quote, *, received_at: float) -> bool:
     """Store ``quote`` if it is newer than the one held; return whether it was."""
     stored = get_redis().eval(
         _SET_IF_NEWER,
-        1,
+        2,
         KEY.format(symbol=quote.instrument),
+        PATH_KEY.format(symbol=quote.instrument),
         str(quote.bid),
         str(quote.ask),
         repr(quote.ts),
         repr(received_at),
+        str(settings.QUOTE_MAX_AGE_SECONDS),
+        str(settings.SPIKE_MAX_JUMP_FRACTION),
+        str(PATH_CAP),
+        str(int(received_at * 1_000_000)),
     )
     return bool(stored)
 
