@@ -5,13 +5,16 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 import core.converters  # noqa: F401  (registers <id:...> before the apps' URLs load)
-from monitoring.views import healthz
+from monitoring.views import healthz, monitor_dashboard
 
 admin.site.site_header = "Veilstop owner console"
 admin.site.site_title = "Veilstop"
 admin.site.index_title = "Signals, positions and devices"
 
 urlpatterns = [
+    # Before admin.site.urls, whose catch-all would otherwise answer. admin_view: staff only,
+    # CSRF, never cached, like every console page.
+    path("admin/monitor/", admin.site.admin_view(monitor_dashboard), name="monitor-dashboard"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("api/v1/", include("signals_app.api")),

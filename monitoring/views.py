@@ -1,10 +1,27 @@
+"""Monitoring's two pages: ``/healthz`` for probes and the owner's monitor dashboard.
+
+The dashboard is mounted in config/urls.py at ``/admin/monitor/``, wrapped in
+``admin.site.admin_view`` (staff only, CSRF, never cached) like every console page.
+"""
+
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+import logging
 
+from django.conf import settings
+from django.contrib import admin
+from django.http import HttpRequest, JsonResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_safe
+from redis.exceptions import RedisError
+
+from monitoring import charts, dashboard
 from monitoring.health import run_checks
+from monitoring.selectors import monitor_status
+
+logger = logging.getLogger(__name__)
 
 
 @never_cache
@@ -22,3 +39,42 @@ def healthz(request: HttpRequest) -> JsonResponse:
         "failing": failing,
     }
     return JsonResponse(body, status=503 if failing else 200)
+
+
+@require_safe
+def monitor_dashboard(request: HttpRequest) -> TemplateResponse:
+    """The monitor at a glance; read-only, refreshes itself."""
+    now = timezone.now()
+    context = {
+        **admin.site.each_context(request),
+        "title": "Monitor dashboard",
+        "refresh_seconds": dashboard.REFRESH_SECONDS,
+        "generated_at": now,
+        "interval_seconds": settings.POSITION_MONITOR_INTERVAL_SECONDS,
+    }
+    try:
+        status = monitor_status(now=now)
+        durations = dashboard.recent_sweep_durations_ms()
+    except RedisError as error:
+        # The page must still say something useful when Redis is the thing that is down.
+        logger.warning("monitor dashboard: Redis unreachable: %s", error)
+        context["redis_error"] = str(error)
+    else:
+        context.update(
+            status=status,
+            figures=dashboard.figures(status, now=now),
+            instruments=dashboard.open_positions_rows(status),
+            sweep_chart=charts.sweep_chart_svg(
+                durations,
+                average_ms=status["avg_check_duration_ms"],
+                p95_ms=status["p95_check_duration_ms"],
+            ),
+            sweep_count=len(durations),
+        )
+    activity = dashboard.hourly_activity(now=now)
+    context.update(
+        activity_chart=charts.activity_chart_svg(activity),
+        activity_breaches=sum(hour.breaches for hour in activity),
+        activity_closes=sum(hour.closes for hour in activity),
+    )
+    return TemplateResponse(request, "admin/monitoring/dashboard.html", context)

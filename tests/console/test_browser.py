@@ -170,6 +170,7 @@ def test_the_owner_reads_the_dashboard(owner_session, live_server, redis_client)
     # when
     browser.find_element(By.ID, "monitor-dashboard-link").click()
     _wait_for(browser, By.ID, "figure-monitor")
+    assert browser.current_url == f"{live_server.url}/admin/monitor/"
 
     # then
     assert browser.find_element(By.CSS_SELECTOR, "#figure-monitor .value").text == "running"

@@ -7,9 +7,10 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
-from monitoring import dashboard
+from monitoring import charts, dashboard
 from monitoring.models import Heartbeat
 from positions.alerts import alert_raise
 from positions.choices import AlertKind, CloseCommandStatus, CloseReason
@@ -20,7 +21,7 @@ from tests.factories import UserFactory, make_signal, open_book
 
 pytestmark = pytest.mark.django_db
 
-URL = "/admin/monitoring/heartbeat/dashboard/"
+URL = "/admin/monitor/"
 FIGURES = [
     "monitor",
     "last_sweep",
@@ -65,8 +66,20 @@ def test_staff_without_any_permission_sees_it(client, staff_with, redis_client):
     assert client.get(URL).status_code == 200
 
 
+def test_it_has_its_own_admin_url(owner_browser, redis_client):
+    assert reverse("monitor-dashboard") == URL
+    # The heartbeat table is a plain table: no dashboard hangs off it. Its old address is
+    # now read as a heartbeat's id, which the admin answers by going back to the index.
+    assert owner_browser.get("/admin/monitoring/heartbeat/").status_code == 200
+    old = owner_browser.get("/admin/monitoring/heartbeat/dashboard/", follow=True)
+    assert old.redirect_chain[-1] == ("/admin/", 302)
+    assert "figure-monitor" not in old.content.decode()
+
+
 def test_it_only_reads(owner_browser, redis_client):
+    assert owner_browser.head(URL).status_code == 200
     assert owner_browser.post(URL).status_code == 405
+    assert owner_browser.put(URL).status_code == 405
 
 
 def test_the_admin_index_links_to_it(owner_browser, redis_client):
@@ -199,8 +212,8 @@ def test_charts_are_inline_svg_with_a_bar_per_count(redis_client):
     activity = [dashboard.HourActivity(start=now - timedelta(hours=23 - index)) for index in range(24)]
     activity[5] = dashboard.HourActivity(start=activity[5].start, stop_loss=3, take_profit=1, executed=4)
 
-    svg = str(dashboard.activity_chart_svg(activity))
-    sweeps = str(dashboard.sweep_chart_svg([1.0, 2.0, 9000.0], average_ms=3001.0, p95_ms=9000.0))
+    svg = str(charts.activity_chart_svg(activity))
+    sweeps = str(charts.sweep_chart_svg([1.0, 2.0, 9000.0], average_ms=3001.0, p95_ms=9000.0))
 
     assert svg.startswith("<svg")
     assert svg.endswith("</svg>")
