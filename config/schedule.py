@@ -72,4 +72,13 @@ def periodic_tasks() -> list[PeriodicTaskSpec]:
                 "expires_at as well, so this only needs to keep statuses honest, not be instant."
             ),
         ),
+        PeriodicTaskSpec(
+            name=f"{PREFIX}candles-prune",
+            task="positions.candles_prune",
+            every_seconds=3600,
+            why=(
+                "Drops minute bars past CANDLE_RETENTION_DAYS; retention is counted in days, so "
+                "hourly keeps the table within an hour of it and each run deletes about an hour of bars."
+            ),
+        ),
     ]

@@ -250,6 +250,8 @@ RECONCILE_GRACE_SECONDS = env.int("RECONCILE_GRACE_SECONDS", 60, minimum=0)
 EA_THROTTLE_RATE = env.rate("EA_THROTTLE_RATE", "300/min")
 FEED_THROTTLE_RATE = env.rate("FEED_THROTTLE_RATE", "3000/min")
 FEED_MAX_QUOTES_PER_BATCH = env.int("FEED_MAX_QUOTES_PER_BATCH", 500, minimum=1, maximum=10000)
+# Minute bars of the owner's bid (positions.candles) older than this are pruned hourly.
+CANDLE_RETENTION_DAYS = env.int("CANDLE_RETENTION_DAYS", 30, minimum=1)
 BEAT_HEARTBEAT_INTERVAL_SECONDS = env.int("BEAT_HEARTBEAT_INTERVAL_SECONDS", 15, minimum=1, maximum=3600)
 # /healthz calls beat unhealthy when its heartbeat is older than this.
 HEALTH_BEAT_MAX_AGE_SECONDS = env.int(

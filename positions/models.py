@@ -195,3 +195,32 @@ class SignalPlan(models.Model):
 
     def __str__(self) -> str:
         return f"exit plan of signal #{self.signal_id}"
+
+
+class Candle(models.Model):
+    """One minute of the owner's bid for an instrument (``positions.candles``).
+
+    ``first_ts``/``last_ts`` are the feed times of the quotes that set ``open``
+    and ``close``: a quote arriving late, in a later batch, still lands where
+    its own time puts it.
+    """
+
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="+")
+    minute = models.DateTimeField(help_text="start of the minute (UTC), by the feed's clock")
+    open = models.DecimalField(**PRICE)
+    high = models.DecimalField(**PRICE)
+    low = models.DecimalField(**PRICE)
+    close = models.DecimalField(**PRICE)
+    quotes = models.PositiveIntegerField(help_text="quotes that went into the bar")
+    first_ts = models.FloatField(help_text="feed time of the quote that opened the bar")
+    last_ts = models.FloatField(help_text="feed time of the quote that closed the bar")
+
+    class Meta:
+        ordering = ["instrument", "minute"]
+        constraints = [
+            # The upsert's conflict target; its index also serves reads and the prune.
+            models.UniqueConstraint(fields=["instrument", "minute"], name="candle_one_per_minute"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instrument_id} {self.minute:%Y-%m-%d %H:%M} {self.close}"

@@ -6,6 +6,7 @@ from celery import shared_task
 
 from core.redis import get_redis
 from positions import metrics
+from positions.candles import candles_prune
 from positions.quotes import SWEEP_INSTRUMENT_TASK, SWEEP_QUEUED_KEY
 from positions.scanner import sweep
 from positions.selectors import live_position_counts
@@ -41,3 +42,9 @@ def refresh_gauges() -> None:
     for symbol, count in per_instrument.items():
         metrics.OPEN_POSITIONS.labels(instrument=symbol).set(count)
     metrics.PENDING_CLOSES.set(pending)
+
+
+@shared_task(name="positions.candles_prune", **TASK_OPTIONS)
+def candles_prune_task() -> dict:
+    # Each batch commits on its own: a run stopped by its time limit keeps its progress.
+    return {"deleted": candles_prune()}
