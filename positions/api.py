@@ -1,4 +1,5 @@
-"""The owner's REST API for one position: manual close and test-breach.
+"""The owner's REST API for positions: manual close and test-breach of one position,
+and the strategy's exit signal for a whole signal.
 
 Staff only (core.owner_api). Hidden levels appear in a response only for users with
 ``signals_app.view_hidden_levels``. The monitor's state, under the same
@@ -23,6 +24,8 @@ from core.serializers import StrictInputSerializer
 from positions.closes import positions_close_manual
 from positions.models import OpenPosition
 from positions.selectors import breach_test
+from positions.signal_exit import signal_exit
+from signals_app.choices import ActorKind
 from signals_app.events import Actor
 from signals_app.models import PRICE
 from signals_app.selectors import user_sees_hidden_levels
@@ -165,6 +168,44 @@ class PositionBreachTestView(OwnerAPIView):
         return Response(output.data)
 
 
+# --- the strategy's exit signal ------------------------------------------------------
+
+
+class SignalExitOutput(serializers.Serializer):
+    signal_id = serializers.IntegerField()
+    exit_kind = serializers.CharField(help_text="signal_exit, or the exit that had already ended the plan")
+    already_ended = serializers.BooleanField(help_text="true on a repeated call: nothing changed")
+    approvals_withdrawn = serializers.IntegerField()
+    closes_queued = serializers.IntegerField()
+
+
+class SignalExitView(OwnerAPIView):
+    @extend_schema(
+        request=None,
+        responses={200: SignalExitOutput, **POSITION_ERRORS, 409: ERROR},
+        tags=["owner"],
+        operation_id="signal_exit",
+        summary="The strategy exits: close every open position of the signal",
+        description=(
+            "Ends the signal's exit plan whatever its levels say, withdraws its approvals not yet "
+            "filled and queues a close of every open position (clients see 'closed by the provider'). "
+            "A fill that lands afterwards is closed at once. Idempotent: a repeated call, or one after "
+            "a level already ended the plan, changes nothing (`already_ended`). 409 for a signal that "
+            "is not published."
+        ),
+    )
+    def post(self, request: Request, signal_id: int) -> Response:
+        if request.data:
+            raise DomainError("invalid", "This request takes no body.")
+        result = signal_exit(signal_id=signal_id, by=Actor.user(request.user, kind=_actor_kind(request)))
+        return Response(SignalExitOutput(vars(result)).data)
+
+
+def _actor_kind(request: Request) -> str:
+    # A token is how the strategy bot calls; a browser session is the owner.
+    return ActorKind.BOT if request.auth is not None else ActorKind.OWNER
+
+
 # Mounted after monitoring.api in config/urls.py: its literal monitor/status route comes first.
 urlpatterns = [
     path("admin/positions/<id:position_id>/close", PositionCloseView.as_view(), name="owner-position-close"),
@@ -173,4 +214,5 @@ urlpatterns = [
         PositionBreachTestView.as_view(),
         name="owner-position-test-breach",
     ),
+    path("signals/<id:signal_id>/exit", SignalExitView.as_view(), name="signal-exit"),
 ]

@@ -74,3 +74,4 @@ class AlertKind(models.TextChoices):
     AUTO_CLOSE_DISABLED = "auto_close_disabled", "Breach on a client with auto-close off"
     FILL_REFUSED = "fill_refused", "A reported fill was refused: trade not monitored"
     UNREADABLE_LEVELS = "unreadable_levels", "A signal's hidden levels cannot be read: not monitored"
+    NO_ATR = "no_atr", "Too few bars for an ATR trailing stop: it does not move"

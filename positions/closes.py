@@ -1,27 +1,38 @@
 """The one way a close is queued: ``closes_claim``.
 
-The scanner (breached signals), the owner (manual close) and every later rule
-that closes (exit plans, risk guards) call this claim; nothing else inserts a
-close command. One SQL statement per call, however many positions:
+The scanner (the plans' exits, partial take-profits and time exits), the
+strategy's exit signal and the owner (manual close) all call this claim;
+nothing else inserts a close command. One SQL statement per call, however many
+positions:
 
 1. ``wanted``: the caller's rows (a position id or a signal id, with the
-   reason, the triggering quote and a note);
-2. ``candidates``: the positions they name in a claimable status whose client
-   allows it, that have no active command, locked in id order
-   (``positions.locks``);
-3. ``claimed``: the guarded update of those positions to ``closing``;
-4. ``commands``: one pending close command each, for the remaining volume
-   (``ON CONFLICT DO NOTHING`` on the partial unique index of active commands:
-   the database, not this code, makes it exactly one);
-5. ``audited``: one ``position.close_requested`` audit event per command.
+   reason, the triggering quote, a note, and for a partial close its fraction
+   of the original volume and its index in the plan; for a time exit the
+   latest opening time that is due; a priority when rows name one position
+   twice);
+2. ``matched`` / ``chosen``: the positions they name in a claimable status
+   whose client allows it, that have no active command (and, for a partial,
+   have not had that partial), one row per position, the first by priority;
+3. ``sized``: the volume: the whole remainder, or the fraction of the original
+   volume rounded down to the 0.01 lot step, at most the remainder; nothing
+   when that rounds to 0;
+4. ``locked`` / ``claimed``: those positions locked in id order
+   (``positions.locks``), then the guarded update to ``closing``;
+5. ``commands``: one pending close command each (``ON CONFLICT DO NOTHING``
+   on the partial unique indexes of active commands and of partials: the
+   database, not this code, makes it exactly one);
+6. ``audited``: one ``position.close_requested`` audit event per command.
 
-However many callers race, each position gets one active close command.
+However many callers race, each position gets one active close command, and
+each partial take-profit at most one executed close.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from enum import Enum
 from typing import Any
 
@@ -57,38 +68,61 @@ class CloseRequest:
     reason: CloseReason
     trigger_quote: dict[str, Any] | None = None
     note: str = ""
+    fraction: Decimal | None = None  # of the original volume; None: the whole remainder
+    partial_index: int | None = None  # which partial take-profit of the plan
+    opened_before: datetime | None = None  # only positions opened at or before this
+    priority: int = 0  # lower wins when two rows name one position
 
 
 _CLAIM = """
-WITH wanted(key, reason, trigger_quote, note) AS (
-    SELECT * FROM unnest(%(keys)s::bigint[], %(reasons)s::text[], %(quotes)s::jsonb[], %(notes)s::text[])
+WITH wanted(key, reason, trigger_quote, note, fraction, partial_index, opened_before, priority) AS (
+    SELECT * FROM unnest(%(keys)s::bigint[], %(reasons)s::text[], %(quotes)s::jsonb[], %(notes)s::text[],
+                         %(fractions)s::numeric[], %(partials)s::smallint[], %(opened_before)s::timestamptz[],
+                         %(priorities)s::int[])
 ),
-candidates AS (
-    SELECT p.id, w.reason, w.trigger_quote, w.note
+matched AS (
+    SELECT p.id, w.reason, w.trigger_quote, w.note, w.fraction, w.partial_index, w.priority
       FROM positions_openposition p
       JOIN wanted w ON {match} = w.key
       JOIN signals_app_client c ON c.id = p.client_id
      WHERE p.status = ANY(%(statuses)s) AND (c.auto_close_enabled OR NOT %(auto_close_only)s)
+       AND (w.opened_before IS NULL OR p.opened_at <= w.opened_before)
        -- never claim a position whose command could not be inserted below
        AND NOT EXISTS (SELECT 1 FROM positions_closecommand a
                         WHERE a.position_id = p.id AND a.status IN ('pending', 'delivered'))
+       AND (w.partial_index IS NULL
+            OR NOT EXISTS (SELECT 1 FROM positions_closecommand d
+                            WHERE d.position_id = p.id AND d.partial_index = w.partial_index
+                              AND d.status IN ('pending', 'delivered', 'executed')))
+),
+chosen AS (
+    SELECT DISTINCT ON (id) * FROM matched ORDER BY id, priority, partial_index
+),
+sized AS (
+    SELECT k.*, CASE WHEN k.fraction IS NULL THEN p.remaining_volume
+                     ELSE LEAST(p.remaining_volume, floor(p.volume * k.fraction * 100) / 100) END AS volume
+      FROM chosen k JOIN positions_openposition p ON p.id = k.id
+),
+locked AS (
+    SELECT p.id FROM positions_openposition p JOIN sized s ON s.id = p.id
+     WHERE s.volume > 0
      {lock}
 ),
 claimed AS (
     UPDATE positions_openposition p
        SET status = 'closing', updated_at = now()
-      FROM candidates k
-     WHERE p.id = k.id AND p.status = ANY(%(statuses)s)
-    RETURNING p.id, p.device_id, p.remaining_volume, k.reason, k.trigger_quote, k.note
+      FROM sized s
+     WHERE p.id = s.id AND p.id IN (SELECT id FROM locked) AND p.status = ANY(%(statuses)s)
+    RETURNING p.id, p.device_id, s.volume, s.reason, s.trigger_quote, s.note, s.partial_index
 ),
 commands AS (
     INSERT INTO positions_closecommand
         (position_id, device_id, volume, reason, status, attempts, next_attempt_at,
-         trigger_quote, requested_by, note, created_at)
-    SELECT id, device_id, remaining_volume, reason, 'pending', 0, now(), trigger_quote,
+         trigger_quote, partial_index, requested_by, note, created_at)
+    SELECT id, device_id, volume, reason, 'pending', 0, now(), trigger_quote, partial_index,
            %(audit_actor)s, note, now()
       FROM claimed
-    ON CONFLICT (position_id) WHERE status IN ('pending', 'delivered') DO NOTHING
+    ON CONFLICT DO NOTHING
     RETURNING id, position_id, reason, trigger_quote, note
 ),
 {audited}
@@ -129,6 +163,10 @@ def closes_claim(*, claim: Claim, requests: list[CloseRequest], by: Actor) -> di
                     for request in requests
                 ],
                 "notes": [request.note[:NOTE_MAX_LENGTH] for request in requests],
+                "fractions": [request.fraction for request in requests],
+                "partials": [request.partial_index for request in requests],
+                "opened_before": [request.opened_before for request in requests],
+                "priorities": [request.priority for request in requests],
                 "statuses": [str(status) for status in scope.statuses],
                 "auto_close_only": scope.auto_close_only,
                 **audit_sql_params(by=by, action=AuditAction.POSITION_CLOSE_REQUESTED),

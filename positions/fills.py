@@ -19,6 +19,7 @@ from positions.alerts import alert_raise
 from positions.choices import AlertKind, PositionStatus
 from positions.locks import approval_lock, positions_lock
 from positions.models import OpenPosition
+from positions.quotes import sweep_instrument_soon
 from signals_app.choices import ApprovalStatus, AuditAction
 from signals_app.events import Actor, audit, audit_many
 from signals_app.models import Approval
@@ -50,9 +51,10 @@ class AckResult:
     position_id: int | None = None
 
 
-# A fill may land just as the approval expires: the trade exists at the broker,
-# so the server must still watch it.
-FILLABLE = (ApprovalStatus.APPROVED, ApprovalStatus.EXPIRED)
+# A fill may land just as the approval expires, or just after the strategy exited and
+# withdrew it: the trade exists at the broker, so the server must still watch it (and
+# an ended plan closes it at once).
+FILLABLE = (ApprovalStatus.APPROVED, ApprovalStatus.EXPIRED, ApprovalStatus.WITHDRAWN)
 
 
 def approval_fill_report(*, report: FillReport, by: Actor) -> AckResult:
@@ -100,6 +102,9 @@ def _approval_fill_report(*, report: FillReport, by: Actor) -> AckResult:
                 fields={"volume": [f"at most {approval.volume}"]},
             )
         position = position_open(approval=approval, device_id=report.device_id, fill=report.fill, by=by)
+        # Judged at once against the plan as it stands: a fill past a level, or after the
+        # plan ended or hit a partial, gets its close without waiting for the next quote.
+        sweep_instrument_soon(approval.signal.instrument.symbol)
         if not Approval.objects.filter(pk=approval.pk, status=approval.status).update(
             status=ApprovalStatus.EXECUTED, updated_at=timezone.now()
         ):

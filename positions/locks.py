@@ -43,11 +43,18 @@ def instruments_try_lock(instrument_ids: Iterable[int]) -> set[int]:
         return {instrument_id for instrument_id, locked in cursor.fetchall() if locked}
 
 
+def instrument_lock(instrument_id: int) -> None:
+    """Wait for the instrument's sweep lock (until the transaction ends): for a writer that
+    must not race a sweep of that instrument (the strategy's exit). Sweeps only try it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [SWEEP_LOCK_NAMESPACE, instrument_id])
+
+
 def approval_lock(*, approval_id: int, client_id: int) -> Approval | None:
     """The client's approval, locked (with its signal read alongside), or None."""
     return (
         Approval.objects.select_for_update(of=("self",))
-        .select_related("signal")
+        .select_related("signal__instrument")
         .filter(pk=approval_id, client_id=client_id)
         .first()
     )

@@ -51,6 +51,7 @@ class JudgeablePath:
     quotes: list[PathQuote]
     consumed_seq: int | None  # trim up to here after the commit; None: nothing to trim
     dropped_spikes: list[PathQuote]
+    held_spike: bool  # the last quote is a spike waiting for its confirmation
 
 
 def _parse(raw: bytes) -> PathEntry:
@@ -78,10 +79,12 @@ def path_judgeable(entries: list[PathEntry]) -> JudgeablePath:
     quotes: list[PathQuote] = []
     dropped: list[PathQuote] = []
     consumed = 0
+    held = False
     for index, entry in enumerate(entries):
         if entry.spike:
             if index + 1 == len(entries):
-                break  # its confirmation has not arrived yet: it stays in the path
+                held = True  # its confirmation has not arrived yet: it stays in the path
+                break
             if entries[index + 1].spike:
                 dropped.append(entry.quote)  # the next quote jumped away again: a lone spike
             else:
@@ -93,6 +96,7 @@ def path_judgeable(entries: list[PathEntry]) -> JudgeablePath:
         quotes=quotes,
         consumed_seq=entries[consumed - 1].quote.seq if consumed else None,
         dropped_spikes=dropped,
+        held_spike=held,
     )
 
 

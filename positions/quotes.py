@@ -17,6 +17,7 @@ from django.db import transaction
 
 from core.errors import DomainError
 from core.redis import get_redis
+from positions.candles import candles_record
 from positions.choices import PositionStatus
 from positions.models import OpenPosition
 from signals_app.models import Instrument
@@ -60,7 +61,7 @@ if redis.call('HEXISTS', KEYS[1], 'seq') == 0 then
     redis.call('HSET', KEYS[1], 'seq', ARGV[8])
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local entry = table.concat({seq, ARGV[1], ARGV[2], ARGV[3], ARGV[4], spike}, '|')
+local entry = table.concat({string.format('%.0f', seq), ARGV[1], ARGV[2], ARGV[3], ARGV[4], spike}, '|')
 redis.call('RPUSH', KEYS[2], entry)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[7]), -1)
 return 1
@@ -155,14 +156,15 @@ class QuoteBatchResult:
 
 
 def quotes_ingest(*, quotes: list[Quote]) -> QuoteBatchResult:
-    """Store the owner's quotes (from the feed API or a replay) and sweep at once
-    every instrument that moved and has open positions.
+    """Store the owner's quotes (from the feed API or a replay): the latest per
+    instrument and the quote path in Redis, the minute bars in PostgreSQL; then
+    sweep at once every instrument that moved and has live positions.
 
     An unknown instrument rejects the whole batch: nothing is stored.
     """
     symbols = {quote.instrument for quote in quotes}
-    known = set(Instrument.objects.filter(symbol__in=symbols, active=True).values_list("symbol", flat=True))
-    unknown = sorted(symbols - known)
+    known = dict(Instrument.objects.filter(symbol__in=symbols, active=True).values_list("symbol", "id"))
+    unknown = sorted(symbols - set(known))
     if unknown:
         raise DomainError(
             "invalid",
@@ -173,8 +175,11 @@ def quotes_ingest(*, quotes: list[Quote]) -> QuoteBatchResult:
     stored = [
         quote for quote in sorted(quotes, key=lambda q: q.ts) if quote_store(quote, received_at=received_at)
     ]
+    candles_record(instrument_ids_by_symbol=known, quotes=stored)
     for symbol in sorted({quote.instrument for quote in stored}):
-        if OpenPosition.objects.filter(instrument__symbol=symbol, status=PositionStatus.OPEN).exists():
+        if OpenPosition.objects.filter(
+            instrument__symbol=symbol, status__in=[PositionStatus.OPEN, PositionStatus.CLOSING]
+        ).exists():
             sweep_instrument_soon(symbol)
     return QuoteBatchResult(accepted=len(stored), ignored=len(quotes) - len(stored))
 

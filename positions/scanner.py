@@ -1,29 +1,32 @@
-"""The breach scanner: hidden levels against the owner's latest quotes, set-based.
+"""The breach scanner: every watched signal's exit plan against every quote of the
+owner's feed since the last look, set-based.
 
-Its cost grows with active signals and breached positions, never with open
-positions: levels are per signal, so positions are only touched by the one
-statement that closes a breached signal's positions.
+Its cost grows with watched signals and with breaches, never with open
+positions: plans are per signal, and positions are only touched by the one
+claim that closes what a plan says to close.
 
 A sweep:
 
-1. finds the signals with open positions by a loose index scan over the
-   partial index ``position_open_by_signal`` (one probe per distinct signal),
-   and their hidden levels (``positions.watched``);
-2. in one transaction, tries each instrument's sweep lock (``positions.locks``,
-   a transaction-scoped advisory lock) and skips instruments another sweep holds:
-   concurrent sweeps partition the work instead of doing it twice;
-3. decrypts each remaining signal's hidden levels once;
-4. reads every needed instrument's latest quote and the pending-breach marks in
-   two Redis round trips;
-5. judges each signal (``positions.rules.judge``: side of the book, tolerance,
-   staleness, spike guard, recheck delay);
-6. for confirmed breaches, one close claim (``positions.closes.closes_claim``,
-   the same the owner's manual close uses) moves all their open positions (of
-   clients with auto-close on) to ``closing``, inserts one close command each
-   and their audit records, in one statement. Exactly-once comes from the
-   database: the guarded ``open → closing`` update and the partial unique index
-   on active close commands;
-7. raises alerts (stale quotes, spikes, auto-close off) and records metrics.
+1. finds the watched signals (``positions.watched``: within their TTL or with
+   live positions, plan not ended) through a loose index scan, and decrypts
+   each one's plan once;
+2. in one transaction, tries each instrument's sweep lock (``positions.locks``)
+   and skips instruments another sweep holds: concurrent sweeps partition the
+   work instead of doing it twice;
+3. reads each locked instrument's quote path (``positions.quote_path``: every
+   fresh quote since the last look, spikes confirmed or dropped); a quote
+   older than QUOTE_MAX_AGE_SECONDS by now counts for nothing and alerts;
+4. walks each plan through the path (``positions.exit_plan.plan_advance``:
+   stop, target, partials, trailing and breakeven, quote by quote) from its
+   stored state (``positions.plan_store``), and saves and audits what changed;
+5. closes what the plans say, in one claim (``positions.closes.closes_claim``,
+   the same the owner's manual close uses): every open position of an ended
+   plan, each partial take-profit once per position, positions held past
+   ``max_holding_minutes``. Standing orders: a position filled or reopened
+   later is closed by the next sweep. Exactly-once comes from the database
+   (guarded ``open → closing``, partial unique indexes);
+6. after the commit: trims the consumed paths, raises alerts (stale quotes,
+   spikes, auto-close off), records metrics and the sweep.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter as Tally
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -41,21 +45,37 @@ from positions import metrics
 from positions.alerts import alert_raise
 from positions.choices import AlertKind, CloseReason
 from positions.closes import Claim, CloseRequest, closes_claim
+from positions.exit_plan import PARTIAL_TP, STOP_MOVED, PathQuote, PlanState, plan_advance
 from positions.locks import instruments_try_lock
-from positions.quotes import Quote, quotes_latest
-from positions.rules import CLOSE, NONE, STALE, STOP, WAIT, judge
+from positions.plan_store import EMPTY, PlanChange, plans_lock, plans_partials_hit, plans_save
+from positions.quote_path import JudgeablePath, path_judgeable, paths_read, paths_trim
+from positions.quotes import quotes_latest
 from positions.sweep_history import SweepSummary, sweep_record
-from positions.watched import WatchedSignal, signals_with_open_positions, watched_signals
+from positions.watched import (
+    ExitedSignal,
+    WatchedSignal,
+    exited_signals,
+    signals_to_watch,
+    watched_signals,
+)
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit
 from signals_app.models import Signal
 
 logger = logging.getLogger(__name__)
 
-PENDING_KEY = "veilstop:breach-pending"  # signal id -> "level|first_seen_ts"
-DRY_RUN_SEEN_KEY = "veilstop:breach-dry-run:{signal}:{level}"
+DRY_RUN_SEEN_KEY = "veilstop:breach-dry-run:{signal}:{kind}"
 SCANNER = Actor.system("scanner")
-REASON_FOR_LEVEL = {STOP: CloseReason.STOP_LOSS, "take_profit": CloseReason.TAKE_PROFIT}
+# Exit kinds (positions.exit_plan) as close reasons.
+REASON_FOR_KIND = {
+    "sl": CloseReason.STOP_LOSS,
+    "tp": CloseReason.TAKE_PROFIT,
+    "trailing": CloseReason.TRAILING,
+    "breakeven": CloseReason.BREAKEVEN,
+    "signal_exit": CloseReason.SIGNAL_EXIT,
+}
+PARTIAL_PRIORITY = 10  # an exit or a time exit closes the whole position first
+
 
 _HELD_BACK_BY_CANARY = """
 SELECT p.signal_id, count(*) FROM positions_openposition p
@@ -76,12 +96,15 @@ class SweepReport:
     seconds: float = 0.0
 
 
-def _pending_marks() -> dict[int, tuple[str, float]]:
-    marks = {}
-    for signal_id, value in get_redis().hgetall(PENDING_KEY).items():
-        level, _, first_seen = value.decode().partition("|")
-        marks[int(signal_id)] = (level, float(first_seen))
-    return marks
+@dataclass
+class _Sweep:
+    now: float
+    report: SweepReport
+    changes: list[PlanChange] = field(default_factory=list)
+    consumed: dict[str, int] = field(default_factory=dict)
+    stale: dict[str, str] = field(default_factory=dict)  # symbol -> what is wrong with its quotes
+    spikes: set[str] = field(default_factory=set)
+    symbols: dict[int, str] = field(default_factory=dict)  # instrument id -> symbol
 
 
 def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> SweepReport:
@@ -90,30 +113,194 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
     report = SweepReport(dry_run=settings.POSITION_MONITOR_DRY_RUN)
     if not settings.POSITION_MONITOR_ENABLED:
         return report
-    now = time.time() if now is None else now
-    signal_ids = signals_with_open_positions()
-    watched = watched_signals(signal_ids, symbols) if signal_ids else []
-    if not watched:
-        report.seconds = time.perf_counter() - started
-        _record_sweep(report)
-        return report
-
-    quotes = quotes_latest(sorted({signal.symbol for signal in watched}))
+    work = _Sweep(now=time.time() if now is None else now, report=report)
+    watched = watched_signals(signals_to_watch(now=_at(work.now)), symbols)
+    instrument_ids = {signal.instrument_id for signal in watched}
+    exited = exited_signals(instrument_ids=None if symbols is None else instrument_ids)
+    work.symbols = {signal.instrument_id: signal.symbol for signal in watched}
     with transaction.atomic():
-        locked = instruments_try_lock(signal.instrument_id for signal in watched)
-        marks = _pending_marks()  # read under the lock: no other sweep rewrites them meanwhile
-        report.skipped_locked_instruments = len({s.instrument_id for s in watched} - locked)
+        locked = instruments_try_lock(instrument_ids | {signal.instrument_id for signal in exited})
+        report.skipped_locked_instruments = len(instrument_ids - locked)
         mine = [signal for signal in watched if signal.instrument_id in locked]
         report.signals = len(mine)
-        judgement = _judge_all(mine, quotes, marks, now, report)
-        breached_ids = [signal.signal_id for signal, _, _ in judgement.to_close]
-        if breached_ids and not report.dry_run:
-            report.commands_created = _close_breached(judgement.to_close, quotes)
-        held_back = _held_back_by_canary(breached_ids) if breached_ids else {}
-    _after_sweep(judgement, held_back, quotes, report)
+        _judge(work, mine)
+        if not report.dry_run:
+            plans_save(work.changes, by=SCANNER)
+            requests = _close_requests(work, mine, [e for e in exited if e.instrument_id in locked])
+            report.commands_created = len(
+                closes_claim(claim=Claim.SIGNAL_POSITIONS, requests=requests, by=SCANNER)
+            )
+        ended = [change.signal_id for change in work.changes if change.state.exit_kind]
+        held_back = _held_back_by_canary(ended) if ended else {}
+    paths_trim(work.consumed)
+    _after_sweep(work, held_back)
     report.seconds = time.perf_counter() - started
     _record_sweep(report)
     return report
+
+
+def _at(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)
+
+
+def _fresh(work: _Sweep, quote: PathQuote) -> bool:
+    """A quote counts only while it is fresh: its age runs from the earlier of its own
+    time and its arrival, so a feed clock running ahead cannot keep it fresh."""
+    return work.now - min(quote.ts, quote.received_at) <= settings.QUOTE_MAX_AGE_SECONDS
+
+
+def _judge(work: _Sweep, mine: list[WatchedSignal]) -> None:
+    """Steps 3 and 4: each locked instrument's path through each of its plans."""
+    symbols = sorted({signal.symbol for signal in mine})
+    paths: dict[str, JudgeablePath] = {
+        symbol: path_judgeable(entries) for symbol, entries in paths_read(symbols).items()
+    }
+    latest = quotes_latest(symbols)
+    max_age = settings.QUOTE_MAX_AGE_SECONDS
+    for symbol, path in paths.items():
+        if path.consumed_seq is not None:
+            work.consumed[symbol] = path.consumed_seq
+        if path.dropped_spikes or path.held_spike:
+            work.spikes.add(symbol)
+        quote = latest.get(symbol)
+        if quote is None:
+            work.stale[symbol] = "no quote at all"
+        elif (age := work.now - min(quote.ts, quote.received_at or quote.ts)) > max_age:
+            work.stale[symbol] = f"latest quote is {int(age)} s old"
+    stored = plans_lock(signal.signal_id for signal in mine)
+    for signal in mine:
+        path = paths[signal.symbol]
+        fresh = [q for q in path.quotes if q.received_at >= signal.published_at and _fresh(work, q)]
+        before = stored.get(signal.signal_id, EMPTY)
+        state, events = plan_advance(
+            signal.plan, before.state, fresh, recheck_delay_seconds=settings.BREACH_RECHECK_DELAY_SECONDS
+        )
+        if signal.symbol in work.stale and not fresh:
+            work.report.outcomes["stale" if signal.symbol in latest else "no_quote"] += 1
+        elif state.exit_kind:
+            work.report.outcomes["close"] += 1
+        elif state.pending:
+            work.report.outcomes["wait"] += 1
+        else:
+            work.report.outcomes["none"] += 1
+        if _changed(before.state, state):
+            work.changes.append(PlanChange(signal.signal_id, signal.symbol, before, state, events))
+
+
+def _changed(before: PlanState, after: PlanState) -> bool:
+    """Anything but the read position changed. Re-reading quotes that changed nothing
+    changes nothing again, so an unchanged plan is not written."""
+    return replace(before, last_seq=0) != replace(after, last_seq=0)
+
+
+def _close_requests(
+    work: _Sweep, mine: list[WatchedSignal], exited: list[ExitedSignal]
+) -> list[CloseRequest]:
+    """Step 5: what every plan says to close now, as rows of one claim."""
+    now = _at(work.now)
+    states = {change.signal_id: change for change in work.changes}
+    requests = [
+        CloseRequest(key=e.signal_id, reason=REASON_FOR_KIND[e.exit_kind], trigger_quote=e.exit_quote)
+        for e in exited
+    ]
+    stored = plans_partials_hit(signal.signal_id for signal in mine)
+    for signal in mine:
+        change = states.get(signal.signal_id)
+        if change and change.state.exit_kind:
+            exit_event = next(event for event in change.events if event.kind not in (PARTIAL_TP, STOP_MOVED))
+            requests.append(
+                CloseRequest(
+                    key=signal.signal_id,
+                    reason=REASON_FOR_KIND[change.state.exit_kind],
+                    trigger_quote=exit_event.quote.as_json(signal.symbol),
+                )
+            )
+            continue
+        if signal.plan.max_holding_minutes:
+            requests.append(
+                CloseRequest(
+                    key=signal.signal_id,
+                    reason=CloseReason.TIME,
+                    opened_before=now - timedelta(minutes=signal.plan.max_holding_minutes),
+                    priority=1,
+                )
+            )
+        for index, quote in stored.get(signal.signal_id, {}).items():
+            requests.append(
+                CloseRequest(
+                    key=signal.signal_id,
+                    reason=CloseReason.PARTIAL_TP,
+                    trigger_quote=quote,
+                    fraction=signal.plan.partials[index][1],
+                    partial_index=index,
+                    priority=PARTIAL_PRIORITY + index,
+                )
+            )
+    return requests
+
+
+def _held_back_by_canary(signal_ids: list[int]) -> dict[int, int]:
+    with connection.cursor() as cursor:
+        cursor.execute(_HELD_BACK_BY_CANARY, [signal_ids])
+        return dict(cursor.fetchall())
+
+
+def _after_sweep(work: _Sweep, held_back: dict[int, int]) -> None:
+    """Alerts, metrics and logs: after the commit, never inside it."""
+    report = work.report
+    redis = get_redis()
+    for outcome, count in report.outcomes.items():
+        metrics.CHECKS.labels(status=outcome).inc(count)
+    for change in work.changes:
+        for event in change.events:
+            if event.kind == STOP_MOVED:
+                continue
+            metrics.BREACHES.labels(type=event.kind).inc()
+            if event.kind != PARTIAL_TP:
+                report.breached_signals += 1
+            # Once per signal and kind, not once per sweep.
+            if report.dry_run and redis.set(
+                DRY_RUN_SEEN_KEY.format(signal=change.signal_id, kind=event.kind), 1, nx=True, ex=86400
+            ):
+                logger.info(
+                    "dry run: signal %s reached its %s; no close commands", change.signal_id, event.kind
+                )
+                audit(
+                    by=SCANNER,
+                    action=AuditAction.SIGNAL_BREACH_DRY_RUN,
+                    subject=Signal(pk=change.signal_id),
+                    data={
+                        "level": REASON_FOR_KIND.get(event.kind, event.kind),
+                        "trigger_quote": event.quote.as_json(change.symbol),
+                    },
+                )
+        if held_back.get(change.signal_id):
+            alert_raise(
+                kind=AlertKind.AUTO_CLOSE_DISABLED,
+                dedupe_key=f"canary:{change.signal_id}",
+                message=(
+                    f"Signal #{change.signal_id} reached its exit; {held_back[change.signal_id]} position(s) "
+                    "of clients with auto-close off stay open."
+                ),
+            )
+    for symbol in sorted(work.spikes):
+        alert_raise(
+            kind=AlertKind.SPIKE,
+            dedupe_key=f"spike:{symbol}",
+            message=f"{symbol}: a quote jumped beyond the spike limit; the next one must confirm it.",
+        )
+    for symbol, state in sorted(work.stale.items()):
+        alert_raise(
+            kind=AlertKind.STALE_QUOTE,
+            dedupe_key=f"stale:{symbol}",
+            message=f"{symbol}: {state}; breaches are not judged.",
+        )
+    if report.commands_created:
+        logger.info(
+            "scanner: %s plan exit(s), %s close command(s) queued",
+            report.breached_signals,
+            report.commands_created,
+        )
 
 
 def _record_sweep(report: SweepReport) -> None:
@@ -128,147 +315,3 @@ def _record_sweep(report: SweepReport) -> None:
             dry_run=report.dry_run,
         )
     )
-
-
-@dataclass
-class _Judgement:
-    to_close: list[tuple[WatchedSignal, str, float]]
-    waiting: dict[int, str]  # signal id -> pending mark
-    settled: list[int]  # signals whose pending mark is void
-    stale: set[str]  # symbols
-    spikes: set[str]  # symbols
-
-
-def _judge_all(watched, quotes, marks, now, report) -> _Judgement:
-    to_close: list[tuple[WatchedSignal, str, float]] = []
-    waiting: dict[int, str] = {}
-    settled: list[int] = []
-    stale: set[str] = set()
-    spikes: set[str] = set()
-    for signal in watched:
-        quote = quotes.get(signal.symbol)
-        if quote is None:
-            report.outcomes["no_quote"] += 1
-            stale.add(signal.symbol)
-            continue
-        verdict = judge(
-            side=signal.side,
-            sl=signal.sl,
-            tp=signal.tp,
-            bid=quote.bid,
-            ask=quote.ask,
-            quote_ts=quote.ts,
-            received_at=quote.received_at,
-            previous=quote.previous[:2] if quote.previous else None,
-            pending_since=marks.get(signal.signal_id),
-            now=now,
-            tolerance=signal.tolerance,
-            max_age_seconds=settings.QUOTE_MAX_AGE_SECONDS,
-            recheck_delay_seconds=settings.BREACH_RECHECK_DELAY_SECONDS,
-            max_jump=settings.SPIKE_MAX_JUMP_FRACTION,
-        )
-        report.outcomes[verdict.action] += 1
-        if verdict.action == CLOSE:
-            to_close.append((signal, verdict.level, verdict.first_seen_ts))
-        elif verdict.action == WAIT:
-            waiting[signal.signal_id] = f"{verdict.level}|{verdict.first_seen_ts!r}"
-            if verdict.spike:
-                spikes.add(signal.symbol)
-        elif verdict.action == STALE:
-            stale.add(signal.symbol)
-            if signal.signal_id in marks:  # a breach seen before an outage proves nothing after it
-                settled.append(signal.signal_id)
-        elif verdict.action == NONE and signal.signal_id in marks:
-            settled.append(signal.signal_id)
-    return _Judgement(to_close, waiting, settled, stale, spikes)
-
-
-def _trigger_quote(quote: Quote, first_seen_ts: float) -> dict:
-    return {**quote.as_json(), "first_seen_ts": first_seen_ts}
-
-
-def _close_breached(to_close, quotes) -> int:
-    """One claim for every breached signal's positions (``positions.closes``)."""
-    queued = closes_claim(
-        claim=Claim.SIGNAL_POSITIONS,
-        requests=[
-            CloseRequest(
-                key=signal.signal_id,
-                reason=REASON_FOR_LEVEL[level],
-                trigger_quote=_trigger_quote(quotes[signal.symbol], first_seen),
-            )
-            for signal, level, first_seen in to_close
-        ],
-        by=SCANNER,
-    )
-    return len(queued)
-
-
-def _held_back_by_canary(signal_ids: list[int]) -> dict[int, int]:
-    with connection.cursor() as cursor:
-        cursor.execute(_HELD_BACK_BY_CANARY, [signal_ids])
-        return dict(cursor.fetchall())
-
-
-def _after_sweep(judgement: _Judgement, held_back: dict[int, int], quotes, report: SweepReport) -> None:
-    """Redis marks, alerts, metrics and logs: after the commit, never inside it."""
-    to_close, waiting, settled = judgement.to_close, judgement.waiting, judgement.settled
-    redis = get_redis()
-    pipeline = redis.pipeline(transaction=False)
-    if waiting:
-        pipeline.hset(PENDING_KEY, mapping=waiting)
-    done = settled + [signal.signal_id for signal, _, _ in to_close]
-    if done:
-        pipeline.hdel(PENDING_KEY, *done)
-    pipeline.execute()
-
-    report.breached_signals = len(to_close)
-    for outcome, count in report.outcomes.items():
-        metrics.CHECKS.labels(status=outcome).inc(count)
-    for signal, level, _ in to_close:
-        metrics.BREACHES.labels(type="sl" if level == STOP else "tp").inc()
-        # Once per signal and level, not once per sweep.
-        if report.dry_run and redis.set(
-            DRY_RUN_SEEN_KEY.format(signal=signal.signal_id, level=level), 1, nx=True, ex=86400
-        ):
-            logger.info("dry run: signal %s breached its %s; no close commands", signal.signal_id, level)
-            audit(
-                by=SCANNER,
-                action=AuditAction.SIGNAL_BREACH_DRY_RUN,
-                subject=Signal(pk=signal.signal_id),
-                data={
-                    "level": level,
-                    "trigger_quote": _trigger_quote(quotes[signal.symbol], 0.0),
-                },
-            )
-        if held_back.get(signal.signal_id):
-            alert_raise(
-                kind=AlertKind.AUTO_CLOSE_DISABLED,
-                dedupe_key=f"canary:{signal.signal_id}",
-                message=(
-                    f"Signal #{signal.signal_id} breached; {held_back[signal.signal_id]} position(s) of "
-                    "clients "
-                    "with auto-close off stay open."
-                ),
-                instrument_id=signal.instrument_id,
-            )
-    for symbol in sorted(judgement.spikes):
-        alert_raise(
-            kind=AlertKind.SPIKE,
-            dedupe_key=f"spike:{symbol}:{quotes[symbol].ts!r}",
-            message=f"{symbol}: a quote jumped beyond the spike limit; closes wait for a confirming quote.",
-        )
-    for symbol in sorted(judgement.stale):
-        quote = quotes.get(symbol)
-        state = f"latest quote is {int(time.time() - quote.ts)} s old" if quote else "no quote at all"
-        alert_raise(
-            kind=AlertKind.STALE_QUOTE,
-            dedupe_key=f"stale:{symbol}",
-            message=f"{symbol}: {state}; breaches are not judged.",
-        )
-    if report.commands_created:
-        logger.info(
-            "scanner: %s breached signal(s), %s close command(s) queued",
-            report.breached_signals,
-            report.commands_created,
-        )

@@ -1,5 +1,11 @@
-"""The signals the scanner watches: those with open positions, each with its hidden
-levels decrypted once per sweep, never once per position.
+"""The signals a sweep looks at, each with its exit plan decrypted once per sweep,
+never once per position.
+
+A signal's plan is the owner's trade, so it is followed from publication:
+every published signal still inside its TTL, or with live positions (open, or
+closing part of their volume), whose plan has not ended. A plan that has ended
+(``SignalPlan.exit_kind``) needs no decryption: its remaining open positions
+are closed by kind (``exited_signals``).
 
 A signal whose levels do not decrypt (a key dropped before ``reencrypt``) or do
 not parse is left out and alerted; every other signal is still watched.
@@ -8,27 +14,40 @@ not parse is left out and alerted; every other signal is still watched.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from cryptography.fernet import InvalidToken
 from django.conf import settings
 from django.db import connection
 
 from positions.alerts import alert_raise
-from positions.choices import AlertKind
-from signals_app.hidden_levels import HiddenLevelsError, parse_hidden_levels
+from positions.candles import atr
+from positions.choices import AlertKind, PositionStatus
+from positions.exit_plan import ExitPlan
+from positions.models import OpenPosition, SignalPlan
+from signals_app.choices import SignalStatus
+from signals_app.hidden_levels import HiddenLevels, HiddenLevelsError, parse_hidden_levels
 from signals_app.models import Instrument, Signal
 
-_SIGNALS_WITH_OPEN_POSITIONS = """
+_SIGNALS_WITH_LIVE_POSITIONS = """
 WITH RECURSIVE walk AS (
-    (SELECT signal_id FROM positions_openposition WHERE status = 'open' ORDER BY signal_id LIMIT 1)
+    (SELECT signal_id FROM positions_openposition WHERE status IN ('open', 'closing')
+      ORDER BY signal_id LIMIT 1)
     UNION ALL
     SELECT (SELECT p.signal_id FROM positions_openposition p
-             WHERE p.status = 'open' AND p.signal_id > walk.signal_id
+             WHERE p.status IN ('open', 'closing') AND p.signal_id > walk.signal_id
              ORDER BY p.signal_id LIMIT 1)
       FROM walk WHERE walk.signal_id IS NOT NULL
 )
 SELECT signal_id FROM walk WHERE signal_id IS NOT NULL
+"""
+
+# Published signals still open for entries (their TTL has not run out).
+_SIGNALS_IN_TTL = """
+SELECT id FROM signals_app_signal
+ WHERE status = %s AND published_at + ttl_minutes * interval '1 minute' > %s
 """
 
 
@@ -37,16 +56,97 @@ class WatchedSignal:
     signal_id: int
     instrument_id: int
     symbol: str
-    side: str
-    sl: Decimal | None
-    tp: Decimal | None
-    tolerance: Decimal
+    pip_size: Decimal
+    published_at: float  # quotes older than this are not the plan's
+    levels: HiddenLevels
+    plan: ExitPlan
 
 
-def signals_with_open_positions() -> list[int]:
+@dataclass(frozen=True)
+class ExitedSignal:
+    signal_id: int
+    instrument_id: int
+    exit_kind: str
+    exit_quote: dict[str, Any] | None
+
+
+def signals_to_watch(*, now: datetime) -> list[int]:
     with connection.cursor() as cursor:
-        cursor.execute(_SIGNALS_WITH_OPEN_POSITIONS)
-        return [row[0] for row in cursor.fetchall()]
+        cursor.execute(_SIGNALS_WITH_LIVE_POSITIONS)
+        live = {row[0] for row in cursor.fetchall()}
+        cursor.execute(_SIGNALS_IN_TTL, [SignalStatus.PUBLISHED, now])
+        in_ttl = {row[0] for row in cursor.fetchall()}
+    ended = set(
+        SignalPlan.objects.filter(signal_id__in=live | in_ttl)
+        .exclude(exit_kind="")
+        .values_list("signal_id", flat=True)
+    )
+    return sorted((live | in_ttl) - ended)
+
+
+def exited_signals(*, instrument_ids: set[int] | None) -> list[ExitedSignal]:
+    """Ended plans that still have open positions: they close by the plan's kind."""
+    rows = SignalPlan.objects.exclude(exit_kind="").filter(
+        signal_id__in=OpenPosition.objects.filter(status=PositionStatus.OPEN).values("signal_id")
+    )
+    if instrument_ids is not None:
+        rows = rows.filter(signal__instrument_id__in=instrument_ids)
+    return [
+        ExitedSignal(signal_id, instrument_id, exit_kind, exit_quote)
+        for signal_id, instrument_id, exit_kind, exit_quote in rows.values_list(
+            "signal_id", "signal__instrument_id", "exit_kind", "exit_quote"
+        )
+    ]
+
+
+def trailing_distance(levels: HiddenLevels, *, instrument_id: int, pip_size: Decimal) -> Decimal | None:
+    """The trailing stop's distance in price: pips, or a multiple of the ATR of the owner's
+    feed now. Without enough bars for the ATR there is no distance (the owner is alerted)."""
+    trailing = levels.trailing
+    if trailing is None:
+        return None
+    if trailing.distance_pips is not None:
+        return trailing.distance_pips * pip_size
+    value = atr(instrument_id=instrument_id, period=trailing.atr_period, timeframe=trailing.atr_timeframe)
+    if value is None:
+        alert_raise(
+            kind=AlertKind.NO_ATR,
+            dedupe_key=f"no_atr:{instrument_id}:{trailing.atr_timeframe}:{trailing.atr_period}",
+            message=(
+                f"Not enough {trailing.atr_timeframe} bars for ATR({trailing.atr_period}) yet: "
+                "ATR trailing stops on this instrument do not move."
+            ),
+            instrument_id=instrument_id,
+        )
+        return None
+    return trailing.distance_atr * value
+
+
+def exit_plan(
+    levels: HiddenLevels, *, side: str, entry: Decimal, pip_size: Decimal, trailing: Decimal | None = None
+) -> ExitPlan:
+    """The plan in prices: pips become price distances, a breakeven fraction a distance to
+    tp; ``trailing`` is the trailing distance already in price (``trailing_distance``)."""
+    tolerance = settings.BREACH_PRICE_TOLERANCE_PIPS * pip_size
+    breakeven_trigger = None
+    if levels.breakeven is not None:
+        if levels.breakeven.trigger_pips is not None:
+            breakeven_trigger = levels.breakeven.trigger_pips * pip_size
+        elif levels.tp is not None and levels.breakeven.trigger_fraction is not None:
+            breakeven_trigger = levels.breakeven.trigger_fraction * abs(levels.tp - entry)
+    return ExitPlan(
+        side=side,
+        entry=entry,
+        tolerance=tolerance,
+        sl=levels.sl,
+        tp=levels.tp,
+        partials=tuple((partial.price, partial.fraction) for partial in levels.partial_take_profits),
+        trailing_distance=trailing,
+        trailing_activation=levels.trailing.activation_pips * pip_size if levels.trailing else Decimal(0),
+        breakeven_trigger=breakeven_trigger,
+        breakeven_offset=levels.breakeven.offset_pips * pip_size if levels.breakeven else Decimal(0),
+        max_holding_minutes=levels.max_holding_minutes,
+    )
 
 
 def watched_signals(signal_ids: list[int], symbols: set[str] | None) -> list[WatchedSignal]:
@@ -54,15 +154,15 @@ def watched_signals(signal_ids: list[int], symbols: set[str] | None) -> list[Wat
     rows = Signal.objects.filter(pk__in=signal_ids)
     if symbols is not None:  # a quote-triggered sweep decrypts only its instrument's signals
         rows = rows.filter(instrument_id__in=[pk for pk, i in instruments.items() if i.symbol in symbols])
-    columns = ("pk", "instrument_id", "side", "owner_only")
+    columns = ("pk", "instrument_id", "side", "entry_price", "published_at", "owner_only")
     try:
         decrypted = list(rows.values_list(*columns))  # owner_only decrypted here, once per signal
     except InvalidToken:
         decrypted = _decrypt_one_by_one(rows, columns)
-    tolerance_pips = settings.BREACH_PRICE_TOLERANCE_PIPS
     watched = []
-    for signal_id, instrument_id, side, owner_only in decrypted:
+    for signal_id, instrument_id, side, entry, published_at, owner_only in decrypted:
         instrument = instruments[instrument_id]
+        pip_size = instrument.pip_size
         try:
             levels = parse_hidden_levels(owner_only)
         except HiddenLevelsError as error:
@@ -73,10 +173,16 @@ def watched_signals(signal_ids: list[int], symbols: set[str] | None) -> list[Wat
                 signal_id=signal_id,
                 instrument_id=instrument_id,
                 symbol=instrument.symbol,
-                side=side,
-                sl=levels.sl,
-                tp=levels.tp,
-                tolerance=tolerance_pips * instrument.pip_size,
+                pip_size=pip_size,
+                published_at=published_at.timestamp() if published_at else 0.0,
+                levels=levels,
+                plan=exit_plan(
+                    levels,
+                    side=side,
+                    entry=entry,
+                    pip_size=pip_size,
+                    trailing=trailing_distance(levels, instrument_id=instrument_id, pip_size=pip_size),
+                ),
             )
         )
     return watched

@@ -21,6 +21,7 @@ class ApprovalStatus(models.TextChoices):
     EXPIRED = "expired", "Expired"
     EXECUTED = "executed", "Executed"
     FAILED = "failed", "Failed"
+    WITHDRAWN = "withdrawn", "Withdrawn (the strategy exited)"
 
 
 class DecidedBy(models.TextChoices):
@@ -43,6 +44,11 @@ class AuditAction(models.TextChoices):
     SIGNAL_LEVELS_CHANGED = "signal.levels_changed"
     SIGNAL_LEVELS_BACKFILLED = "signal.levels_backfilled"
     SIGNAL_BREACH_DRY_RUN = "signal.breach_dry_run"
+    SIGNAL_PLAN_EXITED = "signal.plan_exited"
+    SIGNAL_PARTIAL_TP_HIT = "signal.partial_tp_hit"
+    SIGNAL_STOP_MOVED = "signal.stop_moved"
+    SIGNAL_EXIT_REQUESTED = "signal.exit_requested"
+    APPROVAL_WITHDRAWN = "approval.withdrawn"
     APPROVAL_CREATED = "approval.created"
     APPROVAL_APPROVED = "approval.approved"
     APPROVAL_DECLINED = "approval.declined"

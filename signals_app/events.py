@@ -77,6 +77,32 @@ def audit_many(
     )
 
 
+@dataclass(frozen=True)
+class AuditEntry:
+    action: AuditAction
+    subject: models.Model
+    data: dict[str, Any]
+    secret_data: dict[str, Any] | None = None
+
+
+def audit_bulk(*, by: Actor, entries: list[AuditEntry]) -> list[AuditEvent]:
+    """Several events, of any actions, in one INSERT."""
+    return AuditEvent.objects.bulk_create(
+        [
+            AuditEvent(
+                actor_kind=by.kind,
+                actor=by.name,
+                action=AuditAction(entry.action).value,
+                subject_type=_subject_type(entry.subject),
+                subject_id=entry.subject.pk,
+                data=entry.data,
+                secret_data=entry.secret_data,
+            )
+            for entry in entries
+        ]
+    )
+
+
 def audit_insert_sql(
     *, cte: str, source: str, subject: type[models.Model], subject_id: str, data: str
 ) -> str:

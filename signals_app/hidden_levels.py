@@ -1,4 +1,4 @@
-"""The owner's hidden exits: schema and side rules (the payload guard is in payload_guard).
+"""The owner's hidden exits: the schema (side rules: level_sides; payload guard: payload_guard).
 
 Pure Python (no Django): the API, the admin, the backfill and the scanner all
 parse ``owner_only`` through :func:`parse_hidden_levels`, so one schema holds
@@ -40,8 +40,26 @@ class PartialTakeProfit:
 
 @dataclass(frozen=True)
 class Trailing:
-    distance_pips: Decimal
+    """The stop follows the best price at ``distance_pips``, or at ``distance_atr`` times
+    the ATR(``atr_period``) of the owner's ``atr_timeframe`` bars: exactly one of the two."""
+
+    distance_pips: Decimal | None
     activation_pips: Decimal = Decimal(0)
+    distance_atr: Decimal | None = None
+    atr_period: int = 14
+    atr_timeframe: str = "H1"
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"activation_pips": _plain(self.activation_pips)}
+        if self.distance_pips is not None:
+            data["distance_pips"] = _plain(self.distance_pips)
+        else:
+            data.update(
+                distance_atr=_plain(self.distance_atr),  # type: ignore[arg-type]
+                atr_period=self.atr_period,
+                atr_timeframe=self.atr_timeframe,
+            )
+        return data
 
 
 @dataclass(frozen=True)
@@ -89,10 +107,7 @@ class HiddenLevels:
                 for partial in self.partial_take_profits
             ]
         if self.trailing is not None:
-            data["trailing"] = {
-                "distance_pips": _plain(self.trailing.distance_pips),
-                "activation_pips": _plain(self.trailing.activation_pips),
-            }
+            data["trailing"] = self.trailing.to_dict()
         if self.breakeven is not None:
             data["breakeven"] = self.breakeven.to_dict()
         if self.max_holding_minutes is not None:
@@ -114,7 +129,11 @@ _KNOWN_KEYS = {
     "strategy",
     "reason",
 }
-_TRAILING_KEYS = frozenset({"distance_pips", "activation_pips"})
+_TRAILING_KEYS = frozenset(
+    {"distance_pips", "activation_pips", "distance_atr", "atr_period", "atr_timeframe"}
+)
+ATR_TIMEFRAMES = ("M1", "M5", "M15", "H1", "H4", "D1")
+MAX_ATR_PERIOD = 500
 _BREAKEVEN_KEYS = frozenset({"trigger_pips", "trigger_fraction", "offset_pips"})
 
 
@@ -207,16 +226,41 @@ def _parse_trailing(raw: Any, errors: dict[str, str]) -> Trailing | None:
     if raw is None:
         return None
     if not _is_object_within(raw, _TRAILING_KEYS):
-        errors["trailing"] = "must be an object with distance_pips and optional activation_pips"
+        errors["trailing"] = (
+            "must be an object with distance_pips (or distance_atr, atr_period, atr_timeframe) "
+            "and optional activation_pips"
+        )
         return None
-    distance = _price(raw.get("distance_pips"), "trailing.distance_pips", errors)
     activation = _price_or_zero(raw.get("activation_pips", 0), "trailing.activation_pips", errors)
+    if "distance_atr" in raw:
+        return _parse_atr_trailing(raw, activation, errors)
+    distance = _price(raw.get("distance_pips"), "trailing.distance_pips", errors)
     # Name the missing distance only when no sharper message (bad number) is there already.
     if distance is None and "trailing.distance_pips" not in errors:
         errors["trailing.distance_pips"] = "is required"
     if distance is None or activation is None:
         return None
     return Trailing(distance, activation)
+
+
+def _parse_atr_trailing(
+    raw: dict[Any, Any], activation: Decimal | None, errors: dict[str, str]
+) -> Trailing | None:
+    if "distance_pips" in raw:
+        errors["trailing"] = "needs exactly one of distance_pips and distance_atr"
+        return None
+    multiple = _price(raw.get("distance_atr"), "trailing.distance_atr", errors)
+    period = raw.get("atr_period", 14)
+    if isinstance(period, bool) or not isinstance(period, int) or not 1 <= period <= MAX_ATR_PERIOD:
+        errors["trailing.atr_period"] = f"must be a whole number of bars between 1 and {MAX_ATR_PERIOD}"
+        period = None
+    timeframe = raw.get("atr_timeframe", "H1")
+    if timeframe not in ATR_TIMEFRAMES:
+        errors["trailing.atr_timeframe"] = f"must be one of {', '.join(ATR_TIMEFRAMES)}"
+        timeframe = None
+    if multiple is None or activation is None or period is None or timeframe is None:
+        return None
+    return Trailing(None, activation, distance_atr=multiple, atr_period=period, atr_timeframe=timeframe)
 
 
 def _parse_breakeven(raw: Any, errors: dict[str, str], *, has_tp: bool) -> Breakeven | None:
@@ -299,24 +343,3 @@ def parse_hidden_levels(data: Any) -> HiddenLevels:
         strategy=strategy,
         reason=reason,
     )
-
-
-def check_levels_against_entry(levels: HiddenLevels, *, side: str, entry_price: Decimal) -> dict[str, str]:
-    """A buy needs SL < entry < TP, a sell TP < entry < SL; partial TPs lie between entry and TP."""
-    errors: dict[str, str] = {}
-    below, above = ("sl", "tp") if side == BUY else ("tp", "sl")
-    for name, price in (("sl", levels.sl), ("tp", levels.tp)):
-        if price is None:
-            continue
-        if name == below and not price < entry_price:
-            errors[name] = f"must be below the entry price for a {side}"
-        if name == above and not price > entry_price:
-            errors[name] = f"must be above the entry price for a {side}"
-    for index, partial in enumerate(levels.partial_take_profits):
-        beyond_entry = partial.price > entry_price if side == BUY else partial.price < entry_price
-        before_tp = levels.tp is None or (
-            partial.price < levels.tp if side == BUY else partial.price > levels.tp
-        )
-        if not (beyond_entry and before_tp):
-            errors[f"partial_take_profits[{index}].price"] = "must lie between the entry price and tp"
-    return errors

@@ -18,9 +18,9 @@ from signals_app.events import Actor, audit, audit_many
 from signals_app.hidden_levels import (
     HiddenLevels,
     HiddenLevelsError,
-    check_levels_against_entry,
     parse_hidden_levels,
 )
+from signals_app.level_sides import check_levels_against_entry
 from signals_app.models import Approval, Client, Instrument, Signal
 from signals_app.payload_guard import payload_problems
 

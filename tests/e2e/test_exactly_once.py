@@ -117,7 +117,8 @@ def test_a_worker_killed_mid_sweep_loses_and_doubles_nothing(tmp_path, redis_cli
                     cursor.execute(
                         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                         "AND query LIKE %s",
-                        ["%UPDATE positions_openposition p%"],
+                        # the close claim's statement (pg_stat_activity keeps its first 1 kB)
+                        ["%WITH wanted(key, reason%"],
                     )
                     return cursor.fetchone()[0] > 0
 

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from signals_app.hidden_levels import (
     HiddenLevelsError,
-    check_levels_against_entry,
     parse_hidden_levels,
 )
+from signals_app.level_sides import check_levels_against_entry
 from signals_app.payload_guard import payload_problems
 
 
@@ -96,7 +96,8 @@ def test_rejects_invalid_levels_naming_the_field(owner_only, field):
         (
             {"tp": "2", "trailing": {"distance_pips": "5", "step_pips": "1"}},
             "trailing",
-            "must be an object with distance_pips and optional activation_pips",
+            "must be an object with distance_pips (or distance_atr, atr_period, atr_timeframe) "
+            "and optional activation_pips",
         ),
         (
             {"tp": "2", "trailing": {"distance_pips": "5", "activation_pips": "-1"}},
