@@ -114,9 +114,10 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
     if not settings.POSITION_MONITOR_ENABLED:
         return report
     work = _Sweep(now=time.time() if now is None else now, report=report)
-    watched = watched_signals(signals_to_watch(now=_at(work.now)), symbols)
+    to_watch = signals_to_watch(now=_at(work.now))
+    watched = watched_signals(to_watch.running, symbols) if to_watch.running else []
+    exited = exited_signals(to_watch.ended, symbols=symbols) if to_watch.ended else []
     instrument_ids = {signal.instrument_id for signal in watched}
-    exited = exited_signals(instrument_ids=None if symbols is None else instrument_ids)
     work.symbols = {signal.instrument_id: signal.symbol for signal in watched}
     with transaction.atomic():
         locked = instruments_try_lock(instrument_ids | {signal.instrument_id for signal in exited})

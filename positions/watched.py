@@ -24,9 +24,9 @@ from django.db import connection
 
 from positions.alerts import alert_raise
 from positions.candles import atr
-from positions.choices import AlertKind, PositionStatus
+from positions.choices import AlertKind
 from positions.exit_plan import ExitPlan
-from positions.models import OpenPosition, SignalPlan
+from positions.models import SignalPlan
 from signals_app.choices import SignalStatus
 from signals_app.hidden_levels import HiddenLevels, HiddenLevelsError, parse_hidden_levels
 from signals_app.models import Instrument, Signal
@@ -70,7 +70,13 @@ class ExitedSignal:
     exit_quote: dict[str, Any] | None
 
 
-def signals_to_watch(*, now: datetime) -> list[int]:
+@dataclass(frozen=True)
+class ToWatch:
+    running: list[int]  # plans still running: walked through the quotes
+    ended: list[int]  # plans ended, with live positions: their open ones are closed by kind
+
+
+def signals_to_watch(*, now: datetime) -> ToWatch:
     with connection.cursor() as cursor:
         cursor.execute(_SIGNALS_WITH_LIVE_POSITIONS)
         live = {row[0] for row in cursor.fetchall()}
@@ -81,16 +87,14 @@ def signals_to_watch(*, now: datetime) -> list[int]:
         .exclude(exit_kind="")
         .values_list("signal_id", flat=True)
     )
-    return sorted((live | in_ttl) - ended)
+    return ToWatch(running=sorted((live | in_ttl) - ended), ended=sorted(ended & live))
 
 
-def exited_signals(*, instrument_ids: set[int] | None) -> list[ExitedSignal]:
-    """Ended plans that still have open positions: they close by the plan's kind."""
-    rows = SignalPlan.objects.exclude(exit_kind="").filter(
-        signal_id__in=OpenPosition.objects.filter(status=PositionStatus.OPEN).values("signal_id")
-    )
-    if instrument_ids is not None:
-        rows = rows.filter(signal__instrument_id__in=instrument_ids)
+def exited_signals(signal_ids: list[int], *, symbols: set[str] | None) -> list[ExitedSignal]:
+    """Ended plans (``ToWatch.ended``) as their kind and the quote that ended them."""
+    rows = SignalPlan.objects.filter(signal_id__in=signal_ids)
+    if symbols is not None:
+        rows = rows.filter(signal__instrument__symbol__in=symbols)
     return [
         ExitedSignal(signal_id, instrument_id, exit_kind, exit_quote)
         for signal_id, instrument_id, exit_kind, exit_quote in rows.values_list(
