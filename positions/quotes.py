@@ -95,23 +95,33 @@ class Quote:
         return data
 
 
+def quotes_store(quotes: list[Quote], *, received_at: float) -> list[bool]:
+    """Store each quote, in order, if it is newer than the one held; say which were.
+    One round trip for the whole batch (a pipeline of one script per quote)."""
+    redis = get_redis()
+    script = redis.register_script(_SET_IF_NEWER)
+    pipeline = redis.pipeline(transaction=False)
+    for quote in quotes:
+        script(
+            keys=[KEY.format(symbol=quote.instrument), PATH_KEY.format(symbol=quote.instrument)],
+            args=[
+                str(quote.bid),
+                str(quote.ask),
+                repr(quote.ts),
+                repr(received_at),
+                str(settings.QUOTE_MAX_AGE_SECONDS),
+                str(settings.SPIKE_MAX_JUMP_FRACTION),
+                str(PATH_CAP),
+                str(int(received_at * 1_000_000)),
+            ],
+            client=pipeline,
+        )
+    return [bool(stored) for stored in pipeline.execute()]
+
+
 def quote_store(quote: Quote, *, received_at: float) -> bool:
-    """Store ``quote`` if it is newer than the one held; return whether it was."""
-    stored = get_redis().eval(
-        _SET_IF_NEWER,
-        2,
-        KEY.format(symbol=quote.instrument),
-        PATH_KEY.format(symbol=quote.instrument),
-        str(quote.bid),
-        str(quote.ask),
-        repr(quote.ts),
-        repr(received_at),
-        str(settings.QUOTE_MAX_AGE_SECONDS),
-        str(settings.SPIKE_MAX_JUMP_FRACTION),
-        str(PATH_CAP),
-        str(int(received_at * 1_000_000)),
-    )
-    return bool(stored)
+    """Store one quote if it is newer than the one held; return whether it was."""
+    return quotes_store([quote], received_at=received_at)[0]
 
 
 def _parse(instrument: str, raw: dict[bytes, bytes]) -> Quote | None:
@@ -172,8 +182,11 @@ def quotes_ingest(*, quotes: list[Quote]) -> QuoteBatchResult:
             fields={"quotes": [f"unknown instrument {symbol!r}" for symbol in unknown[:20]]},
         )
     received_at = time.time()
+    ordered = sorted(quotes, key=lambda q: q.ts)
     stored = [
-        quote for quote in sorted(quotes, key=lambda q: q.ts) if quote_store(quote, received_at=received_at)
+        quote
+        for quote, kept in zip(ordered, quotes_store(ordered, received_at=received_at), strict=True)
+        if kept
     ]
     candles_record(instrument_ids_by_symbol=known, quotes=stored)
     for symbol in sorted({quote.instrument for quote in stored}):
