@@ -124,7 +124,7 @@ class Command(BaseCommand):
                     logger.exception("feed: quote not delivered")
 
     def _bot(self, server: str, token: str, every: float, stop: threading.Event) -> None:
-        side = "buy"
+        side, published = "buy", 0
         while not stop.wait(every):
             market = _market_price(SYMBOL)
             if market is None:
@@ -138,11 +138,7 @@ class Command(BaseCommand):
                 "entry_price": str(entry),
                 "ttl_minutes": 5,
                 "payload": {"timeframe": "H1", "source": "demo"},
-                "owner_only": {
-                    "sl": str(entry - direction * 12 * PIP),
-                    "tp": str(entry + direction * 15 * PIP),
-                    "strategy": "demo",
-                },
+                "owner_only": _demo_plan(published, entry=entry, direction=direction),
             }
             request = urllib.request.Request(  # noqa: S310 - our own server
                 f"{server}/api/v1/signals",
@@ -156,6 +152,26 @@ class Command(BaseCommand):
             except OSError as error:
                 logger.warning("bot: signal not published: %s", error)
             side = "sell" if side == "buy" else "buy"
+            published += 1
+
+
+def _demo_plan(index: int, *, entry: Decimal, direction: int) -> dict:
+    """Every kind of exit in turn: plain levels; a partial take-profit with breakeven; a
+    trailing stop; a time exit."""
+    plan: dict = {
+        "sl": str(entry - direction * 12 * PIP),
+        "tp": str(entry + direction * 15 * PIP),
+        "strategy": "demo",
+    }
+    kind = index % 4
+    if kind == 1:
+        plan["partial_take_profits"] = [{"price": str(entry + direction * 7 * PIP), "fraction": "0.5"}]
+        plan["breakeven"] = {"trigger_pips": "6", "offset_pips": "1"}
+    elif kind == 2:
+        plan["trailing"] = {"distance_pips": "6", "activation_pips": "5"}
+    elif kind == 3:
+        plan["max_holding_minutes"] = 2
+    return plan
 
 
 def _market_price(symbol: str) -> tuple[Decimal, Decimal] | None:
