@@ -19,6 +19,9 @@ from monitoring.selectors import monitor_status
 class BreachesLastHourOutput(serializers.Serializer):
     sl = serializers.IntegerField()
     tp = serializers.IntegerField()
+    trailing = serializers.IntegerField(help_text="trailing stops hit")
+    breakeven = serializers.IntegerField(help_text="stops moved to breakeven, then hit")
+    partial_tp = serializers.IntegerField(help_text="partial take-profits reached")
 
 
 class MonitorStatusOutput(serializers.Serializer):

@@ -17,7 +17,7 @@ from django.db.models import Count
 from django.db.models.functions import TruncHour
 from django.urls import reverse
 
-from positions.choices import CloseCommandStatus, CloseReason, PositionStatus
+from positions.choices import STOP_REASONS, TARGET_REASONS, CloseCommandStatus, PositionStatus
 from positions.models import CloseCommand
 from positions.sweep_history import sweep_durations
 from signals_app.models import Instrument
@@ -131,7 +131,7 @@ def figures(status: dict, *, now: datetime) -> list[Figure]:
         Figure(
             "breaches",
             "Breaches, last hour",
-            f"SL {status['breaches_last_hour']['sl']} · TP {status['breaches_last_hour']['tp']}",
+            _breaches_text(status["breaches_last_hour"]),
             "signals whose hidden level was crossed",
             OK,
             _changelist("positions_closecommand"),
@@ -269,6 +269,21 @@ class HourActivity:
         return self.executed + self.failed
 
 
+def _breaches_text(breaches: dict[str, int]) -> str:
+    """ "SL 2 · TP 1", with the plan's other kinds only when they happened."""
+    labels = {
+        "sl": "SL",
+        "tp": "TP",
+        "trailing": "trailing",
+        "breakeven": "breakeven",
+        "partial_tp": "partial TP",
+    }
+    shown = [
+        f"{label} {breaches[key]}" for key, label in labels.items() if key in ("sl", "tp") or breaches[key]
+    ]
+    return " · ".join(shown)
+
+
 def hourly_activity(*, now: datetime, hours: int = HOURS_CHARTED) -> list[HourActivity]:
     """Breaches (by the hour their close commands were created) and finished closes (by
     the hour they completed), one bucket per clock hour, the current hour last.
@@ -277,9 +292,7 @@ def hourly_activity(*, now: datetime, hours: int = HOURS_CHARTED) -> list[HourAc
     and level in an hour, however many positions it closed. A close is one command."""
     first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
     breaches = (
-        CloseCommand.objects.filter(
-            created_at__gte=first, reason__in=[CloseReason.STOP_LOSS, CloseReason.TAKE_PROFIT]
-        )
+        CloseCommand.objects.filter(created_at__gte=first, reason__in=[*STOP_REASONS, *TARGET_REASONS])
         .annotate(hour=TruncHour("created_at"))
         .values_list("hour", "reason")
         .annotate(count=Count("position__signal_id", distinct=True))
@@ -298,7 +311,7 @@ def hourly_activity(*, now: datetime, hours: int = HOURS_CHARTED) -> list[HourAc
     counts: dict[datetime, dict[str, int]] = {}
     for hour, reason, count in breaches:
         bucket = counts.setdefault(hour, {})
-        key = "stop_loss" if reason == CloseReason.STOP_LOSS else "take_profit"
+        key = "stop_loss" if reason in STOP_REASONS else "take_profit"
         bucket[key] = bucket.get(key, 0) + count
     for hour, status, count in closes:
         bucket = counts.setdefault(hour, {})

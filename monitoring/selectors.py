@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from monitoring.choices import HeartbeatName
 from monitoring.models import Heartbeat
-from positions.choices import CloseCommandStatus, CloseReason, PositionStatus
+from positions.choices import STOP_REASONS, TARGET_REASONS, CloseCommandStatus, CloseReason, PositionStatus
 from positions.models import Alert, CloseCommand, OpenPosition
 from positions.quotes import quotes_latest
 from positions.sweep_history import sweep_durations, sweep_last
@@ -34,9 +34,7 @@ def monitor_status(*, now: datetime | None = None) -> dict:
     hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
     # A breach is a signal crossing a level, however many positions it closes.
     breaches = dict(
-        CloseCommand.objects.filter(
-            created_at__gte=hour_ago, reason__in=[CloseReason.STOP_LOSS, CloseReason.TAKE_PROFIT]
-        )
+        CloseCommand.objects.filter(created_at__gte=hour_ago, reason__in=[*STOP_REASONS, *TARGET_REASONS])
         .values_list("reason")
         .annotate(count=Count("position__signal_id", distinct=True))
     )
@@ -101,6 +99,9 @@ def monitor_status(*, now: datetime | None = None) -> dict:
         "breaches_last_hour": {
             "sl": breaches.get(CloseReason.STOP_LOSS, 0),
             "tp": breaches.get(CloseReason.TAKE_PROFIT, 0),
+            "trailing": breaches.get(CloseReason.TRAILING, 0),
+            "breakeven": breaches.get(CloseReason.BREAKEVEN, 0),
+            "partial_tp": breaches.get(CloseReason.PARTIAL_TP, 0),
         },
         "close_success_rate_24h": round(outcome["executed"] / outcome["total"], 4)
         if outcome["total"]

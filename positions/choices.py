@@ -75,3 +75,9 @@ class AlertKind(models.TextChoices):
     FILL_REFUSED = "fill_refused", "A reported fill was refused: trade not monitored"
     UNREADABLE_LEVELS = "unreadable_levels", "A signal's hidden levels cannot be read: not monitored"
     NO_ATR = "no_atr", "Too few bars for an ATR trailing stop: it does not move"
+
+
+# The exits a plan's level triggers, by the side of the trade they protect (the dashboard
+# counts and charts them as breaches); a time exit or the strategy's exit is no breach.
+STOP_REASONS = (CloseReason.STOP_LOSS, CloseReason.TRAILING, CloseReason.BREAKEVEN)
+TARGET_REASONS = (CloseReason.TAKE_PROFIT, CloseReason.PARTIAL_TP)

@@ -114,7 +114,7 @@ def test_status_of_an_idle_system(owner_api, redis_client):
         "delivered_closes_count": 0,
         "avg_check_duration_ms": None,
         "p95_check_duration_ms": None,
-        "breaches_last_hour": {"sl": 0, "tp": 0},
+        "breaches_last_hour": {"sl": 0, "tp": 0, "trailing": 0, "breakeven": 0, "partial_tp": 0},
         "closing_positions_count": 0,
         "close_failed_positions_count": 0,
         "close_success_rate_24h": None,
@@ -205,7 +205,8 @@ def test_status_from_real_data(owner_api, redis_client):
     assert body["open_positions_count"] == 7  # 4 quiet + 1 reopened + 2 euro
     assert body["open_positions_by_instrument"] == {"EURUSD": 2, "XAUUSD": 5}
     assert (body["pending_closes_count"], body["delivered_closes_count"]) == (1, 1)
-    assert body["breaches_last_hour"] == {"sl": 1, "tp": 1}  # one signal each, however many positions
+    # one signal each, however many positions
+    assert body["breaches_last_hour"] == {"sl": 1, "tp": 1, "trailing": 0, "breakeven": 0, "partial_tp": 0}
     assert (body["closing_positions_count"], body["close_failed_positions_count"]) == (2, 0)
     assert body["close_success_rate_24h"] == 0.6667  # 2 executed of 3 finished
     assert body["breach_to_close_latency_ms_median"] is not None
