@@ -22,19 +22,27 @@ from core.errors import DomainError
 from core.owner_api import ERROR, POSITION_ERRORS, OwnerAPIView
 from core.serializers import StrictInputSerializer
 from positions.closes import positions_close_manual
+from positions.exit_plan import BREAKEVEN, PARTIAL_TP, SIGNAL_EXIT, SL, TP, TRAILING
 from positions.models import OpenPosition
-from positions.selectors import breach_test
+from positions.selectors import CLOSE_REASON_FOR, breach_test
 from positions.signal_exit import signal_exit
 from signals_app.choices import ActorKind
 from signals_app.events import Actor
-from signals_app.models import PRICE
+from signals_app.models import PRICE, VOLUME
 from signals_app.selectors import user_sees_hidden_levels
 
 MIN_PRICE = Decimal("0.0000000001")
+# Test-breach's vocabulary (positions.exit_plan's kinds, positions.choices' close reasons).
+BREACH_TYPES = [SL, TP, TRAILING, BREAKEVEN, PARTIAL_TP]
+EXIT_KINDS = [SL, TP, TRAILING, BREAKEVEN, SIGNAL_EXIT]
+STOP_RULES = [SL, TRAILING, BREAKEVEN]
+CLOSE_LEVELS = [reason.value for reason in CLOSE_REASON_FOR.values()]
 
 
 def _position_or_404(position_id: int) -> OpenPosition:
-    position = OpenPosition.objects.select_related("signal__instrument").filter(pk=position_id).first()
+    position = (
+        OpenPosition.objects.select_related("signal__instrument", "instrument").filter(pk=position_id).first()
+    )
     if position is None:
         raise NotFound()
     return position
@@ -124,14 +132,49 @@ class HiddenLevelsOutput(serializers.Serializer):
     tp = _Price(allow_null=True)
 
 
+class BreachPositionOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    instrument = serializers.CharField(source="instrument.symbol")
+    side = serializers.CharField()
+    entry_price = _Price()
+    remaining_volume = serializers.DecimalField(**VOLUME)
+
+
+class PlanAfterQuoteOutput(serializers.Serializer):
+    """The signal's exit plan as it would stand after the quote (nothing is saved)."""
+
+    exit_kind = serializers.ChoiceField(
+        choices=EXIT_KINDS, allow_null=True, help_text="what ended the plan, before or by this quote"
+    )
+    ended = serializers.BooleanField(source="plan_ended")
+    effective_stop = _Price(allow_null=True, help_text="the stop-loss, or tighter where a rule moved it")
+    stop_set_by = serializers.ChoiceField(choices=STOP_RULES, allow_null=True)
+    stop_moved = serializers.BooleanField(help_text="this quote would move the stop")
+    best = _Price(allow_null=True, help_text="best price since publication (kept for trailing and breakeven)")
+    partials_hit = serializers.ListField(child=serializers.IntegerField(), help_text="partial indexes")
+
+
 class BreachTestOutput(serializers.Serializer):
     position_id = serializers.IntegerField()
+    position = BreachPositionOutput()
     side = serializers.CharField()
     bid = _Price()
     ask = _Price()
     judged_price = _Price(help_text="the bid for a buy, the ask for a sell")
-    would_close = serializers.BooleanField()
-    level = serializers.ChoiceField(choices=["stop_loss", "take_profit"], allow_null=True)
+    breach_detected = serializers.BooleanField(
+        help_text="this quote crosses an exit or a partial take-profit"
+    )
+    breach_type = serializers.ChoiceField(choices=BREACH_TYPES, allow_null=True)
+    partial_index = serializers.IntegerField(
+        allow_null=True, help_text="for partial_tp: the first partial take-profit this quote reaches"
+    )
+    partials_triggered = serializers.ListField(child=serializers.IntegerField())
+    would_close = serializers.BooleanField(
+        help_text="the plan would close positions: an exit (by this quote or earlier) or a partial"
+    )
+    level = serializers.ChoiceField(
+        choices=CLOSE_LEVELS, allow_null=True, help_text="the close reason the commands would carry"
+    )
     open_positions_affected = serializers.IntegerField(
         source="open_positions", help_text="open positions of the signal that would get a close command"
     )
@@ -139,9 +182,11 @@ class BreachTestOutput(serializers.Serializer):
 
 
 class BreachTestWithLevelsOutput(BreachTestOutput):
-    """Test-breach is only for users with ``signals_app.view_hidden_levels``: they see the levels too."""
+    """Test-breach is only for users with ``signals_app.view_hidden_levels``: they see the levels
+    too, and the plan's stop as it moved."""
 
     hidden_levels = HiddenLevelsOutput(source="*", required=False)
+    plan = PlanAfterQuoteOutput(source="*")
 
 
 class PositionBreachTestView(OwnerAPIView):
@@ -150,8 +195,13 @@ class PositionBreachTestView(OwnerAPIView):
         responses={200: BreachTestWithLevelsOutput, **POSITION_ERRORS},
         tags=["owner"],
         operation_id="owner_position_test_breach",
-        summary="What would this price do to the position's hidden levels?",
-        description="A read: nothing is closed, stored or audited.",
+        summary="What would this price do to the position's exit plan?",
+        description=(
+            "One synthetic quote (now) walked through the signal's exit plan from its stored state, "
+            "as a sweep would: stop (as trailing or breakeven moved it), target, partial take-profits. "
+            "By the rule alone (no recheck delay, spike guard or staleness). A read: nothing is "
+            "closed, stored or audited."
+        ),
     )
     def post(self, request: Request, position_id: int) -> Response:
         if not user_sees_hidden_levels(request.user):
@@ -163,7 +213,14 @@ class PositionBreachTestView(OwnerAPIView):
         data.is_valid(raise_exception=True)
         result = breach_test(signal=position.signal, **data.validated_data)
         output = BreachTestWithLevelsOutput(
-            {**vars(result), "position_id": position.pk, "would_close": result.would_close}
+            {
+                **vars(result),
+                "position_id": position.pk,
+                "position": position,
+                "breach_detected": result.breach_detected,
+                "partial_index": result.partials_triggered[0] if result.partials_triggered else None,
+                "would_close": result.would_close,
+            }
         )
         return Response(output.data)
 

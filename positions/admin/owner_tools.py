@@ -29,9 +29,9 @@ import core.converters  # noqa: F401  (registers <id:...>, which get_urls uses)
 from positions.admin.forms import BreachTestForm, ManualCloseForm
 from positions.choices import PositionStatus
 from positions.closes import Claim, ManualCloseResult, positions_close_manual
+from positions.exit_plan import BREAKEVEN, PARTIAL_TP, SIGNAL_EXIT, SL, TP, TRAILING
 from positions.models import OpenPosition
-from positions.rules import STOP, TARGET
-from positions.selectors import breach_test
+from positions.selectors import BreachTest, breach_test, plan_status
 from signals_app.events import Actor
 from signals_app.hidden_levels import HiddenLevelsError
 from signals_app.models import Signal
@@ -57,7 +57,14 @@ TEST_BREACH_PERMISSIONS = (
 CLOSABLE_STATUSES = list(Claim.POSITIONS.value.statuses)
 # A close-all lists these; the closing ones are shown and reported as skipped.
 SIGNAL_CLOSE_STATUSES = [*CLOSABLE_STATUSES, PositionStatus.CLOSING]
-LEVEL_NAMES = {STOP: "stop-loss", TARGET: "take-profit"}
+# Exit kinds (positions.exit_plan) and who set the stop, as the page names them.
+KIND_NAMES = {
+    SL: "stop-loss",
+    TP: "take-profit",
+    TRAILING: "trailing stop",
+    BREAKEVEN: "breakeven stop",
+    SIGNAL_EXIT: "the strategy's exit",
+}
 
 
 def _require(request: HttpRequest, permissions: Iterable[str]) -> None:
@@ -282,43 +289,22 @@ class OwnerToolsMixin:
     def _test_breach(
         self, request, *, signal: Signal, back_url: str, position: OpenPosition | None = None
     ) -> TemplateResponse:
-        """What a price would do to the signal's hidden levels. Reads only: nothing is
-        closed, queued or recorded."""
+        """The signal's exit plan as it stands, and what one quote would do to it. Reads
+        only: nothing is closed, queued or recorded."""
         form = BreachTestForm(request.POST if request.method == "POST" else None)
         # The permission check above already requires it; the page never relies on that alone.
         sees_levels = user_sees_hidden_levels(request.user)
-        outcome = None
-        tested = None
-        if request.method == "POST" and form.is_valid():
-            try:
-                tested = breach_test(
-                    signal=signal, bid=form.cleaned_data["bid"], ask=form.cleaned_data["ask"]
-                )
-            except (InvalidToken, HiddenLevelsError):
-                # The scanner alerts on such a signal and skips it; the page says so instead of a 500.
-                form.add_error(
-                    None,
-                    "This signal's hidden levels cannot be read (a Fernet key removed before "
-                    "`reencrypt`, or invalid levels): the monitor does not watch it, nothing to test.",
-                )
-        if tested is not None:
-            # Only what this user may see reaches the template: never the whole result.
-            outcome = {
-                "would_close": tested.would_close,
-                "level": LEVEL_NAMES.get(tested.level, ""),
-                "side": tested.side,
-                "bid": tested.bid,
-                "ask": tested.ask,
-                "judged_on": "bid" if tested.side == "buy" else "ask",
-                "judged_price": tested.judged_price,
-                # 0E-10 reads as "0": the plain value, without the field's padding.
-                "tolerance": format(tested.tolerance.normalize(), "f"),
-                "tolerance_pips": settings.BREACH_PRICE_TOLERANCE_PIPS,
-                "open_positions": tested.open_positions,
-            }
-            if sees_levels:
-                outcome["sl"] = tested.sl
-                outcome["tp"] = tested.tp
+        outcome, plan, unreadable = None, None, False
+        try:
+            if request.method == "POST" and form.is_valid():
+                quote = {"bid": form.cleaned_data["bid"], "ask": form.cleaned_data["ask"]}
+                tested = breach_test(signal=signal, **quote)
+                outcome = _outcome(tested, sees_levels=sees_levels)
+                plan = tested.status if sees_levels else None
+            elif sees_levels:
+                plan = plan_status(signal=signal)
+        except (InvalidToken, HiddenLevelsError):
+            unreadable = True  # the scanner alerts on such a signal and skips it; the page says so
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -327,7 +313,37 @@ class OwnerToolsMixin:
             "position": position,
             "form": form,
             "outcome": outcome,
+            # The plan's live state reveals levels (the stop as it moved, the best price).
+            "plan": plan,
+            "stop_set_by": plan and KIND_NAMES.get(plan.stop_set_by or ""),
+            "exit_name": plan and KIND_NAMES.get(plan.state.exit_kind),
+            "unreadable": unreadable,
             "sees_levels": sees_levels,
             "back_url": back_url,
         }
         return TemplateResponse(request, "admin/positions/test_breach.html", context)
+
+
+def _outcome(tested: BreachTest, *, sees_levels: bool) -> dict:
+    """Only what this user may see reaches the template: never the whole result."""
+    partials = ", ".join(f"#{index}" for index in tested.partials_triggered)
+    names = {**KIND_NAMES, PARTIAL_TP: f"partial take-profit {partials}", None: ""}
+    outcome = {
+        "would_close": tested.would_close,
+        "level": names[tested.exit_kind or (PARTIAL_TP if partials else None)],
+        "by_this_quote": tested.breach_detected,
+        "plan_ended": tested.plan_ended,
+        "side": tested.side,
+        "bid": tested.bid,
+        "ask": tested.ask,
+        "judged_on": "bid" if tested.side == "buy" else "ask",
+        "judged_price": tested.judged_price,
+        # 0E-10 reads as "0": the plain value, without the field's padding.
+        "tolerance": format(tested.tolerance.normalize(), "f"),
+        "tolerance_pips": settings.BREACH_PRICE_TOLERANCE_PIPS,
+        "open_positions": tested.open_positions,
+    }
+    if sees_levels:
+        outcome.update(sl=tested.sl, tp=tested.tp, stop=tested.effective_stop, stop_moved=tested.stop_moved)
+        outcome["stop_set_by"] = names[tested.stop_set_by]
+    return outcome

@@ -347,21 +347,46 @@ def test_a_buy_is_judged_on_the_bid(owner_api, gold_buy):
     stop = _breach(owner_api, position.pk, bid="2645.00", ask="2645.40")
     assert stop == {
         "position_id": position.pk,
+        "position": {
+            "id": position.pk,
+            "instrument": "XAUUSD",
+            "side": "buy",
+            "entry_price": "2650.5",
+            "remaining_volume": "0.10",
+        },
         "side": "buy",
         "bid": "2645",
         "ask": "2645.4",
         "judged_price": "2645",
+        "breach_detected": True,
+        "breach_type": "sl",
+        "partial_index": None,
+        "partials_triggered": [],
         "would_close": True,
         "level": "stop_loss",
         "open_positions_affected": 3,
         "tolerance": "0",
         "hidden_levels": {"sl": "2645", "tp": "2670"},
+        "plan": {
+            "exit_kind": "sl",
+            "ended": True,
+            "effective_stop": "2645",
+            "stop_set_by": "sl",
+            "stop_moved": False,
+            "best": None,
+            "partials_hit": [],
+        },
     }
     above_stop = _breach(owner_api, position.pk, bid="2645.10", ask="2645.20")
     assert (above_stop["would_close"], above_stop["level"], above_stop["open_positions_affected"]) == (
         False,
         None,
         0,
+    )
+    assert (above_stop["breach_detected"], above_stop["breach_type"], above_stop["plan"]["ended"]) == (
+        False,
+        None,
+        False,
     )
     # The ask above the target does not close a buy; the bid there does.
     ask_at_target = _breach(owner_api, position.pk, bid="2669.90", ask="2670.30")
