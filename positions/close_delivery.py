@@ -22,6 +22,8 @@ from positions.alerts import alert_raise
 from positions.choices import CLOSED_STATUS_FOR, AlertKind, CloseCommandStatus, CloseReason, PositionStatus
 from positions.locks import close_command_lock, position_lock
 from positions.models import CloseCommand, OpenPosition
+from positions.plan_store import plans_mark_dirty
+from positions.quotes import sweep_instrument_soon
 from positions.rules import realized_pnl
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit, audit_many
@@ -162,6 +164,7 @@ def _after_failed_close(*, position: OpenPosition, command: CloseCommand, error:
     data = {"command_id": command.pk, "error": error[:500], "failed_closes": failures}
     if failures < settings.CLOSE_MAX_ATTEMPTS:
         OpenPosition.objects.filter(pk=position.pk).update(status=PositionStatus.OPEN, updated_at=now)
+        _rejudge(position)
         audit(by=by, action=AuditAction.POSITION_REOPENED, subject=position, data=data)
         return
     OpenPosition.objects.filter(pk=position.pk).update(status=PositionStatus.CLOSE_FAILED, updated_at=now)
@@ -202,6 +205,8 @@ def _apply_close(
     else:
         fields.update(status=PositionStatus.OPEN)
     OpenPosition.objects.filter(pk=position.pk).update(**fields)
+    if not fully_closed:
+        _rejudge(position)
     audit(
         by=by,
         action=AuditAction.POSITION_CLOSED if fully_closed else AuditAction.POSITION_PARTIALLY_CLOSED,
@@ -215,3 +220,10 @@ def _apply_close(
             "trigger_quote": command.trigger_quote,
         },
     )
+
+
+def _rejudge(position: OpenPosition) -> None:
+    """An open position again (part of it closed, or the close failed): its plan's standing
+    orders (an exit, a partial still due) apply to it on the next sweep, queued now."""
+    plans_mark_dirty(position.signal_id)
+    sweep_instrument_soon(position.instrument.symbol)

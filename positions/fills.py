@@ -19,6 +19,7 @@ from positions.alerts import alert_raise
 from positions.choices import AlertKind, PositionStatus
 from positions.locks import approval_lock, positions_lock
 from positions.models import OpenPosition
+from positions.plan_store import plans_mark_dirty
 from positions.quotes import sweep_instrument_soon
 from signals_app.choices import ApprovalStatus, AuditAction
 from signals_app.events import Actor, audit, audit_many
@@ -104,6 +105,7 @@ def _approval_fill_report(*, report: FillReport, by: Actor) -> AckResult:
         position = position_open(approval=approval, device_id=report.device_id, fill=report.fill, by=by)
         # Judged at once against the plan as it stands: a fill past a level, or after the
         # plan ended or hit a partial, gets its close without waiting for the next quote.
+        plans_mark_dirty(approval.signal_id)
         sweep_instrument_soon(approval.signal.instrument.symbol)
         if not Approval.objects.filter(pk=approval.pk, status=approval.status).update(
             status=ApprovalStatus.EXECUTED, updated_at=timezone.now()

@@ -66,6 +66,12 @@ class OpenPosition(models.Model):
                 name="position_live_by_signal",
                 condition=Q(status__in=[PositionStatus.OPEN, PositionStatus.CLOSING]),
             ),
+            # Time exits: the open positions of a signal opened before a moment, by range.
+            models.Index(
+                fields=["signal", "opened_at"],
+                name="position_open_by_signal_age",
+                condition=Q(status=PositionStatus.OPEN),
+            ),
             models.Index(fields=["client", "status"]),
             models.Index(fields=["device", "status"]),
         ]
@@ -182,10 +188,16 @@ class SignalPlan(models.Model):
 
     signal = models.OneToOneField(Signal, primary_key=True, on_delete=models.CASCADE, related_name="+")
     state = EncryptedJSONField()
-    exit_kind = models.CharField(max_length=16, choices=CloseReason.choices, blank=True)
+    exit_kind = models.CharField(
+        max_length=16,
+        blank=True,
+        help_text="the kind of exit that ended the plan (sl, tp, trailing, breakeven, signal_exit)",
+    )
     exit_quote = models.JSONField(null=True, blank=True, help_text="the quote that ended the plan")
-    partials_hit = models.JSONField(
-        default=dict, blank=True, help_text="partial index -> the quote that hit it"
+    partials_hit = EncryptedJSONField(
+        default=dict,
+        blank=True,
+        help_text="partial index -> the quote that hit it (near the level: encrypted)",
     )
     exited_by = models.CharField(max_length=150, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

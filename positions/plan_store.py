@@ -13,11 +13,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import transaction
+
+from core.redis import get_redis
 from positions.exit_plan import PARTIAL_TP, STOP_MOVED, PlanEvent, PlanState
 from positions.models import SignalPlan
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, AuditEntry, audit_bulk
 from signals_app.models import Signal
+from signals_app.services import approvals_withdraw
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ def plans_save(changes: list[PlanChange], *, by: Actor) -> None:
         return
     rows = []
     for change in changes:
-        exit_event = _exit_event(change.events)
+        exit_event = plan_exit_event(change.events)
         partials = dict(change.before.partials_hit)
         for event in change.events:
             if event.kind == PARTIAL_TP:
@@ -77,6 +81,10 @@ def plans_save(changes: list[PlanChange], *, by: Actor) -> None:
                 exited_by=by.name if exit_event else "",
             )
         )
+    ended = [change.signal_id for change in changes if plan_exit_event(change.events)]
+    # The owner's trade is over: no client enters it any more (a fill being recorded right
+    # now keeps its approval; the ended plan closes that position on the next sweep).
+    approvals_withdraw(signal_ids=ended, why="the signal's exit plan ended", by=by, skip_locked=True)
     SignalPlan.objects.bulk_create(
         rows,
         update_conflicts=True,
@@ -86,7 +94,7 @@ def plans_save(changes: list[PlanChange], *, by: Actor) -> None:
     audit_bulk(by=by, entries=[entry for change in changes for entry in _audit_entries(change)])
 
 
-def _exit_event(events: list[PlanEvent]) -> PlanEvent | None:
+def plan_exit_event(events: list[PlanEvent]) -> PlanEvent | None:
     return next((event for event in events if event.kind not in (PARTIAL_TP, STOP_MOVED)), None)
 
 
@@ -127,9 +135,56 @@ def _audit_entries(change: PlanChange) -> list[AuditEntry]:
 def plans_partials_hit(signal_ids: Iterable[int]) -> dict[int, dict[int, dict[str, Any]]]:
     """Per signal whose plan is running, the partial take-profits it has hit and the
     quote that hit each."""
-    rows = (
-        SignalPlan.objects.filter(signal_id__in=list(signal_ids), exit_kind="")
-        .exclude(partials_hit={})
-        .values_list("signal_id", "partials_hit")
+    rows = SignalPlan.objects.filter(signal_id__in=list(signal_ids), exit_kind="").values_list(
+        "signal_id", "partials_hit"
     )
-    return {signal_id: {int(index): quote for index, quote in hit.items()} for signal_id, hit in rows}
+    return {
+        signal_id: {int(index): _quote(quote) for index, quote in hit.items()}
+        for signal_id, hit in rows
+        if hit
+    }
+
+
+def _quote(stored: dict[str, Any]) -> dict[str, Any]:
+    # Encrypted JSON reads numbers back as Decimal; a quote's times are floats again.
+    return {key: float(value) if key in ("ts", "received_at") else value for key, value in stored.items()}
+
+
+# --- which plans' standing orders to re-send ------------------------------------------
+# A plan's standing orders (an ended plan's exit, its partials, for every open position)
+# are claimed by the sweep that reaches them; after that only a position that becomes
+# claimable again needs them: a fill, or a position reopened by a partial close or a
+# failed one. Those mark their signal here, after their commit; a sweep takes the marks
+# of its signals before its claim. A safety net re-sends everything now and then.
+_DIRTY_KEY = "veilstop:plan-dirty"
+_RECHECK_KEY = "veilstop:plan-recheck"
+RECHECK_ALL_SECONDS = 60
+
+
+def plans_mark_dirty(signal_id: int) -> None:
+    """After the current transaction commits: the signal has a position to (re)judge."""
+    transaction.on_commit(lambda: get_redis().sadd(_DIRTY_KEY, signal_id))
+
+
+def plans_take_dirty(signal_ids: Iterable[int]) -> set[int]:
+    """Take (remove and return) the marks of these signals."""
+    wanted = [str(signal_id) for signal_id in signal_ids]
+    if not wanted:
+        return set()
+    pipeline = get_redis().pipeline(transaction=True)
+    pipeline.smismember(_DIRTY_KEY, wanted)
+    pipeline.srem(_DIRTY_KEY, *wanted)
+    members, _ = pipeline.execute()
+    return {int(signal_id) for signal_id, member in zip(wanted, members, strict=True) if member}
+
+
+def plans_restore_dirty(signal_ids: set[int]) -> None:
+    """Put marks back when the sweep that took them did not commit."""
+    if signal_ids:
+        get_redis().sadd(_DIRTY_KEY, *signal_ids)
+
+
+def plans_recheck_all_due() -> bool:
+    """Whether this sweep should re-send every standing order (at most once a minute): the
+    safety net for a mark lost with Redis."""
+    return bool(get_redis().set(_RECHECK_KEY, 1, nx=True, ex=RECHECK_ALL_SECONDS))

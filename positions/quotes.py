@@ -35,8 +35,8 @@ SWEEP_INSTRUMENT_TASK = "positions.sweep_instrument"  # positions.tasks runs it;
 # ARGV = bid, ask, ts, received_at, max age, max jump, path cap, sequence base. Returns 1 if stored.
 # The replaced quote is kept as prev_*: the spike guard compares the two. A quote fresh on
 # arrival also joins the path, numbered (seq) and flagged when it jumped beyond the spike
-# limit from the quote before; seq starts from the arrival time in microseconds, so it keeps
-# growing across a Redis restart that lost the counter.
+# limit from the quote before; seq is never below the arrival time in microseconds, so it
+# keeps growing across a Redis restart that lost (or rolled back) the counter.
 _SET_IF_NEWER = """
 local current = redis.call('HMGET', KEYS[1], 'bid', 'ask', 'ts')
 if current[3] and tonumber(current[3]) >= tonumber(ARGV[3]) then
@@ -57,10 +57,11 @@ if current[1] then
         spike = 1
     end
 end
-if redis.call('HEXISTS', KEYS[1], 'seq') == 0 then
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+if seq < tonumber(ARGV[8]) then
+    seq = tonumber(ARGV[8])
     redis.call('HSET', KEYS[1], 'seq', ARGV[8])
 end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local entry = table.concat({string.format('%.0f', seq), ARGV[1], ARGV[2], ARGV[3], ARGV[4], spike}, '|')
 redis.call('RPUSH', KEYS[2], entry)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[7]), -1)
@@ -198,7 +199,11 @@ def quotes_ingest(*, quotes: list[Quote]) -> QuoteBatchResult:
 
 
 def sweep_instrument_soon(symbol: str) -> None:
-    """Queue a sweep of one instrument after the commit, unless one is already queued
+    """After the commit, queue a sweep of one instrument unless one is already queued
     (debounce). Sent by name: the task module imports this one, not the other way."""
-    if get_redis().set(SWEEP_QUEUED_KEY.format(symbol=symbol), 1, nx=True, ex=5):
-        transaction.on_commit(lambda: current_app.send_task(SWEEP_INSTRUMENT_TASK, args=[symbol]))
+
+    def queue() -> None:
+        if get_redis().set(SWEEP_QUEUED_KEY.format(symbol=symbol), 1, nx=True, ex=5):
+            current_app.send_task(SWEEP_INSTRUMENT_TASK, args=[symbol])
+
+    transaction.on_commit(queue)

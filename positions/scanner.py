@@ -47,7 +47,17 @@ from positions.choices import AlertKind, CloseReason
 from positions.closes import Claim, CloseRequest, closes_claim
 from positions.exit_plan import PARTIAL_TP, STOP_MOVED, PathQuote, PlanState, plan_advance
 from positions.locks import instruments_try_lock
-from positions.plan_store import EMPTY, PlanChange, plans_lock, plans_partials_hit, plans_save
+from positions.plan_store import (
+    EMPTY,
+    PlanChange,
+    plan_exit_event,
+    plans_lock,
+    plans_partials_hit,
+    plans_recheck_all_due,
+    plans_restore_dirty,
+    plans_save,
+    plans_take_dirty,
+)
 from positions.quote_path import JudgeablePath, path_judgeable, paths_read, paths_trim
 from positions.quotes import quotes_latest
 from positions.sweep_history import SweepSummary, sweep_record
@@ -56,6 +66,7 @@ from positions.watched import (
     WatchedSignal,
     exited_signals,
     signals_to_watch,
+    unwalkable,
     watched_signals,
 )
 from signals_app.choices import AuditAction
@@ -119,20 +130,29 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
     exited = exited_signals(to_watch.ended, symbols=symbols) if to_watch.ended else []
     instrument_ids = {signal.instrument_id for signal in watched}
     work.symbols = {signal.instrument_id: signal.symbol for signal in watched}
-    with transaction.atomic():
-        locked = instruments_try_lock(instrument_ids | {signal.instrument_id for signal in exited})
-        report.skipped_locked_instruments = len(instrument_ids - locked)
-        mine = [signal for signal in watched if signal.instrument_id in locked]
-        report.signals = len(mine)
-        _judge(work, mine)
-        if not report.dry_run:
-            plans_save(work.changes, by=SCANNER)
-            requests = _close_requests(work, mine, [e for e in exited if e.instrument_id in locked])
-            report.commands_created = len(
-                closes_claim(claim=Claim.SIGNAL_POSITIONS, requests=requests, by=SCANNER)
-            )
-        ended = [change.signal_id for change in work.changes if change.state.exit_kind]
-        held_back = _held_back_by_canary(ended) if ended else {}
+    taken: set[int] = set()
+    try:
+        with transaction.atomic():
+            locked = instruments_try_lock(instrument_ids | {signal.instrument_id for signal in exited})
+            report.skipped_locked_instruments = len(instrument_ids - locked)
+            mine = [signal for signal in watched if signal.instrument_id in locked]
+            exited = [signal for signal in exited if signal.instrument_id in locked]
+            report.signals = len(mine)
+            _judge(work, mine)
+            if not report.dry_run:
+                plans_save(work.changes, by=SCANNER)
+                # Taken before the claim: a position marked after this is seen by the claim
+                # or marks again for the next sweep.
+                taken = plans_take_dirty([s.signal_id for s in mine] + [s.signal_id for s in exited])
+                requests = _close_requests(work, mine, exited, dirty=taken, recheck_all=_recheck_all(symbols))
+                report.commands_created = len(
+                    closes_claim(claim=Claim.SIGNAL_POSITIONS, requests=requests, by=SCANNER)
+                )
+            ended = [change.signal_id for change in work.changes if change.state.exit_kind]
+            held_back = _held_back_by_canary(ended) if ended else {}
+    except BaseException:
+        plans_restore_dirty(taken)
+        raise
     paths_trim(work.consumed)
     _after_sweep(work, held_back)
     report.seconds = time.perf_counter() - started
@@ -173,9 +193,16 @@ def _judge(work: _Sweep, mine: list[WatchedSignal]) -> None:
         path = paths[signal.symbol]
         fresh = [q for q in path.quotes if q.received_at >= signal.published_at and _fresh(work, q)]
         before = stored.get(signal.signal_id, EMPTY)
-        state, events = plan_advance(
-            signal.plan, before.state, fresh, recheck_delay_seconds=settings.BREACH_RECHECK_DELAY_SECONDS
-        )
+        try:
+            state, events = plan_advance(
+                signal.plan, before.state, fresh, recheck_delay_seconds=settings.BREACH_RECHECK_DELAY_SECONDS
+            )
+        except (ArithmeticError, ValueError, TypeError, KeyError, IndexError) as error:
+            # One plan that cannot be walked (state from older levels, say) must not stop the
+            # others: it is left as it was and the owner told.
+            logger.exception("scanner: the plan of signal %s could not be walked", signal.signal_id)
+            unwalkable(signal.signal_id, type(error).__name__)
+            continue
         if signal.symbol in work.stale and not fresh:
             work.report.outcomes["stale" if signal.symbol in latest else "no_quote"] += 1
         elif state.exit_kind:
@@ -194,25 +221,38 @@ def _changed(before: PlanState, after: PlanState) -> bool:
     return replace(before, last_seq=0) != replace(after, last_seq=0)
 
 
+def _recheck_all(symbols: set[str] | None) -> bool:
+    return symbols is None and plans_recheck_all_due()
+
+
 def _close_requests(
-    work: _Sweep, mine: list[WatchedSignal], exited: list[ExitedSignal]
+    work: _Sweep, mine: list[WatchedSignal], exited: list[ExitedSignal], *, dirty: set[int], recheck_all: bool
 ) -> list[CloseRequest]:
-    """Step 5: what every plan says to close now, as rows of one claim."""
+    """Step 5: what every plan says to close now, as rows of one claim.
+
+    An exit or a partial reached in this sweep is sent for every open position; after
+    that, only for a signal with a position claimable again (``dirty``: a fill, a reopen)
+    or, now and then, for all (``recheck_all``). A time exit is sent always: the index on
+    (signal, opened_at) finds only the positions that are due.
+    """
     now = _at(work.now)
-    states = {change.signal_id: change for change in work.changes}
+    changes = {change.signal_id: change for change in work.changes}
     requests = [
         CloseRequest(key=e.signal_id, reason=REASON_FOR_KIND[e.exit_kind], trigger_quote=e.exit_quote)
         for e in exited
+        if e.signal_id in dirty or recheck_all
     ]
-    stored = plans_partials_hit(signal.signal_id for signal in mine)
+    partials = plans_partials_hit(
+        s.signal_id for s in mine if s.signal_id in dirty or s.signal_id in changes or recheck_all
+    )
     for signal in mine:
-        change = states.get(signal.signal_id)
-        if change and change.state.exit_kind:
-            exit_event = next(event for event in change.events if event.kind not in (PARTIAL_TP, STOP_MOVED))
+        change = changes.get(signal.signal_id)
+        exit_event = plan_exit_event(change.events) if change else None
+        if exit_event is not None:
             requests.append(
                 CloseRequest(
                     key=signal.signal_id,
-                    reason=REASON_FOR_KIND[change.state.exit_kind],
+                    reason=REASON_FOR_KIND[exit_event.kind],
                     trigger_quote=exit_event.quote.as_json(signal.symbol),
                 )
             )
@@ -226,7 +266,9 @@ def _close_requests(
                     priority=1,
                 )
             )
-        for index, quote in stored.get(signal.signal_id, {}).items():
+        for index, quote in partials.get(signal.signal_id, {}).items():
+            if index >= len(signal.plan.partials):
+                continue  # the owner removed that partial after it was hit
             requests.append(
                 CloseRequest(
                     key=signal.signal_id,

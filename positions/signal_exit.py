@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.utils import timezone
 
 from core.errors import DomainError
 from positions.choices import CloseReason
@@ -25,9 +24,10 @@ from positions.closes import Claim, CloseRequest, closes_claim
 from positions.exit_plan import SIGNAL_EXIT, PlanState
 from positions.locks import instrument_lock
 from positions.models import SignalPlan
-from signals_app.choices import ApprovalStatus, AuditAction, SignalStatus
-from signals_app.events import Actor, audit, audit_many
-from signals_app.models import Approval, Signal
+from signals_app.choices import AuditAction, SignalStatus
+from signals_app.events import Actor, audit
+from signals_app.models import Signal
+from signals_app.services import approvals_withdraw
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,6 @@ def signal_exit(*, signal_id: int, by: Actor) -> SignalExitResult:
         plan = SignalPlan.objects.select_for_update().filter(signal_id=signal_id).first()
         if plan is not None and plan.exit_kind:
             return SignalExitResult(signal_id, plan.exit_kind, True, 0, 0)
-        now = timezone.now()
         state = PlanState.from_json(plan.state if plan else None)
         SignalPlan.objects.update_or_create(
             signal_id=signal_id,
@@ -61,21 +60,7 @@ def signal_exit(*, signal_id: int, by: Actor) -> SignalExitResult:
                 "exited_by": by.name,
             },
         )
-        unfilled = list(
-            Approval.objects.select_for_update()
-            .filter(signal_id=signal_id, status__in=[ApprovalStatus.PENDING, ApprovalStatus.APPROVED])
-            .order_by("pk")
-            .only("pk", "status")
-        )
-        withdrawn = Approval.objects.filter(pk__in=[approval.pk for approval in unfilled]).update(
-            status=ApprovalStatus.WITHDRAWN, updated_at=now
-        )
-        audit_many(
-            by=by,
-            action=AuditAction.APPROVAL_WITHDRAWN,
-            subjects=unfilled,
-            data_for=lambda approval: {"was": approval.status, "why": "the strategy exited"},
-        )
+        withdrawn = approvals_withdraw(signal_ids=[signal_id], why="the strategy exited", by=by)
         queued = closes_claim(
             claim=Claim.SIGNAL_POSITIONS,
             requests=[CloseRequest(key=signal_id, reason=CloseReason.SIGNAL_EXIT)],

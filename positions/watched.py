@@ -14,7 +14,7 @@ not parse is left out and alerted; every other signal is still watched.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -29,7 +29,7 @@ from positions.exit_plan import ExitPlan
 from positions.models import SignalPlan
 from signals_app.choices import SignalStatus
 from signals_app.hidden_levels import HiddenLevels, HiddenLevelsError, parse_hidden_levels
-from signals_app.models import Instrument, Signal
+from signals_app.models import MAX_TTL_MINUTES, Instrument, Signal
 
 _SIGNALS_WITH_LIVE_POSITIONS = """
 WITH RECURSIVE walk AS (
@@ -44,10 +44,12 @@ WITH RECURSIVE walk AS (
 SELECT signal_id FROM walk WHERE signal_id IS NOT NULL
 """
 
-# Published signals still open for entries (their TTL has not run out).
+# Published signals still open for entries (their TTL has not run out); no TTL is longer
+# than MAX_TTL_MINUTES, so the index on published_at bounds the search.
 _SIGNALS_IN_TTL = """
 SELECT id FROM signals_app_signal
- WHERE status = %s AND published_at + ttl_minutes * interval '1 minute' > %s
+ WHERE status = %(published)s AND published_at > %(oldest)s
+   AND published_at + ttl_minutes * interval '1 minute' > %(now)s
 """
 
 
@@ -80,7 +82,14 @@ def signals_to_watch(*, now: datetime) -> ToWatch:
     with connection.cursor() as cursor:
         cursor.execute(_SIGNALS_WITH_LIVE_POSITIONS)
         live = {row[0] for row in cursor.fetchall()}
-        cursor.execute(_SIGNALS_IN_TTL, [SignalStatus.PUBLISHED, now])
+        cursor.execute(
+            _SIGNALS_IN_TTL,
+            {
+                "published": SignalStatus.PUBLISHED,
+                "oldest": now - timedelta(minutes=MAX_TTL_MINUTES),
+                "now": now,
+            },
+        )
         in_ttl = {row[0] for row in cursor.fetchall()}
     ended = set(
         SignalPlan.objects.filter(signal_id__in=live | in_ttl)
@@ -115,11 +124,9 @@ def trailing_distance(levels: HiddenLevels, *, instrument_id: int, pip_size: Dec
     if value is None:
         alert_raise(
             kind=AlertKind.NO_ATR,
-            dedupe_key=f"no_atr:{instrument_id}:{trailing.atr_timeframe}:{trailing.atr_period}",
-            message=(
-                f"Not enough {trailing.atr_timeframe} bars for ATR({trailing.atr_period}) yet: "
-                "ATR trailing stops on this instrument do not move."
-            ),
+            # Names no parameter of the plan: alerts are logged.
+            dedupe_key=f"no_atr:{instrument_id}",
+            message="Not enough bars of the owner's feed for an ATR yet: ATR trailing stops do not move.",
             instrument_id=instrument_id,
         )
         return None
@@ -210,3 +217,7 @@ def _unreadable(signal_id: int, why: str) -> None:
         dedupe_key=f"unreadable:{signal_id}",
         message=f"Signal #{signal_id} is not monitored: {why}.",
     )
+
+
+def unwalkable(signal_id: int, why: str) -> None:
+    _unreadable(signal_id, f"its exit plan could not be walked ({why})")

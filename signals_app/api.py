@@ -20,10 +20,9 @@ from rest_framework.views import APIView
 from core.serializers import StrictInputSerializer
 from signals_app.choices import ActorKind, Side
 from signals_app.events import Actor
+from signals_app.models import MAX_TTL_MINUTES
 from signals_app.selectors import signal_approval_counts, signal_get_for_owner, user_sees_hidden_levels
 from signals_app.services import signal_submit
-
-MAX_TTL_MINUTES = 7 * 24 * 60
 
 
 class SignalCreateInput(StrictInputSerializer):

@@ -3,7 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -57,6 +57,9 @@ class Client(models.Model):
         return self.name
 
 
+MAX_TTL_MINUTES = 7 * 24 * 60  # a week: sweeps look this far back for signals open for entries
+
+
 class Signal(models.Model):
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="signals")
     side = models.CharField(max_length=4, choices=Side.choices)
@@ -65,7 +68,9 @@ class Signal(models.Model):
     # The owner's exits: Fernet-encrypted, never sent to a client.
     owner_only = EncryptedJSONField()
     status = models.CharField(max_length=10, choices=SignalStatus.choices, default=SignalStatus.DRAFT)
-    ttl_minutes = models.PositiveIntegerField(help_text="how long clients may still enter")
+    ttl_minutes = models.PositiveIntegerField(
+        help_text="how long clients may still enter", validators=[MaxValueValidator(MAX_TTL_MINUTES)]
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -76,10 +81,19 @@ class Signal(models.Model):
     class Meta:
         ordering = ["-created_at"]
         permissions = [("view_hidden_levels", "Can see and edit hidden levels (SL/TP)")]
-        indexes = [models.Index(fields=["status", "instrument"])]
+        indexes = [
+            models.Index(fields=["status", "instrument"]),
+            # Sweeps follow the signals still open for entries: published within the longest TTL.
+            models.Index(
+                fields=["published_at"], name="signal_published_at", condition=Q(status="published")
+            ),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(entry_price__gt=0), name="signal_entry_positive"),
             models.CheckConstraint(condition=Q(ttl_minutes__gte=1), name="signal_ttl_positive"),
+            models.CheckConstraint(
+                condition=Q(ttl_minutes__lte=MAX_TTL_MINUTES), name="signal_ttl_at_most_a_week"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -270,6 +270,32 @@ def approvals_expire(*, now: datetime | None = None, batch_size: int = 1000) -> 
             expired += len(due)
 
 
+def approvals_withdraw(*, signal_ids: list[int], why: str, by: Actor, skip_locked: bool = False) -> int:
+    """Withdraw the signals' approvals not yet filled (pending or approved): the trade they
+    would open is over. The poll stops offering them; a fill still reported for one is
+    watched (the trade exists at the broker). With ``skip_locked``, an approval another
+    transaction holds (a fill being recorded) is left to that transaction."""
+    if not signal_ids:
+        return 0
+    with transaction.atomic():
+        unfilled = list(
+            Approval.objects.select_for_update(skip_locked=skip_locked)
+            .filter(signal_id__in=signal_ids, status__in=[ApprovalStatus.PENDING, ApprovalStatus.APPROVED])
+            .order_by("pk")
+            .only("pk", "status")
+        )
+        Approval.objects.filter(pk__in=[approval.pk for approval in unfilled]).update(
+            status=ApprovalStatus.WITHDRAWN, updated_at=timezone.now()
+        )
+        audit_many(
+            by=by,
+            action=AuditAction.APPROVAL_WITHDRAWN,
+            subjects=unfilled,
+            data_for=lambda approval: {"was": approval.status, "why": why},
+        )
+    return len(unfilled)
+
+
 @transaction.atomic
 def client_ensure(
     *,

@@ -19,9 +19,9 @@ class Migration(migrations.Migration):
             fields=[
                 ('signal', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='+', serialize=False, to='signals_app.signal')),
                 ('state', signals_app.fields.EncryptedJSONField()),
-                ('exit_kind', models.CharField(blank=True, choices=[('stop_loss', 'Hidden stop-loss hit'), ('take_profit', 'Hidden take-profit hit'), ('manual', 'Manual close by the owner'), ('partial_tp', 'Hidden partial take-profit hit'), ('trailing', 'Hidden trailing stop hit'), ('breakeven', 'Stop moved to breakeven, then hit'), ('time', 'Maximum holding time reached'), ('signal_exit', "The strategy's exit signal")], max_length=16)),
+                ('exit_kind', models.CharField(blank=True, help_text='the kind of exit that ended the plan (sl, tp, trailing, breakeven, signal_exit)', max_length=16)),
                 ('exit_quote', models.JSONField(blank=True, help_text='the quote that ended the plan', null=True)),
-                ('partials_hit', models.JSONField(blank=True, default=dict, help_text='partial index -> the quote that hit it')),
+                ('partials_hit', signals_app.fields.EncryptedJSONField(blank=True, default=dict, help_text='partial index -> the quote that hit it (near the level: encrypted)')),
                 ('exited_by', models.CharField(blank=True, max_length=150)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
             ],

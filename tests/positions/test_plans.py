@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.db import connection
+from django.test import TestCase
 from django.utils import timezone
 
 from positions.choices import AlertKind, CloseCommandStatus, CloseReason, PositionStatus
@@ -27,15 +28,17 @@ EA = Actor.system("test-ea")
 
 
 def _execute(command: CloseCommand, price: str) -> None:
+    """As the EA would: lease the command, report it executed (and the report commits)."""
     (delivered,) = [
         c for c in close_commands_deliver(device_id=command.device_id, limit=10) if c.pk == command.pk
     ]
-    close_command_ack(
-        command_id=delivered.pk,
-        device_id=delivered.device_id,
-        result=CloseResult(executed=True, close_price=Decimal(price), closed_volume=delivered.volume),
-        by=EA,
-    )
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        close_command_ack(
+            command_id=delivered.pk,
+            device_id=delivered.device_id,
+            result=CloseResult(executed=True, close_price=Decimal(price), closed_volume=delivered.volume),
+            by=EA,
+        )
 
 
 def test_partials_close_their_fraction_once_rounded_down_and_the_target_the_rest(redis_client):
@@ -131,16 +134,17 @@ def test_a_fill_after_the_plan_ended_gets_its_close_at_once(redis_client):
     sweep()
     assert CloseCommand.objects.count() == 1
 
-    # when: its EA reports the fill
-    result = approval_fill_report(
-        report=FillReport(
-            approval_id=approval.pk,
-            client_id=approval.client_id,
-            device_id=late_client.device_id,
-            fill=Fill(broker_ticket="late-1", entry_price=Decimal("1.08990"), volume=Decimal("0.10")),
-        ),
-        by=EA,
-    )
+    # when: its EA reports the fill (and the report commits)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        result = approval_fill_report(
+            report=FillReport(
+                approval_id=approval.pk,
+                client_id=approval.client_id,
+                device_id=late_client.device_id,
+                fill=Fill(broker_ticket="late-1", entry_price=Decimal("1.08990"), volume=Decimal("0.10")),
+            ),
+            by=EA,
+        )
     sweep()  # the sweep the fill queued (a worker runs it; here we call it)
 
     # then: the plan's exit is a standing order

@@ -45,15 +45,23 @@ def test_bid_ask_files_and_bad_files(tmp_path):
 
 
 @pytest.mark.django_db
-def test_replay_command_feeds_the_scanner(redis_client, capsys):
+def test_replay_command_feeds_the_scanner(redis_client, capsys, django_capture_on_commit_callbacks):
     # given: a EURUSD buy whose hidden stop (1.07100) the first bar's low (1.07083) crosses
     signal = make_signal(symbol="EURUSD", side="buy", entry="1.07160", sl="1.07100", tp="1.09000")
     open_book(signal, 3)
 
     # when: the open, the high and the low are replayed
-    call_command(
-        "replay_quotes", "backtesting:EURUSD", "--instrument", "EURUSD", "--limit", "3", "--max-interval", "0"
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command(
+            "replay_quotes",
+            "backtesting:EURUSD",
+            "--instrument",
+            "EURUSD",
+            "--limit",
+            "3",
+            "--max-interval",
+            "0",
+        )
 
     # then: the low is the latest quote, a sweep of EURUSD was queued, and a sweep closes the book
     assert quote_latest("EURUSD").bid == Decimal("1.07083")

@@ -202,13 +202,16 @@ def test_an_exit_after_a_level_ended_the_plan_reports_that_level(owner_api, book
 
 
 @pytest.mark.parametrize("swept", ["everything", "the instrument"])
-def test_a_fill_after_the_exit_is_watched_and_closed_by_the_next_sweep(owner_api, book, swept):
+def test_a_fill_after_the_exit_is_watched_and_closed_by_the_next_sweep(
+    owner_api, book, swept, django_capture_on_commit_callbacks
+):
     # given: the strategy exited while the late client's EA was placing its trade
     owner_api.post(exit_url(book.signal.pk))
     assert book.approval(book.late).status == ApprovalStatus.WITHDRAWN
 
-    # when: its fill arrives; the trade exists at the broker, so the server takes it
-    response = _fill(book.late, book.approval(book.late), "70009")
+    # when: its fill arrives (and commits); the trade exists at the broker, so the server takes it
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _fill(book.late, book.approval(book.late), "70009")
 
     # then: the position is watched, and the next sweep closes it as the exit says
     assert response.status_code == 200, response.content
