@@ -15,9 +15,10 @@ and returns the plan's new live state and what happened:
    breakeven (after ``breakeven_trigger`` of favourable move, to entry ±
    offset) and trailing (after ``trailing_activation``, ``trailing_distance``
    behind the best); the stop only ever tightens;
-4. with a recheck delay, a crossing counts once a quote at least that much
-   newer still crosses the same kind of level; a quote in between that does
-   not, resets it.
+4. with a recheck delay, a crossing of the stop or the target counts once a
+   quote at least that much newer still crosses the same kind of level; a
+   quote in between that does not, resets it. A partial take-profit takes
+   profit on its first crossing (a partial is never a loss to confirm).
 
 Spikes and stale quotes never reach this function: the quote path
 (``positions.quotes``) leaves out quotes stale on arrival and holds a spike

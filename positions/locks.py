@@ -4,11 +4,14 @@ A transaction that locks rows of several kinds takes them in this order, and
 rows of one kind in ascending id, so two transactions never wait on each other
 in a circle:
 
-1. an instrument's sweep lock: a transaction-scoped advisory lock, only ever
-   *tried* (a sweep skips an instrument another sweep holds, it never waits);
-2. the approval row (a fill report);
-3. position rows;
-4. close-command rows.
+1. an instrument's sweep lock: a transaction-scoped advisory lock, *tried* by
+   sweeps (a sweep skips an instrument another sweep holds, it never waits) and
+   waited for only by the strategy's exit;
+2. the signal's plan row (``SignalPlan``: sweeps, the strategy's exit);
+3. approval rows (a fill report; the withdrawal when a plan ends, which skips
+   rows a fill holds);
+4. position rows;
+5. close-command rows.
 
 The set-based close claim (``positions.closes``) locks its positions in SQL with
 ``POSITIONS_IN_ORDER``; everything else goes through the helpers below.

@@ -189,6 +189,12 @@ def _judge(work: _Sweep, mine: list[WatchedSignal]) -> None:
         elif (age := work.now - min(quote.ts, quote.received_at or quote.ts)) > max_age:
             work.stale[symbol] = f"latest quote is {int(age)} s old"
     stored = plans_lock(signal.signal_id for signal in mine)
+    for symbol, path in paths.items():
+        late = sum(1 for quote in path.quotes if not _fresh(work, quote))
+        if late and symbol not in work.stale:
+            # Fresh on arrival, stale by the time a sweep got to them (workers behind):
+            # never a close on stale data, but never silently either.
+            work.stale[symbol] = f"{late} quote(s) aged past QUOTE_MAX_AGE_SECONDS before a sweep judged them"
     for signal in mine:
         path = paths[signal.symbol]
         fresh = [q for q in path.quotes if q.received_at >= signal.published_at and _fresh(work, q)]
