@@ -22,9 +22,10 @@ A sweep:
 5. closes what the plans say, in one claim (``positions.closes.closes_claim``,
    the same the owner's manual close uses): every open position of an ended
    plan, each partial take-profit once per position, positions held past
-   ``max_holding_minutes``. Standing orders: a position filled or reopened
-   later is closed by the next sweep. Exactly-once comes from the database
-   (guarded ``open → closing``, partial unique indexes);
+   ``max_holding_minutes`` (``positions.standing_orders``). Standing orders:
+   a position filled or reopened later is closed by the next sweep.
+   Exactly-once comes from the database (guarded ``open → closing``, partial
+   unique indexes);
 6. after the commit: trims the consumed paths, raises alerts (stale quotes,
    spikes, auto-close off), records metrics and the sweep.
 """
@@ -35,7 +36,7 @@ import logging
 import time
 from collections import Counter as Tally
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -43,16 +44,14 @@ from django.db import connection, transaction
 from core.redis import get_redis
 from positions import metrics
 from positions.alerts import alert_raise
-from positions.choices import AlertKind, CloseReason
-from positions.closes import Claim, CloseRequest, closes_claim
+from positions.choices import AlertKind
+from positions.closes import Claim, closes_claim
 from positions.exit_plan import PARTIAL_TP, STOP_MOVED, PathQuote, PlanState, plan_advance
 from positions.locks import instruments_try_lock
 from positions.plan_store import (
     EMPTY,
     PlanChange,
-    plan_exit_event,
     plans_lock,
-    plans_partials_hit,
     plans_recheck_all_due,
     plans_restore_dirty,
     plans_save,
@@ -60,9 +59,9 @@ from positions.plan_store import (
 )
 from positions.quote_path import JudgeablePath, path_judgeable, paths_read, paths_trim
 from positions.quotes import quotes_latest
+from positions.standing_orders import REASON_FOR_KIND, standing_orders
 from positions.sweep_history import SweepSummary, sweep_record
 from positions.watched import (
-    ExitedSignal,
     WatchedSignal,
     exited_signals,
     signals_to_watch,
@@ -77,15 +76,6 @@ logger = logging.getLogger(__name__)
 
 DRY_RUN_SEEN_KEY = "veilstop:breach-dry-run:{signal}:{kind}"
 SCANNER = Actor.system("scanner")
-# Exit kinds (positions.exit_plan) as close reasons.
-REASON_FOR_KIND = {
-    "sl": CloseReason.STOP_LOSS,
-    "tp": CloseReason.TAKE_PROFIT,
-    "trailing": CloseReason.TRAILING,
-    "breakeven": CloseReason.BREAKEVEN,
-    "signal_exit": CloseReason.SIGNAL_EXIT,
-}
-PARTIAL_PRIORITY = 10  # an exit or a time exit closes the whole position first
 
 
 _HELD_BACK_BY_CANARY = """
@@ -144,7 +134,14 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
                 # Taken before the claim: a position marked after this is seen by the claim
                 # or marks again for the next sweep.
                 taken = plans_take_dirty([s.signal_id for s in mine] + [s.signal_id for s in exited])
-                requests = _close_requests(work, mine, exited, dirty=taken, recheck_all=_recheck_all(symbols))
+                requests = standing_orders(
+                    now=_at(work.now),
+                    changes=work.changes,
+                    mine=mine,
+                    exited=exited,
+                    dirty=taken,
+                    recheck_all=_recheck_all(symbols),
+                )
                 report.commands_created = len(
                     closes_claim(claim=Claim.SIGNAL_POSITIONS, requests=requests, by=SCANNER)
                 )
@@ -229,63 +226,6 @@ def _changed(before: PlanState, after: PlanState) -> bool:
 
 def _recheck_all(symbols: set[str] | None) -> bool:
     return symbols is None and plans_recheck_all_due()
-
-
-def _close_requests(
-    work: _Sweep, mine: list[WatchedSignal], exited: list[ExitedSignal], *, dirty: set[int], recheck_all: bool
-) -> list[CloseRequest]:
-    """Step 5: what every plan says to close now, as rows of one claim.
-
-    An exit or a partial reached in this sweep is sent for every open position; after
-    that, only for a signal with a position claimable again (``dirty``: a fill, a reopen)
-    or, now and then, for all (``recheck_all``). A time exit is sent always: the index on
-    (signal, opened_at) finds only the positions that are due.
-    """
-    now = _at(work.now)
-    changes = {change.signal_id: change for change in work.changes}
-    requests = [
-        CloseRequest(key=e.signal_id, reason=REASON_FOR_KIND[e.exit_kind], trigger_quote=e.exit_quote)
-        for e in exited
-        if e.signal_id in dirty or recheck_all
-    ]
-    partials = plans_partials_hit(
-        s.signal_id for s in mine if s.signal_id in dirty or s.signal_id in changes or recheck_all
-    )
-    for signal in mine:
-        change = changes.get(signal.signal_id)
-        exit_event = plan_exit_event(change.events) if change else None
-        if exit_event is not None:
-            requests.append(
-                CloseRequest(
-                    key=signal.signal_id,
-                    reason=REASON_FOR_KIND[exit_event.kind],
-                    trigger_quote=exit_event.quote.as_json(signal.symbol),
-                )
-            )
-            continue
-        if signal.plan.max_holding_minutes:
-            requests.append(
-                CloseRequest(
-                    key=signal.signal_id,
-                    reason=CloseReason.TIME,
-                    opened_before=now - timedelta(minutes=signal.plan.max_holding_minutes),
-                    priority=1,
-                )
-            )
-        for index, quote in partials.get(signal.signal_id, {}).items():
-            if index >= len(signal.plan.partials):
-                continue  # the owner removed that partial after it was hit
-            requests.append(
-                CloseRequest(
-                    key=signal.signal_id,
-                    reason=CloseReason.PARTIAL_TP,
-                    trigger_quote=quote,
-                    fraction=signal.plan.partials[index][1],
-                    partial_index=index,
-                    priority=PARTIAL_PRIORITY + index,
-                )
-            )
-    return requests
 
 
 def _held_back_by_canary(signal_ids: list[int]) -> dict[int, int]:

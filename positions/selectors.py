@@ -24,7 +24,7 @@ from positions.candles import atr
 from positions.choices import CloseCommandStatus, CloseReason, PositionStatus
 from positions.exit_plan import PARTIAL_TP, STOP_MOVED, ExitPlan, PathQuote, PlanState, plan_advance
 from positions.models import CloseCommand, OpenPosition, SignalPlan
-from positions.scanner import REASON_FOR_KIND
+from positions.standing_orders import REASON_FOR_KIND
 from positions.watched import exit_plan, trailing_distance
 from signals_app.hidden_levels import HiddenLevels, parse_hidden_levels
 from signals_app.models import Instrument, Signal
@@ -48,7 +48,8 @@ class QuoteSeen:
         if not data:
             return None
         ts = data.get("ts")
-        at = datetime.fromtimestamp(ts, tz=UTC) if isinstance(ts, int | float) else None
+        # Read back from encrypted JSON, numbers are Decimals.
+        at = datetime.fromtimestamp(float(ts), tz=UTC) if isinstance(ts, int | float | Decimal) else None
         return cls(Decimal(data["bid"]), Decimal(data["ask"]), at)
 
 

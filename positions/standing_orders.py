@@ -1,0 +1,91 @@
+"""What the exit plans say to close now, as the rows of one close claim
+(``positions.closes``): the scanner's step 5.
+
+An exit or a partial reached in this sweep is sent for every open position of
+its signal; after that it is a standing order, sent again only for a signal
+with a position claimable again (``dirty``: a fill, a reopen; see
+``positions.plan_store``) or, now and then, for all (``recheck_all``). A time
+exit is sent always: the index on (signal, opened_at) finds only the positions
+that are due.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from positions.choices import CloseReason
+from positions.closes import CloseRequest
+from positions.plan_store import PlanChange, plan_exit_event, plans_partials_hit
+from positions.watched import ExitedSignal, WatchedSignal
+
+# Exit kinds (positions.exit_plan) as close reasons.
+REASON_FOR_KIND = {
+    "sl": CloseReason.STOP_LOSS,
+    "tp": CloseReason.TAKE_PROFIT,
+    "trailing": CloseReason.TRAILING,
+    "breakeven": CloseReason.BREAKEVEN,
+    "signal_exit": CloseReason.SIGNAL_EXIT,
+}
+PARTIAL_PRIORITY = 10  # an exit or a time exit closes the whole position first
+
+
+def standing_orders(
+    *,
+    now: datetime,
+    changes: list[PlanChange],
+    mine: list[WatchedSignal],
+    exited: list[ExitedSignal],
+    dirty: set[int],
+    recheck_all: bool,
+) -> list[CloseRequest]:
+    """Step 5: what every plan says to close now, as rows of one claim.
+
+    An exit or a partial reached in this sweep is sent for every open position; after
+    that, only for a signal with a position claimable again (``dirty``: a fill, a reopen)
+    or, now and then, for all (``recheck_all``). A time exit is sent always: the index on
+    (signal, opened_at) finds only the positions that are due.
+    """
+    by_signal = {change.signal_id: change for change in changes}
+    requests = [
+        CloseRequest(key=e.signal_id, reason=REASON_FOR_KIND[e.exit_kind], trigger_quote=e.exit_quote)
+        for e in exited
+        if e.signal_id in dirty or recheck_all
+    ]
+    partials = plans_partials_hit(
+        s.signal_id for s in mine if s.signal_id in dirty or s.signal_id in by_signal or recheck_all
+    )
+    for signal in mine:
+        change = by_signal.get(signal.signal_id)
+        exit_event = plan_exit_event(change.events) if change else None
+        if exit_event is not None:
+            requests.append(
+                CloseRequest(
+                    key=signal.signal_id,
+                    reason=REASON_FOR_KIND[exit_event.kind],
+                    trigger_quote=exit_event.quote.as_json(signal.symbol),
+                )
+            )
+            continue
+        if signal.plan.max_holding_minutes:
+            requests.append(
+                CloseRequest(
+                    key=signal.signal_id,
+                    reason=CloseReason.TIME,
+                    opened_before=now - timedelta(minutes=signal.plan.max_holding_minutes),
+                    priority=1,
+                )
+            )
+        for index, quote in partials.get(signal.signal_id, {}).items():
+            if index >= len(signal.plan.partials):
+                continue  # the owner removed that partial after it was hit
+            requests.append(
+                CloseRequest(
+                    key=signal.signal_id,
+                    reason=CloseReason.PARTIAL_TP,
+                    trigger_quote=quote,
+                    fraction=signal.plan.partials[index][1],
+                    partial_index=index,
+                    priority=PARTIAL_PRIORITY + index,
+                )
+            )
+    return requests
