@@ -10,12 +10,14 @@ positions:
    of the original volume and its index in the plan; for a time exit the
    latest opening time that is due; a priority when rows name one position
    twice);
-2. ``matched`` / ``chosen``: the positions they name in a claimable status
-   whose client allows it, that have no active command (and, for a partial,
-   have not had that partial), one row per position, the first by priority;
-3. ``sized``: the volume: the whole remainder, or the fraction of the original
-   volume rounded down to the 0.01 lot step, at most the remainder; nothing
-   when that rounds to 0;
+2. ``matched``: the positions they name in a claimable status whose client
+   allows it, that have no active command (and, for a partial, have not had
+   that partial);
+3. ``sized`` / ``chosen``: the volume of each row: the whole remainder, or the
+   fraction of the original volume rounded down to the 0.01 lot step, at most
+   the remainder; then one row per position, the first by priority among those
+   with something to close (a partial that rounds to 0 closes nothing and
+   leaves the next one its turn);
 4. ``locked`` / ``claimed``: those positions locked in id order
    (``positions.locks``), then the guarded update to ``closing``;
 5. ``commands``: one pending close command each (``ON CONFLICT DO NOTHING``
@@ -95,23 +97,22 @@ matched AS (
                             WHERE d.position_id = p.id AND d.partial_index = w.partial_index
                               AND d.status IN ('pending', 'delivered', 'executed')))
 ),
-chosen AS (
-    SELECT DISTINCT ON (id) * FROM matched ORDER BY id, priority, partial_index
-),
 sized AS (
     SELECT k.*, CASE WHEN k.fraction IS NULL THEN p.remaining_volume
                      ELSE LEAST(p.remaining_volume, floor(p.volume * k.fraction * 100) / 100) END AS volume
-      FROM chosen k JOIN positions_openposition p ON p.id = k.id
+      FROM matched k JOIN positions_openposition p ON p.id = k.id
+),
+chosen AS (
+    SELECT DISTINCT ON (id) * FROM sized WHERE volume > 0 ORDER BY id, priority, partial_index
 ),
 locked AS (
-    SELECT p.id FROM positions_openposition p JOIN sized s ON s.id = p.id
-     WHERE s.volume > 0
+    SELECT p.id FROM positions_openposition p JOIN chosen s ON s.id = p.id
      {lock}
 ),
 claimed AS (
     UPDATE positions_openposition p
        SET status = 'closing', updated_at = now()
-      FROM sized s
+      FROM chosen s
      WHERE p.id = s.id AND p.id IN (SELECT id FROM locked) AND p.status = ANY(%(statuses)s)
     RETURNING p.id, p.device_id, s.volume, s.reason, s.trigger_quote, s.note, s.partial_index
 ),
