@@ -31,6 +31,8 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
+from positions.rules import STOP, TARGET, breach
+
 BUY = "buy"
 
 # The kinds of exit, as close reasons name them.
@@ -95,11 +97,17 @@ class ExitPlan:
             return first if second is None else second
         return max(first, second) if self.side == BUY else min(first, second)
 
+    # The breach rule (positions.rules) on the price the trade would close at.
     def stop_crossed(self, stop: Decimal, price: Decimal) -> bool:
-        return price <= stop - self.tolerance if self.side == BUY else price >= stop + self.tolerance
+        return (
+            breach(side=self.side, sl=stop, tp=None, bid=price, ask=price, tolerance=self.tolerance) == STOP
+        )
 
     def target_crossed(self, target: Decimal, price: Decimal) -> bool:
-        return price >= target + self.tolerance if self.side == BUY else price <= target - self.tolerance
+        return (
+            breach(side=self.side, sl=None, tp=target, bid=price, ask=price, tolerance=self.tolerance)
+            == TARGET
+        )
 
     def price_of(self, quote: PathQuote) -> Decimal:
         return quote.bid if self.side == BUY else quote.ask
