@@ -33,7 +33,7 @@ SWEEP_INSTRUMENT_TASK = "positions.sweep_instrument"  # positions.tasks runs it;
 
 # KEYS[1] = quote hash, KEYS[2] = the instrument's quote path (see positions.quote_path).
 # ARGV = bid, ask, ts, received_at, max age, max jump, path cap, sequence base. Returns 1 if stored.
-# The replaced quote is kept as prev_*: the spike guard compares the two. A quote fresh on
+# A quote fresh on
 # arrival also joins the path, numbered (seq) and flagged when it jumped beyond the spike
 # limit from the quote before; seq is never below the arrival time in microseconds, so it
 # keeps growing across a Redis restart that lost (or rolled back) the counter.
@@ -41,9 +41,6 @@ _SET_IF_NEWER = """
 local current = redis.call('HMGET', KEYS[1], 'bid', 'ask', 'ts')
 if current[3] and tonumber(current[3]) >= tonumber(ARGV[3]) then
     return 0
-end
-if current[3] then
-    redis.call('HSET', KEYS[1], 'prev_bid', current[1], 'prev_ask', current[2], 'prev_ts', current[3])
 end
 redis.call('HSET', KEYS[1], 'bid', ARGV[1], 'ask', ARGV[2], 'ts', ARGV[3], 'received_at', ARGV[4])
 if tonumber(ARGV[4]) - tonumber(ARGV[3]) > tonumber(ARGV[5]) then
@@ -76,7 +73,6 @@ class Quote:
     ask: Decimal
     ts: float  # when the price was quoted (unix seconds, the feed's clock)
     received_at: float = 0.0
-    previous: tuple[Decimal, Decimal, float] | None = None  # bid, ask, ts of the quote before
 
     def as_json(self) -> dict:
         data: dict = {
@@ -87,12 +83,6 @@ class Quote:
         }
         if self.received_at:
             data["received_at"] = self.received_at
-        if self.previous:
-            data["previous"] = {
-                "bid": str(self.previous[0]),
-                "ask": str(self.previous[1]),
-                "ts": self.previous[2],
-            }
         return data
 
 
@@ -128,20 +118,12 @@ def quote_store(quote: Quote, *, received_at: float) -> bool:
 def _parse(instrument: str, raw: dict[bytes, bytes]) -> Quote | None:
     if not raw:
         return None
-    previous = None
-    if b"prev_ts" in raw:
-        previous = (
-            Decimal(raw[b"prev_bid"].decode()),
-            Decimal(raw[b"prev_ask"].decode()),
-            float(raw[b"prev_ts"]),
-        )
     return Quote(
         instrument=instrument,
         bid=Decimal(raw[b"bid"].decode()),
         ask=Decimal(raw[b"ask"].decode()),
         ts=float(raw[b"ts"]),
         received_at=float(raw[b"received_at"]),
-        previous=previous,
     )
 
 
