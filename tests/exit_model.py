@@ -19,12 +19,22 @@ it, a target at or above it, and a tighter stop is a larger number.
    trailing at its distance behind the best once it gained the activation),
    only ever tighter. A moved stop ends the plan under the name of the rule
    that set it, unless ``sl`` is at least as tight.
-2. Per position (``expected_closes``), a fill made after the plan ended closes
-   at once, by the plan's exit and its quote. Otherwise every partial the plan
-   hits, before or after the fill, closes ``floor(fraction x volume, 0.01)``
-   of it once (nothing when that is 0); the plan's exit closes the rest; and a
-   time limit (``max_holding_minutes`` from the fill) closes the rest when it
-   comes first.
+2. The server acts at sweeps (``expected_closes``), which the tests schedule
+   (``Sweep``: after how many quotes of the path; fills and the EAs'
+   acknowledgements in between). A sweep claims, for each open position that
+   has no close command still active (one per position), one close:
+   - once the plan has ended (by a quote the sweep has seen), whatever the
+     position still holds, at once, in ONE close of the exit's kind and quote:
+     a partial hit but not claimed yet for that position is part of it (same
+     market, one order; a stop must not wait for a partial's ack). A partial
+     claimed at an earlier sweep is executed as it is, and the exit closes the
+     remainder at the first sweep after its acknowledgement;
+   - else, when its time limit (``max_holding_minutes`` from the fill) has come
+     by the sweep's clock, the remainder;
+   - else the lowest-index partial the plan has hit that the position has not
+     had, ``floor(fraction x volume, 0.01)`` capped at the remainder, skipping
+     those that round to 0: one partial per position per sweep, the next at a
+     later sweep after this one was acknowledged.
 
 Scope, as the tests need it: no tolerance, no recheck delay, no spikes, every
 quote fresh, positions of clients with auto-close on.
@@ -114,7 +124,8 @@ class Tick:
 
 @dataclass(frozen=True)
 class Fill:
-    """A client's fill, reported after the first ``after`` quotes of the path were sent."""
+    """A client's fill, reported after the first ``after`` quotes of the path were sent
+    (where in the schedule: a ``Filled`` step)."""
 
     after: int
     volume: Decimal
@@ -125,7 +136,7 @@ class Fill:
 class Close:
     """One close command the server must send and the EA execute."""
 
-    time: float  # when it is due
+    time: float  # the clock of the sweep that queued it
     kind: str  # a close reason
     volume: Decimal
     quote: int | None  # index of the triggering quote in the path; None for a time limit
@@ -181,43 +192,115 @@ def partial_volume(fraction: Decimal, volume: Decimal) -> Decimal:
     return (fraction * volume).quantize(LOT_STEP, rounding=ROUND_FLOOR)
 
 
-def position_closes(
-    plan: Plan, timeline: Timeline, fill: Fill, path: list[Tick], *, until: float = math.inf
-) -> list[Close]:
-    """Step 2 for one fill, as far as ``until`` (a time limit later than that is not due yet)."""
-    filled_at = fill.at if fill.at is not None else (path[fill.after - 1].ts if fill.after else 0.0)
+# --- step 2: the sweeps --------------------------------------------------------------------
 
-    def due(quote: int) -> float:
-        return max(path[quote].ts, filled_at) if quote >= fill.after else filled_at
 
-    if timeline.exit_at is not None and timeline.exit_at < fill.after:
-        return [Close(filled_at, timeline.exit_kind, fill.volume, timeline.exit_at)]
-    time_limit = (
-        filled_at + plan.max_holding_minutes * 60
-        if plan.max_holding_minutes and fill.at is not None
-        else None
-    )
-    closes: list[Close] = []
-    remaining = fill.volume
-    for partial, quote in sorted(timeline.partial_hits, key=lambda hit: (due(hit[1]), hit[0])):
-        if time_limit is not None and due(quote) >= time_limit:
-            break
-        volume = min(partial_volume(plan.partials[partial][1], fill.volume), remaining)
-        if volume > 0:
-            closes.append(Close(due(quote), PARTIAL_TP, volume, quote, partial))
-            remaining -= volume
-    if remaining <= 0:
-        return closes
-    if timeline.exit_at is not None and (time_limit is None or due(timeline.exit_at) < time_limit):
-        closes.append(Close(due(timeline.exit_at), timeline.exit_kind, remaining, timeline.exit_at))
-    elif time_limit is not None and time_limit <= until:
-        closes.append(Close(time_limit, TIME, remaining, None))
-    return closes
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep, after the first ``seen`` quotes of the path were sent; its clock ``now``
+    (for time limits) is the last of those quotes' times unless given. ``settle``: the
+    tests' settle loop — the sweep is repeated, every command executed after each, until
+    one queues nothing."""
+
+    seen: int
+    now: float | None = None
+    settle: bool = False
+
+
+def settled(seen: int, now: float | None = None) -> Sweep:
+    return Sweep(seen, now, settle=True)
+
+
+@dataclass(frozen=True)
+class Filled:
+    """The fill ``fills[index]`` is reported here."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Every EA executes the close commands queued so far."""
+
+
+ACK = Ack()
+Step = Sweep | Filled | Ack
+
+
+@dataclass
+class _Position:
+    fill: Fill
+    remaining: Decimal
+    closes: list[Close]
+    had: set[int]  # partials claimed
+    active: Close | None = None  # queued, not executed yet
+
+
+def _sweep(
+    plan: Plan, timeline: Timeline, path: list[Tick], step: Sweep, positions: list[_Position | None]
+) -> None:
+    """One sweep's claim: per open position without an active command, one close."""
+    now = step.now if step.now is not None else (path[step.seen - 1].ts if step.seen else -math.inf)
+    ended = timeline.exit_at is not None and timeline.exit_at < step.seen
+    hit = sorted((partial, quote) for partial, quote in timeline.partial_hits if quote < step.seen)
+    for position in positions:
+        if position is None or position.active is not None or position.remaining <= 0:
+            continue
+        fill = position.fill
+        close = None
+        if ended:  # whatever the position holds, at once, by the exit: unclaimed partials go with it
+            close = Close(now, timeline.exit_kind, position.remaining, timeline.exit_at)
+        elif (
+            plan.max_holding_minutes
+            and fill.at is not None
+            and fill.at + plan.max_holding_minutes * 60 <= now
+        ):
+            close = Close(now, TIME, position.remaining, None)
+        else:  # the lowest-index partial hit and not had yet that closes something
+            for partial, quote in hit:
+                volume = min(partial_volume(plan.partials[partial][1], fill.volume), position.remaining)
+                if partial not in position.had and volume > 0:
+                    close = Close(now, PARTIAL_TP, volume, quote, partial)
+                    position.had.add(partial)
+                    break
+        if close is not None:
+            position.active = close
+            position.closes.append(close)
+
+
+def _ack(positions: list[_Position | None]) -> int:
+    """The EAs execute every active command; how many there were."""
+    executed = 0
+    for position in positions:
+        if position is not None and position.active is not None:
+            position.remaining -= position.active.volume
+            position.active = None
+            executed += 1
+    return executed
 
 
 def expected_closes(
-    plan: Plan, fills: list[Fill], path: list[Tick], *, until: float = math.inf
+    plan: Plan, fills: list[Fill], path: list[Tick], schedule: list[Step]
 ) -> list[list[Close]]:
-    """The close commands each fill must get by ``until``, in the order they fall due."""
+    """The close commands each fill gets when the server fills, sweeps and the EAs execute
+    as ``schedule`` says, in the order they are queued (the last may not be executed yet)."""
     timeline = plan_timeline(plan, path)
-    return [position_closes(plan, timeline, fill, path, until=until) for fill in fills]
+    positions: list[_Position | None] = [None] * len(fills)
+    swept = 0  # the most quotes a sweep has seen so far
+    for step in schedule:
+        if isinstance(step, Filled):
+            fill = fills[step.index]
+            assert positions[step.index] is None, f"fill {step.index} twice"
+            assert swept <= fill.after, (
+                f"fill {step.index} after {fill.after} quotes, but a sweep saw {swept}"
+            )
+            positions[step.index] = _Position(fill, fill.volume, [], set())
+        elif isinstance(step, Ack):
+            _ack(positions)
+        else:
+            assert step.seen >= swept, "sweeps see the path in order"
+            swept = step.seen
+            _sweep(plan, timeline, path, step, positions)
+            while step.settle and _ack(positions):
+                _sweep(plan, timeline, path, step, positions)
+    return [[] if position is None else position.closes for position in positions]

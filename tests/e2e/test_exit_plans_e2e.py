@@ -1,7 +1,9 @@
 """Exit plans end to end, through real processes: the owner's feed posts quotes over
 HTTP (signed, in batches and one by one), a real Celery worker and beat sweep, the
 reference EA client fills and closes on its simulated broker. Every position's
-closes are the reference model's (tests/exit_model.py). And exactly-once with
+closes are the reference model's (tests/exit_model.py), given the fills and, at
+each point the test waits for, everything sent so far swept until nothing more
+comes (what the beat does while the test waits). And exactly-once with
 partial closes: two workers, two beats, one worker killed in the middle of a claim.
 """
 
@@ -68,6 +70,7 @@ class Plan:
     plan: model.Plan | None = None
     path: list[model.Tick] = field(default_factory=list)
     fills: list[tuple[int, model.Fill]] = field(default_factory=list)  # (position id, model fill)
+    schedule: list[model.Step] = field(default_factory=list)  # the fills, and the sweeps waited for
 
     def price(self, pips: int) -> str:
         return str(self.entry + (pips if self.side == "buy" else -pips) * PIP)
@@ -99,7 +102,9 @@ class Plan:
         )
 
     def expected(self, until: float) -> dict[int, list]:
-        closes = model.expected_closes(self.plan, [fill for _, fill in self.fills], self.path, until=until)
+        """Each position's closes once everything sent so far has been swept at ``until``."""
+        schedule = [*self.schedule, model.settled(len(self.path), until)]
+        closes = model.expected_closes(self.plan, [fill for _, fill in self.fills], self.path, schedule)
         return {
             position: model_closes(position_closes, self.path)
             for (position, _), position_closes in zip(self.fills, closes, strict=True)
@@ -112,6 +117,7 @@ class Desk:
     def __init__(self, live_server, plans: list[Plan]) -> None:
         self.plans = {plan.symbol: plan for plan in plans}
         self.market = {plan.symbol: (plan.entry, plan.entry + SPREAD) for plan in plans}
+        self.checked_at = 0.0  # when caught_up last compared the server with the model
         feed = make_device(role=DeviceRole.FEED, name="owner feed")
         self.feed = SignedTransport(live_server.url, feed.device.key_id, feed.secret)
         self.eas: list[tuple[EAClient, object]] = []
@@ -151,12 +157,13 @@ class Desk:
             position = OpenPosition.objects.get(signal=plan.signal, client=client)
             filled_at = position.opened_at.timestamp()
             plan.fills.append((position.pk, model.Fill(len(plan.path), position.volume, filled_at)))
+            plan.schedule.append(model.Filled(len(plan.fills) - 1))
 
     def caught_up(self) -> bool:
         """The EAs' next cycle; then every position's closes are the model's, none in flight."""
         for ea, _ in self.eas:
             ea.run_once()
-        until = time.time()
+        until = self.checked_at = time.time()
         return all(
             executed_closes(position) == closes
             for plan in self.plans.values()
@@ -173,6 +180,8 @@ class Desk:
                     print(plan.symbol, position, "expected", closes, "got", executed_closes(position))
             print(celery.logs())
             raise
+        for plan in self.plans.values():  # as the model was checked: all swept by then
+            plan.schedule.append(model.settled(len(plan.path), self.checked_at))
 
 
 def test_plans_close_through_the_feed_api_a_worker_and_reference_eas_as_the_model_says(

@@ -5,13 +5,14 @@ with activation, breakeven), a random walk of quotes in pips, one to three
 fills at points of the path, how the feed cuts the path into batches, and when
 sweeps run. The path goes through ``quotes_ingest`` (what the feed API calls),
 the fills through ``approval_fill_report`` (what the EA's ack calls), the
-sweeps are ``sweep()`` itself, and every close command is delivered and
-acknowledged as an EA would. The close commands each position got must be
-exactly the model's: kind, volume, triggering quote.
+sweeps are ``sweep()`` itself, and the EAs execute their close commands at
+drawn points (and at the end, until nothing more comes). The model is given
+the same schedule (what each sweep had seen, where the fills and the
+acknowledgements came). The close commands each position got must be exactly
+the model's: kind, volume, triggering quote.
 
-Plans with partial take-profits are a separate property, marked as a known
-failure (strict) until the server closes every partial a plan hit before it
-ended; the deterministic tests below pin that case down.
+Plans with partial take-profits are a property of their own; the tests below
+pin down how a plan's exit takes in a partial hit but not claimed yet.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from decimal import Decimal
 import pytest
 from django.db import transaction
 from django.test import TestCase
-from hypothesis import HealthCheck, Phase, given, note, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from positions.close_delivery import CloseResult, close_command_ack, close_commands_deliver
@@ -44,11 +45,6 @@ PIP = Decimal("0.0001")
 ENTRY = Decimal("1.10000")
 EA = Actor.system("test-ea")
 FRACTIONS = ["0.1", "0.2", "0.25", "0.3", "0.4", "0.5"]
-# A known disagreement (pinned by test_a_partial_hit_before_the_exit_still_closes): the
-# model closes every partial the plan hit before it ended; the server drops a partial not
-# yet claimed for a position when the plan ends (hit in the same sweep window as the exit,
-# or waiting behind another partial's command): the exit then closes the whole remainder.
-PARTIAL_THEN_EXIT = "server drops a partial not yet claimed when the plan ends (known bug)"
 
 
 # --- what the server did ----------------------------------------------------------------
@@ -81,7 +77,8 @@ def deliver_and_execute(device_ids) -> int:
 
 
 def settle(device_ids, *, rounds: int = 12) -> None:
-    """Sweep and execute until nothing more is queued: a second partial waits for the first."""
+    """Sweep and execute until nothing more is queued (``model.settled``): a second
+    partial waits for the first."""
     for _ in range(rounds):
         sweep()
         if not deliver_and_execute(device_ids):
@@ -186,8 +183,9 @@ def desk(db):
     ]
 
 
-def run_through_the_server(side, levels, path, fills, schedule, desk) -> list[int]:
-    """Feed, fill, sweep and execute as ``schedule`` says; return the position of each fill."""
+def run_through_the_server(side, levels, path, fills, schedule, desk) -> tuple[list[int], list[model.Step]]:
+    """Feed, fill, sweep and execute as ``schedule`` says; return the position of each
+    fill, and the steps taken as the model's schedule."""
     signal = make_signal(
         symbol=SYMBOL,
         side=side,
@@ -200,6 +198,7 @@ def run_through_the_server(side, levels, path, fills, schedule, desk) -> list[in
     devices = [credentials.device for credentials in desk]
     device_ids = [device.pk for device in devices]
     positions: list[int] = []
+    steps: list[model.Step] = []
 
     def fill(index: int, fill: model.Fill) -> None:
         device = devices[index]
@@ -220,23 +219,28 @@ def run_through_the_server(side, levels, path, fills, schedule, desk) -> list[in
                 by=EA,
             )
         positions.append(result.position_id)
+        steps.append(model.Filled(index))
 
     for number, cut in enumerate(schedule.cuts):
         if (cut, "before") in schedule.sweeps:
             sweep()
+            steps.append(model.Sweep(cut))
         for index, planned in enumerate(fills):
             if planned.after == cut:
                 fill(index, planned)
         if (cut, "after") in schedule.sweeps:
             sweep()
+            steps.append(model.Sweep(cut))
         if cut in schedule.acks:
             deliver_and_execute(device_ids)
+            steps.append(model.ACK)
         if number + 1 < len(schedule.cuts):
             batch = path[cut : schedule.cuts[number + 1]]
             quotes_ingest(quotes=[Quote(SYMBOL, tick.bid, tick.ask, tick.ts) for tick in batch])
     settle(device_ids)
+    steps.append(model.settled(len(path)))
     by_fill = dict(zip(sorted(range(len(fills)), key=lambda i: (fills[i].after, i)), positions, strict=True))
-    return [by_fill[index] for index in range(len(fills))]
+    return [by_fill[index] for index in range(len(fills))], steps
 
 
 def check_against_the_model(data, desk, redis_client, *, partials: bool) -> None:
@@ -260,19 +264,19 @@ def check_against_the_model(data, desk, redis_client, *, partials: bool) -> None
     # when: it all goes through the server (undone after each example)
     redis_client.flushdb()
     with transaction.atomic():
-        positions = run_through_the_server(side, levels, path, fills, schedule, desk)
+        positions, steps = run_through_the_server(side, levels, path, fills, schedule, desk)
         got = [server_closes(position) for position in positions]
         transaction.set_rollback(True)
 
-    # then
-    expected = [model_closes(closes, path) for closes in model.expected_closes(plan, fills, path)]
+    # then: the model, given the same sweeps, fills and acknowledgements, says the same
+    expected = [model_closes(closes, path) for closes in model.expected_closes(plan, fills, path, steps)]
     assert got == expected
 
 
 PROPERTY = settings(
     max_examples=60,
     deadline=None,
-    derandomize=True,  # the same examples on every run: CI never flakes, the xfail below stays strict
+    derandomize=True,  # the same examples on every run: CI never flakes
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
@@ -284,11 +288,11 @@ def test_the_server_closes_exactly_what_the_model_says(data, desk, redis_client)
     check_against_the_model(data, desk, redis_client, partials=False)
 
 
-# When the known bug is fixed: drop the xfail and the phases (shrinking is slow while it fails).
-@pytest.mark.xfail(strict=True, reason=PARTIAL_THEN_EXIT)
-@settings(PROPERTY, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@PROPERTY
 @given(data=st.data())
 def test_the_server_closes_exactly_what_the_model_says_with_partial_take_profits(data, desk, redis_client):
+    """The same with partial take-profits: one per position per sweep, in index order, and
+    those not claimed yet when the plan ends closed with the rest by its exit."""
     check_against_the_model(data, desk, redis_client, partials=True)
 
 
@@ -337,9 +341,11 @@ def test_a_stop_crossed_inside_a_batch_and_a_wick_between_sweeps_both_close(desk
     assert server_closes(buy_position) == [("stop_loss", Decimal("0.10"), path[1].ts)]
     assert server_closes(sell_position) == [("stop_loss", Decimal("0.10"), path[5].ts)]
     fills = [model.Fill(after=0, volume=Decimal("0.10"))]
+    swept = [model.Filled(0), model.Sweep(4), model.settled(7)]
     for levels, side, position in ((buy_levels, "buy", buy_position), (sell_levels, "sell", sell_position)):
         plan = model.plan_from_owner_only(levels, side=side, entry=ENTRY, pip_size=PIP)
-        assert server_closes(position) == model_closes(model.expected_closes(plan, fills, path)[0], path)
+        expected = model.expected_closes(plan, fills, path, swept)[0]
+        assert server_closes(position) == model_closes(expected, path)
 
 
 def test_a_partial_that_rounds_to_nothing_leaves_the_next_one_its_turn(desk, redis_client):
@@ -365,44 +371,135 @@ def test_a_partial_that_rounds_to_nothing_leaves_the_next_one_its_turn(desk, red
     assert server_closes(position) == [("partial_tp", Decimal("0.01"), path[1].ts)]
     plan = model.plan_from_owner_only(levels, side="buy", entry=ENTRY, pip_size=PIP)
     fills = [model.Fill(after=0, volume=Decimal("0.03"))]
-    assert server_closes(position) == model_closes(model.expected_closes(plan, fills, path)[0], path)
+    swept = [model.Filled(0), model.settled(1), model.settled(2)]
+    assert server_closes(position) == model_closes(model.expected_closes(plan, fills, path, swept)[0], path)
 
 
-@pytest.mark.xfail(strict=True, reason=PARTIAL_THEN_EXIT)
-@pytest.mark.parametrize(
-    ("partials", "steps", "batches"),
-    [
-        # one batch: the partial at +10 pips, then the target at +30, before any sweep
-        pytest.param([("10", "0.5")], [5, 6, 20], [3], id="partial-and-target-in-one-batch"),
-        # one quote reaches two partials; a sweep and the EA's ack, then the target:
-        # the second partial was waiting for the first one's command to finish
-        pytest.param([("10", "0.3"), ("15", "0.3")], [16, 15], [1, 2], id="second-partial-waiting"),
-    ],
-)
-def test_a_partial_hit_before_the_exit_still_closes(partials, steps, batches, desk, redis_client):
-    # given: a buy of 0.10 lot, tp 30 pips up
-    levels = {
-        "sl": level("buy", -50),
-        "tp": level("buy", 30),
-        "partial_take_profits": [
-            {"price": level("buy", int(pips)), "fraction": fraction} for pips, fraction in partials
-        ],
-    }
-    signal = make_signal(symbol=SYMBOL, side="buy", entry=str(ENTRY), **levels)
-    position = fill_report(signal, desk[0], volume="0.10", price=ENTRY)
-    path = walk(steps, spread=0, start=time.time())
+# --- a plan's exit and the partials it has not claimed yet ----------------------------------
 
-    # when: each batch is followed by one sweep and the EA's acknowledgements
-    start = 0
-    for end in batches:
-        quotes_ingest(quotes=[Quote(SYMBOL, tick.bid, tick.ask, tick.ts) for tick in path[start:end]])
-        sweep()
-        deliver_and_execute([desk[0].device.pk])
-        start = end
+
+@dataclass
+class BuyWithPartials:
+    """A buy of 0.10 lot at the entry, sl 50 pips down, tp 30 up, partials at (pips, fraction)."""
+
+    partials: list[tuple[int, str]]
+    steps: list[int]  # the path, in pips per quote
+
+    def __post_init__(self) -> None:
+        self.levels = {
+            "sl": level("buy", -50),
+            "tp": level("buy", 30),
+            "partial_take_profits": [
+                {"price": level("buy", pips), "fraction": fraction} for pips, fraction in self.partials
+            ],
+        }
+        self.signal = make_signal(symbol=SYMBOL, side="buy", entry=str(ENTRY), **self.levels)
+        self.path = walk(self.steps, spread=0, start=time.time())
+        self.sent = 0
+
+    def send(self, count: int) -> None:
+        batch = self.path[self.sent : self.sent + count]
+        quotes_ingest(quotes=[Quote(SYMBOL, tick.bid, tick.ask, tick.ts) for tick in batch])
+        self.sent += count
+
+    def model(self, schedule: list[model.Step]) -> list[tuple[str, Decimal, float | None]]:
+        plan = model.plan_from_owner_only(self.levels, side="buy", entry=ENTRY, pip_size=PIP)
+        fills = [model.Fill(after=0, volume=Decimal("0.10"))]
+        return model_closes(model.expected_closes(plan, fills, self.path, schedule)[0], self.path)
+
+
+def reasons_in_order(position_id: int) -> list[str]:
+    return list(
+        CloseCommand.objects.filter(position_id=position_id).order_by("pk").values_list("reason", flat=True)
+    )
+
+
+def test_an_exit_in_the_same_sweep_as_a_partial_closes_everything_once(desk, redis_client):
+    # given: a partial of 0.5 at +10 pips; the path goes +5, +11 (the partial), +31 (the target)
+    trade = BuyWithPartials([(10, "0.5")], [5, 6, 20])
+    position = fill_report(trade.signal, desk[0], volume="0.10", price=ENTRY)
+
+    # when: all three quotes come in one batch before a sweep; then the EA executes, and more sweeps
+    trade.send(3)
+    sweep()
     settle([desk[0].device.pk])
 
-    # then: each partial hit before the target closes its share, the target the rest
-    plan = model.plan_from_owner_only(levels, side="buy", entry=ENTRY, pip_size=PIP)
-    expected = model.expected_closes(plan, [model.Fill(after=0, volume=Decimal("0.10"))], path)[0]
-    assert [close.kind for close in expected] == ["partial_tp"] * len(partials) + ["take_profit"]
-    assert server_closes(position) == model_closes(expected, path)
+    # then: one close of the whole 0.10 by the target; the partial, hit but never claimed, is part of it
+    assert server_closes(position) == [("take_profit", Decimal("0.10"), trade.path[2].ts)]
+    assert server_closes(position) == trade.model([model.Filled(0), model.Sweep(3), model.settled(3)])
+
+
+def test_a_partial_waiting_behind_another_is_closed_by_the_exit_with_the_rest(desk, redis_client):
+    # given: partials of 0.3 at +10 and +15 pips, both reached by the first quote (+16); then +31
+    trade = BuyWithPartials([(10, "0.3"), (15, "0.3")], [16, 15])
+    position = fill_report(trade.signal, desk[0], volume="0.10", price=ENTRY)
+
+    # when: a sweep claims the first partial and the EA executes it; then the target's quote and a sweep
+    trade.send(1)
+    sweep()
+    deliver_and_execute([desk[0].device.pk])
+    trade.send(1)
+    settle([desk[0].device.pk])
+
+    # then: the first partial closed its 0.03, the target the remaining 0.07 (the second
+    # partial, which had to wait for the first one's acknowledgement, with it)
+    assert server_closes(position) == sorted(
+        [
+            ("partial_tp", Decimal("0.03"), trade.path[0].ts),
+            ("take_profit", Decimal("0.07"), trade.path[1].ts),
+        ]
+    )
+    schedule = [model.Filled(0), model.Sweep(1), model.ACK, model.settled(2)]
+    assert server_closes(position) == trade.model(schedule)
+
+
+def test_a_partial_claimed_before_the_exit_is_executed_and_the_exit_closes_the_rest_after_it(
+    desk, redis_client
+):
+    # given: a partial of 0.5 at +10 pips; the path goes +11 (the partial), +31 (the target)
+    trade = BuyWithPartials([(10, "0.5")], [11, 20])
+    position = fill_report(trade.signal, desk[0], volume="0.10", price=ENTRY)
+
+    # when: a sweep claims the partial; the target's quote and a sweep come before the EA's ack
+    trade.send(1)
+    sweep()
+    trade.send(1)
+    sweep()
+    assert reasons_in_order(position) == ["partial_tp"]  # one active command per position
+    settle([desk[0].device.pk])
+
+    # then: the partial's 0.05 executed, then the target closed the other 0.05
+    assert reasons_in_order(position) == ["partial_tp", "take_profit"]
+    assert server_closes(position) == sorted(
+        [
+            ("partial_tp", Decimal("0.05"), trade.path[0].ts),
+            ("take_profit", Decimal("0.05"), trade.path[1].ts),
+        ]
+    )
+    schedule = [model.Filled(0), model.Sweep(1), model.Sweep(2), model.settled(2)]
+    assert server_closes(position) == trade.model(schedule)
+
+
+def test_partials_hit_by_the_time_of_one_sweep_are_claimed_lowest_index_first(desk, redis_client):
+    # given: partials of 0.5 at +20 pips and 0.2 at +10 pips; the path goes +11 (the second
+    # partial), +21 (the first), then +31 (the target)
+    trade = BuyWithPartials([(20, "0.5"), (10, "0.2")], [11, 10, 10])
+    position = fill_report(trade.signal, desk[0], volume="0.10", price=ENTRY)
+
+    # when: one sweep after both partials were hit; the EA executes; then the target's quote
+    trade.send(2)
+    sweep()
+    deliver_and_execute([desk[0].device.pk])
+    trade.send(1)
+    settle([desk[0].device.pk])
+
+    # then: the first partial (by index, though hit later) closed its 0.05; the target the
+    # other 0.05, the second partial with it
+    assert server_closes(position) == sorted(
+        [
+            ("partial_tp", Decimal("0.05"), trade.path[1].ts),
+            ("take_profit", Decimal("0.05"), trade.path[2].ts),
+        ]
+    )
+    schedule = [model.Filled(0), model.Sweep(2), model.ACK, model.settled(3)]
+    assert server_closes(position) == trade.model(schedule)

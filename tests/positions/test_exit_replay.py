@@ -7,7 +7,7 @@ to today): signals with trailing stops, breakeven, partial take-profits and
 time limits are published near the start, two clients fill each (one at once,
 one a few ticks later), sweeps run after every tick and when a time limit falls
 due, and the EAs execute every close command. Each position's closes must be
-the model's (tests/exit_model.py).
+the model's (tests/exit_model.py), given the same sweeps and fills.
 """
 
 from __future__ import annotations
@@ -147,6 +147,7 @@ class Book:
     plan: model.Plan
     first: int
     fills: list[tuple[int, model.Fill]] = field(default_factory=list)  # (position id, model fill)
+    schedule: list[model.Step] = field(default_factory=list)  # the fills and sweeps it saw
 
 
 def publish(planned: Planned, tick: model.Tick, index: int) -> Book:
@@ -190,8 +191,15 @@ def test_real_eurusd_history_closes_every_position_as_the_model_says(redis_clien
                     position = fill_report(book.signal, desk[client], volume=volume, price=price)
                     fill = model.Fill(after=index - book.first, volume=Decimal(volume), at=tick.ts)
                     book.fills.append((position, fill))
+                    book.schedule.append(model.Filled(len(book.fills) - 1))
                     if book.plan.max_holding_minutes:
                         due.append(tick.ts + book.plan.max_holding_minutes * 60)
+
+    def settled(sent: int, now: float) -> None:
+        """Sweeps until nothing more comes, with ``sent`` quotes of the history sent, at ``now``."""
+        settle(device_ids)
+        for book in books.values():
+            book.schedule.append(model.settled(sent - book.first, now))
 
     # when: the history is replayed, the clock at each tick's time: one tick at a time with
     # a sweep after each while anything is live, in batches of 50 once everything is closed
@@ -201,22 +209,21 @@ def test_real_eurusd_history_closes_every_position_as_the_model_says(redis_clien
             tick = path[index]
             for limit in sorted(limit for limit in due if limit <= tick.ts):
                 clock.move_to(datetime.fromtimestamp(limit, UTC))
-                settle(device_ids)
+                settled(index, limit)
                 due.remove(limit)
             live = index <= last_fill or OpenPosition.objects.filter(status__in=["open", "closing"]).exists()
             batch = path[index : index + (1 if live else 50)]
             clock.move_to(datetime.fromtimestamp(batch[-1].ts, UTC))
             publish_and_fill(index, tick)
             quotes_ingest(quotes=[Quote(SYMBOL, t.bid, t.ask, t.ts) for t in batch])
-            settle(device_ids)
+            settled(index + len(batch), batch[-1].ts)
             index += len(batch)
-        end = path[-1].ts
 
     # then: every position closed as the model says, and every kind of exit happened
     kinds = set()
     for number, book in books.items():
         expected = model.expected_closes(
-            book.plan, [fill for _, fill in book.fills], path[book.first :], until=end
+            book.plan, [fill for _, fill in book.fills], path[book.first :], book.schedule
         )
         for (position, _), closes in zip(book.fills, expected, strict=True):
             assert server_closes(position) == model_closes(closes, path[book.first :]), PLANS[number]
