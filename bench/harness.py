@@ -4,12 +4,16 @@ The benchmarks run against the real servers the tests use (``make bench`` goes
 through ``config.embedded``), but never against the data of ``make run`` or a
 concurrent ``make test``:
 
-* PostgreSQL: a fresh ``bench_veilstop`` database, created with Django's test
-  database machinery (migrations, seeded instruments) and dropped at the end;
 * Redis: its own database number (``REDIS_TEST_DB``, 12 unless set), flushed
   before and after. Not 9, the one ``make test`` uses: that is also the Celery
   broker of the test suite's workers, which would run our sweep tasks against
-  their database (and theirs against ours).
+  their database (and theirs against ours). A db that holds keys when the bench
+  starts is someone else's (a test run with that ``REDIS_TEST_DB``, another
+  bench): the bench refuses it rather than flush it;
+* PostgreSQL: a fresh ``bench_veilstop_r<REDIS_TEST_DB>`` database, created with
+  Django's test database machinery (migrations, seeded instruments) and dropped
+  at the end. Named after the Redis db the run owns, so two benches on different
+  dbs never share it, and never one of the test suite's ``test_*`` databases.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from secrets import token_hex
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BENCH_DATABASE = "bench_veilstop"
+BENCH_DATABASE = "bench_veilstop_r{redis_db}"
 BENCH_REDIS_DB = "12"
 
 SIGNALS = 500
@@ -92,13 +96,14 @@ def setup_django() -> None:
 
 @contextlib.contextmanager
 def bench_database() -> Iterator[None]:
-    """A fresh, migrated ``bench_veilstop`` database and an empty Redis db, removed afterwards."""
+    """A fresh, migrated bench database and an empty Redis db, removed afterwards."""
     from django.conf import settings
     from django.db import connection
 
-    settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = BENCH_DATABASE
-    connection.settings_dict.setdefault("TEST", {})["NAME"] = BENCH_DATABASE
     redis = _bench_redis()
+    name = BENCH_DATABASE.format(redis_db=os.environ["REDIS_TEST_DB"])
+    settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = name
+    connection.settings_dict.setdefault("TEST", {})["NAME"] = name
     old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
     try:
         with connection.cursor() as cursor:
@@ -123,6 +128,11 @@ def _bench_redis():
     db = redis.connection_pool.connection_kwargs.get("db", 0)
     if str(db) != os.environ["REDIS_TEST_DB"] or int(db) == 0:
         raise SystemExit(f"refusing to flush Redis db {db} ({settings.REDIS_URL}): not the bench's db")
+    if keys := redis.dbsize():
+        raise SystemExit(
+            f"Redis db {db} holds {keys} keys: another run (tests or a bench) uses it. Pick a free "
+            f"db with REDIS_TEST_DB=<n>, or empty this one if it is yours (redis-cli -n {db} flushdb)."
+        )
     return redis
 
 
@@ -382,12 +392,25 @@ def store_quote(market: Market, mid: Decimal) -> None:
         raise RuntimeError(f"{market.symbol}: quote at {ts} was not stored (an older one is newer?)")
 
 
+def clear_quote_paths() -> None:
+    """Empty every instrument's quote path (``positions.quote_path``): a sweep then walks
+    only the quotes stored after this, not those a baseline run stored and never read."""
+    from core.redis import get_redis
+    from positions.quotes import PATH_KEY
+
+    redis = get_redis()
+    for key in redis.scan_iter(PATH_KEY.format(symbol="*")):
+        redis.delete(key)
+
+
 def store_market(markets: list[Market], moved: dict[str, Decimal] | None = None) -> None:
     """Every instrument at its mid, freshly stamped; then the ``moved`` mids on top.
+    The quote paths hold these quotes only.
 
     The moved quote follows the unmoved one, so the spike guard compares a 1% move
     with the quote just before it (well under SPIKE_MAX_JUMP_FRACTION).
     """
+    clear_quote_paths()
     for market in markets:
         store_quote(market, market.mid)
     for market in markets:
@@ -398,23 +421,39 @@ def store_market(markets: list[Market], moved: dict[str, Decimal] | None = None)
 # --- resetting a breach ---------------------------------------------------------------
 
 PENDING_KEY = "veilstop:breach-pending"
+# The audit actions (signals_app.choices.AuditAction) a sweep writes, undone by a reset.
+RESET_AUDIT_ACTIONS = (
+    "POSITION_CLOSE_REQUESTED",
+    "SIGNAL_PLAN_EXITED",
+    "SIGNAL_PARTIAL_TP_HIT",
+    "SIGNAL_STOP_MOVED",
+)
 SCAN_QUEUED_PATTERN = "veilstop:scan-queued:*"
 
 
 def reset_breaches() -> None:
-    """Undo what a breach run wrote: positions open again, no close commands, no
-    close audit rows, no alerts, no pending breach marks in Redis."""
+    """Undo what a breach run wrote: positions open again, no close commands, exit plans
+    as at publication (not ended, stop not moved), no close or plan audit rows, no
+    alerts, no pending breach marks or unread quote paths in Redis."""
     from core.redis import get_redis
+    from signals_app.choices import AuditAction
 
     execute("DELETE FROM positions_closecommand")
     execute("DELETE FROM positions_alert")
-    execute("DELETE FROM signals_app_auditevent WHERE action = 'position.close_requested'")
+    execute("DELETE FROM positions_signalplan")
+    execute(
+        "DELETE FROM signals_app_auditevent WHERE action = ANY(%s)",
+        [[AuditAction[name].value for name in RESET_AUDIT_ACTIONS]],
+    )
     execute("UPDATE positions_openposition SET status = 'open' WHERE status <> 'open'")
+    clear_quote_paths()
     redis = get_redis()
     redis.delete(PENDING_KEY)
     for key in redis.scan_iter(SCAN_QUEUED_PATTERN):
         redis.delete(key)
-    vacuum_analyze("positions_openposition", "positions_closecommand", "signals_app_auditevent")
+    vacuum_analyze(
+        "positions_openposition", "positions_closecommand", "positions_signalplan", "signals_app_auditevent"
+    )
 
 
 # --- measuring ------------------------------------------------------------------------

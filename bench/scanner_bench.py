@@ -4,13 +4,17 @@ For each book size N (open positions; default 1k, 10k, 100k) over 500 signals on
 50 instruments, it times a sweep with no breach and one with 1% of the positions
 breached (5 signals cross their stop-loss), and in the same process and data the
 seed's algorithm: load every open position, check each against its own quote
-fetch, create close commands one by one. Then it runs the quote → close-command
-latency benchmark with a real Celery worker (bench/latency_bench.py).
+fetch, create close commands one by one. Then it times sweeps of exit plans whose
+trailing stops the quotes move, k quotes per sweep (bench/plan_bench.py: every
+signal trailing over 50 instruments, and 2,000 signals on one hot instrument; N =
+100k, 10k with --quick), and the quote → close-command latency with a real Celery
+worker (bench/latency_bench.py).
 
     make bench                                   # everything
     make bench BENCH_ARGS="--sizes 1000,10000"   # fewer sizes
     make bench BENCH_ARGS="--quick"              # smoke run: 1k and 10k, few repetitions
     make bench BENCH_ARGS="--only scanner --explain"
+    make bench BENCH_ARGS="--only plans --plan-positions 100000 --plan-quotes 1,10,100"
 
 Targets are reported, not enforced: the exit status is 0 whenever the run worked.
 """
@@ -28,10 +32,12 @@ from typing import Any
 # importable for `bench` and the Django project alike.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import harness  # imports no Django: safe before setup
+from bench import harness, plan_bench  # import no Django: safe before setup
 
 DEFAULT_SIZES = [1_000, 10_000, 100_000]
 QUICK_SIZES = [1_000, 10_000]
+DEFAULT_PLAN_POSITIONS = 100_000
+QUICK_PLAN_POSITIONS = 10_000
 
 # Targets from the issue.
 TARGET_NO_BREACH_MS = 50.0
@@ -48,6 +54,7 @@ class Plan:
     baseline_repeats: dict[int, int]  # by N; default below
     baseline_memory: bool
     latency_iterations: int
+    plan_repeats: int
 
     def baseline_repeats_for(self, size: int) -> int:
         return self.baseline_repeats.get(size, 1 if size >= 100_000 else 3)
@@ -80,11 +87,11 @@ def baseline_sweep() -> int:
     """
     from django.conf import settings
 
+    from positions.choices import CloseReason
     from positions.closes import close_command_request
     from positions.models import OpenPosition
     from positions.quotes import quote_latest
     from positions.rules import breach
-    from positions.scanner import REASON_FOR_LEVEL
     from signals_app.events import Actor
     from signals_app.hidden_levels import parse_hidden_levels
 
@@ -106,7 +113,7 @@ def baseline_sweep() -> int:
         if level is None:
             continue
         command = close_command_request(
-            position=position, reason=REASON_FOR_LEVEL[level], by=by, trigger_quote=quote.as_json()
+            position=position, reason=CloseReason(level), by=by, trigger_quote=quote.as_json()
         )
         created += command is not None
     return created
@@ -190,27 +197,38 @@ def _expect(condition: bool, detail: Any) -> None:
         raise RuntimeError(f"unexpected sweep result: {detail}")
 
 
-def explain_statements(signals: list[harness.BenchSignal], markets: list[harness.Market]) -> None:
-    """EXPLAIN ANALYZE of the scanner's SQL on this book (the close inside a rolled-back transaction)."""
-    import json
+# The scanner's statements worth a plan, each known by a fragment of its SQL.
+EXPLAINED = {
+    "signals with live positions": "WITH RECURSIVE walk",
+    "the close claim (breached signals)": "WITH wanted",
+    "held back by canary": "NOT c.auto_close_enabled",
+}
 
+
+def explain_statements(signals: list[harness.BenchSignal], markets: list[harness.Market]) -> None:
+    """EXPLAIN ANALYZE of the scanner's SQL on this book: a breaching sweep runs inside a
+    rolled-back transaction with its statements captured, then each one of ``EXPLAINED``
+    is explained (and so run again) in a rolled-back transaction of its own."""
     from django.db import connection, transaction
 
-    from positions import scanner
+    from positions.scanner import sweep
 
+    moved = {signal.market.symbol: signal.breaching_mid() for signal in signals if signal.breach_target}
     harness.reset_breaches()
-    targets = [signal for signal in signals if signal.breach_target]
-    quote = json.dumps({"bench": True})
-    statements = [
-        ("signals with open positions", scanner._SIGNALS_WITH_OPEN_POSITIONS, None),
-        (
-            "close breached signals",
-            scanner._CLOSE_BREACHED,
-            [[signal.pk for signal in targets], ["stop_loss"] * len(targets), [quote] * len(targets)],
-        ),
-        ("held back by canary", scanner._HELD_BACK_BY_CANARY, [[signal.pk for signal in targets]]),
-    ]
-    for title, sql, params in statements:
+    harness.store_market(markets, moved)
+    captured: dict[str, tuple[str, Any]] = {}
+
+    def capture(execute, sql, params, many, context):
+        for title, fragment in EXPLAINED.items():
+            if fragment in sql:
+                captured.setdefault(title, (sql, params))
+        return execute(sql, params, many, context)
+
+    with transaction.atomic():
+        with connection.execute_wrapper(capture):
+            sweep()
+        transaction.set_rollback(True)
+    for title, (sql, params) in captured.items():
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", params)
             plan = "\n".join(f"      {row[0]}" for row in cursor.fetchall())
@@ -322,14 +340,34 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="open-position counts, comma-separated, multiples of 500 (default 1000,10000,100000)",
     )
     parser.add_argument("--quick", action="store_true", help="few repetitions; sizes 1000,10000 unless given")
-    parser.add_argument("--only", choices=["scanner", "latency"], help="run one benchmark only")
+    parser.add_argument("--only", choices=["scanner", "plans", "latency"], help="run one benchmark only")
     parser.add_argument("--latency-iterations", type=int, default=None, help="default 30 (10 with --quick)")
     parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of the scanner's SQL")
+    parser.add_argument(
+        "--plan-positions",
+        type=lambda text: int(text.replace("_", "")),
+        default=None,
+        help=f"open positions of each exit-plan shape, a multiple of {plan_bench.HOT_SIGNALS} "
+        f"(default {DEFAULT_PLAN_POSITIONS}, {QUICK_PLAN_POSITIONS} with --quick)",
+    )
+    parser.add_argument(
+        "--plan-quotes",
+        type=lambda text: [int(part) for part in text.split(",") if part],
+        default=plan_bench.DEFAULT_QUOTES,
+        help="quotes per instrument before each exit-plan sweep, comma-separated (default 1,10,100)",
+    )
     arguments = parser.parse_args(argv)
     arguments.sizes = arguments.sizes or (QUICK_SIZES if arguments.quick else DEFAULT_SIZES)
     for size in arguments.sizes:
         if size <= 0 or size % harness.SIGNALS:
             parser.error(f"--sizes: {size} is not a positive multiple of {harness.SIGNALS}")
+    arguments.plan_positions = arguments.plan_positions or (
+        QUICK_PLAN_POSITIONS if arguments.quick else DEFAULT_PLAN_POSITIONS
+    )
+    if arguments.plan_positions <= 0 or arguments.plan_positions % plan_bench.HOT_SIGNALS:
+        parser.error(f"--plan-positions: not a positive multiple of {plan_bench.HOT_SIGNALS}")
+    if not arguments.plan_quotes or min(arguments.plan_quotes) < 1:
+        parser.error("--plan-quotes: one or more positive counts")
     return arguments
 
 
@@ -341,13 +379,14 @@ def main(argv: list[str] | None = None) -> int:
         baseline_repeats={size: 1 for size in arguments.sizes} if arguments.quick else {},
         baseline_memory=not arguments.quick,
         latency_iterations=arguments.latency_iterations or (10 if arguments.quick else 30),
+        plan_repeats=3 if arguments.quick else 5,
     )
     harness.setup_django()
     from bench import latency_bench
 
     with harness.bench_database():
         markets = harness.ensure_instruments()
-        if arguments.only != "latency":
+        if arguments.only in (None, "scanner"):
             signals = harness.create_signals(markets)
             all_results = {}
             for size in sorted(arguments.sizes):
@@ -360,7 +399,15 @@ def main(argv: list[str] | None = None) -> int:
             for size in sorted(all_results):
                 print_table(size, all_results[size])
             print_summary(all_results)
-        if arguments.only != "scanner":
+        if arguments.only in (None, "plans"):
+            plan_results = plan_bench.run_plans(
+                markets,
+                positions=arguments.plan_positions,
+                quotes=arguments.plan_quotes,
+                repeats=plan.plan_repeats,
+            )
+            plan_bench.print_results(plan_results)
+        if arguments.only in (None, "latency"):
             harness.clear_book(signals_too=True)
             result = latency_bench.run_latency(markets, iterations=plan.latency_iterations)
             latency_bench.print_result(result)

@@ -29,3 +29,63 @@ class RecordingHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(f"{record.name} {record.getMessage()} {record.exc_text or ''} {record.args!r}")
+
+
+# --- stored text: PostgreSQL and Redis ------------------------------------------------
+
+# A Fernet token (what EncryptedJSONField and EncryptedText store): ciphertext, left out of
+# the scans; what is encrypted is exactly what may hold a level.
+FERNET_TOKEN = re.compile(r"gAAAAA[A-Za-z0-9_\-]+=*")
+# A bytea value as row_to_json renders it ("\\x6741..."): decoded, so a plaintext value in a
+# binary column is read as text, and a Fernet token in one is recognised as ciphertext.
+_BYTEA_HEX = re.compile(r"\\\\x((?:[0-9a-f]{2})*)")
+
+
+def readable(text: str) -> str:
+    """``text`` with bytea decoded and Fernet tokens blanked out."""
+    decoded = _BYTEA_HEX.sub(lambda match: bytes.fromhex(match[1]).decode("latin-1"), text)
+    return FERNET_TOKEN.sub("<fernet>", decoded)
+
+
+def database_text(tables: Iterable[str] | None = None) -> str:
+    """Every row of ``tables`` (default: every table in the database) as JSON text, one
+    line per row, prefixed with its table."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        names = sorted(tables) if tables is not None else sorted(connection.introspection.table_names(cursor))
+        lines = []
+        for table in names:
+            # A table name from the database's own catalogue, quoted: no input reaches this.
+            cursor.execute(f"SELECT row_to_json(t)::text FROM {connection.ops.quote_name(table)} t")  # noqa: S608
+            lines.extend(f"{table} {row[0]}" for row in cursor.fetchall())
+    return readable("\n".join(lines))
+
+
+def redis_text(client) -> str:
+    """Every key of ``client``'s database with its whole value, one line per key."""
+
+    def text(value: object) -> str:
+        return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+    lines = []
+    for key in client.scan_iter(count=1000):
+        kind = text(client.type(key))
+        if kind == "string":
+            values: list = [client.get(key)]
+        elif kind == "hash":
+            values = [part for pair in client.hgetall(key).items() for part in pair]
+        elif kind == "list":
+            values = client.lrange(key, 0, -1)
+        elif kind == "set":
+            values = sorted(client.smembers(key))
+        elif kind == "zset":
+            values = [part for pair in client.zrange(key, 0, -1, withscores=True) for part in pair]
+        elif kind == "stream":
+            values = client.xrange(key)
+        elif kind == "none":  # expired between SCAN and TYPE
+            continue
+        else:
+            raise AssertionError(f"Redis key {text(key)!r} has a type this scan cannot read: {kind}")
+        lines.append(f"{text(key)} {' '.join(text(value) for value in values)}")
+    return readable("\n".join(lines))
