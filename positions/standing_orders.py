@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from positions.choices import CloseReason
 from positions.closes import CloseRequest
+from positions.exit_plan import PARTIAL_TP
 from positions.plan_store import PlanChange, plan_exit_event, plans_partials_hit
 from positions.watched import ExitedSignal, WatchedSignal
 
@@ -51,8 +52,12 @@ def standing_orders(
         for e in exited
         if e.signal_id in dirty or recheck_all
     ]
+    # A partial reached in this sweep (not any change: a trailing stop moves on most sweeps).
+    reached = {
+        change.signal_id for change in changes if any(event.kind == PARTIAL_TP for event in change.events)
+    }
     partials = plans_partials_hit(
-        s.signal_id for s in mine if s.signal_id in dirty or s.signal_id in by_signal or recheck_all
+        s.signal_id for s in mine if s.signal_id in dirty or s.signal_id in reached or recheck_all
     )
     for signal in mine:
         change = by_signal.get(signal.signal_id)
