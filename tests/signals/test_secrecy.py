@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client as BrowserClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
@@ -29,8 +29,13 @@ def signals(draw):
     side = draw(st.sampled_from(["buy", "sell"]))
     direction = 1 if side == "buy" else -1
     entry = entry_units * scale
-    sl = (entry_units - direction * sl_distance) * scale
-    tp = (entry_units + direction * tp_distance) * scale
+    sl_units = entry_units - direction * sl_distance
+    tp_units = entry_units + direction * tp_distance
+    # A whole-number level (500.00) would also "match" an unrelated integer (a TTL of 500):
+    # levels keep a fractional part, as real prices almost always do.
+    assume(sl_units % 10**digits and tp_units % 10**digits)
+    sl = sl_units * scale
+    tp = tp_units * scale
     as_number = draw(st.booleans())  # the bot may send numbers or strings
     return {
         "instrument": draw(st.sampled_from(["EURUSD", "XAUUSD", "BTCUSD", "US500"])),
