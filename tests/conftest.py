@@ -1,9 +1,18 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.conf import settings
+from hypothesis import settings as hypothesis_settings
 
 from tests.helpers import redis_server_version
+
+# `make test` runs the same generated examples every time, so CI never fails on a draw it
+# has not seen before; HYPOTHESIS_PROFILE=explore draws new ones (run it now and then).
+hypothesis_settings.register_profile("repeatable", derandomize=True)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 def pytest_report_header(config) -> list[str]:
