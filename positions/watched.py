@@ -58,9 +58,7 @@ class WatchedSignal:
     signal_id: int
     instrument_id: int
     symbol: str
-    pip_size: Decimal
     published_at: float  # quotes older than this are not the plan's
-    levels: HiddenLevels
     plan: ExitPlan
 
 
@@ -184,9 +182,7 @@ def watched_signals(signal_ids: list[int], symbols: set[str] | None) -> list[Wat
                 signal_id=signal_id,
                 instrument_id=instrument_id,
                 symbol=instrument.symbol,
-                pip_size=pip_size,
                 published_at=published_at.timestamp() if published_at else 0.0,
-                levels=levels,
                 plan=exit_plan(
                     levels,
                     side=side,
