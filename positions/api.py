@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from cryptography.fernet import InvalidToken
 from django.urls import path
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -22,12 +23,13 @@ from core.errors import DomainError
 from core.owner_api import ERROR, POSITION_ERRORS, OwnerAPIView
 from core.serializers import StrictInputSerializer
 from positions.closes import positions_close_manual
-from positions.exit_plan import BREAKEVEN, PARTIAL_TP, SIGNAL_EXIT, SL, TP, TRAILING
+from positions.exit_plan import BREAKEVEN, PARTIAL_TP, PLAN_UNWALKABLE, SIGNAL_EXIT, SL, TP, TRAILING
 from positions.models import OpenPosition
 from positions.selectors import CLOSE_REASON_FOR, breach_test
 from positions.signal_exit import signal_exit
 from signals_app.choices import ActorKind
 from signals_app.events import Actor
+from signals_app.hidden_levels import HiddenLevelsError
 from signals_app.models import PRICE, VOLUME
 from signals_app.selectors import user_sees_hidden_levels
 
@@ -208,10 +210,15 @@ class PositionBreachTestView(OwnerAPIView):
             # "Would this price close?" asked a few dozen times finds the level by bisection:
             # the answer is as secret as the level itself.
             raise PermissionDenied("Test-breach needs the permission to see hidden levels.")
-        position = _position_or_404(position_id)
         data = BreachTestInput(data=request.data)
         data.is_valid(raise_exception=True)
-        result = breach_test(signal=position.signal, **data.validated_data)
+        try:
+            position = _position_or_404(position_id)  # reads the signal: its levels decrypt here
+            result = breach_test(signal=position.signal, **data.validated_data)
+        except (InvalidToken, HiddenLevelsError, *PLAN_UNWALKABLE):
+            raise DomainError.conflict(
+                "This signal's hidden levels or exit plan cannot be read (see the owner's alerts)."
+            ) from None
         output = BreachTestWithLevelsOutput(
             {
                 **vars(result),

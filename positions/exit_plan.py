@@ -41,8 +41,13 @@ TP = "tp"
 PARTIAL_TP = "partial_tp"
 TRAILING = "trailing"
 BREAKEVEN = "breakeven"
-TIME = "time"
 SIGNAL_EXIT = "signal_exit"
+
+
+# What reading or walking a stored plan raises when its state no longer fits its levels
+# (or a value is malformed): the scanner skips such a plan with an alert, the owner's
+# tools say so; never a crash of everything else.
+PLAN_UNWALKABLE = (ArithmeticError, ValueError, TypeError, KeyError, IndexError)
 
 
 @dataclass(frozen=True)

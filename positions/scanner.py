@@ -46,7 +46,7 @@ from positions import metrics
 from positions.alerts import alert_raise
 from positions.choices import AlertKind
 from positions.closes import Claim, closes_claim
-from positions.exit_plan import PARTIAL_TP, STOP_MOVED, PathQuote, PlanState, plan_advance
+from positions.exit_plan import PARTIAL_TP, PLAN_UNWALKABLE, STOP_MOVED, PathQuote, PlanState, plan_advance
 from positions.locks import instruments_try_lock
 from positions.plan_store import (
     EMPTY,
@@ -200,7 +200,7 @@ def _judge(work: _Sweep, mine: list[WatchedSignal]) -> None:
             state, events = plan_advance(
                 signal.plan, before.state, fresh, recheck_delay_seconds=settings.BREACH_RECHECK_DELAY_SECONDS
             )
-        except (ArithmeticError, ValueError, TypeError, KeyError, IndexError) as error:
+        except PLAN_UNWALKABLE as error:
             # One plan that cannot be walked (state from older levels, say) must not stop the
             # others: it is left as it was and the owner told.
             logger.exception("scanner: the plan of signal %s could not be walked", signal.signal_id)

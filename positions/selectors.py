@@ -20,7 +20,6 @@ from typing import Any
 from django.db import connection
 from django.db.models import Exists, OuterRef, Q
 
-from positions.candles import atr
 from positions.choices import CloseCommandStatus, CloseReason, PositionStatus
 from positions.exit_plan import PARTIAL_TP, STOP_MOVED, ExitPlan, PathQuote, PlanState, plan_advance
 from positions.models import CloseCommand, OpenPosition, SignalPlan
@@ -109,11 +108,7 @@ def plan_status(*, signal: Signal) -> PlanStatus:
 
 def _trailing_distance(levels: HiddenLevels, instrument: Instrument) -> Decimal | None:
     """As the scanner's, but a missing ATR raises no alert: asking writes nothing."""
-    trailing = levels.trailing
-    if trailing is None or trailing.distance_pips is not None:
-        return trailing_distance(levels, instrument_id=instrument.pk, pip_size=instrument.pip_size)
-    value = atr(instrument_id=instrument.pk, period=trailing.atr_period, timeframe=trailing.atr_timeframe)
-    return None if value is None else trailing.distance_atr * value
+    return trailing_distance(levels, instrument_id=instrument.pk, pip_size=instrument.pip_size, alert=False)
 
 
 @dataclass(frozen=True)

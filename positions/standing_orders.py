@@ -15,17 +15,17 @@ from datetime import datetime, timedelta
 
 from positions.choices import CloseReason
 from positions.closes import CloseRequest
-from positions.exit_plan import PARTIAL_TP
+from positions.exit_plan import BREAKEVEN, PARTIAL_TP, SIGNAL_EXIT, SL, TP, TRAILING
 from positions.plan_store import PlanChange, plan_exit_event, plans_partials_hit
 from positions.watched import ExitedSignal, WatchedSignal
 
 # Exit kinds (positions.exit_plan) as close reasons.
 REASON_FOR_KIND = {
-    "sl": CloseReason.STOP_LOSS,
-    "tp": CloseReason.TAKE_PROFIT,
-    "trailing": CloseReason.TRAILING,
-    "breakeven": CloseReason.BREAKEVEN,
-    "signal_exit": CloseReason.SIGNAL_EXIT,
+    SL: CloseReason.STOP_LOSS,
+    TP: CloseReason.TAKE_PROFIT,
+    TRAILING: CloseReason.TRAILING,
+    BREAKEVEN: CloseReason.BREAKEVEN,
+    SIGNAL_EXIT: CloseReason.SIGNAL_EXIT,
 }
 PARTIAL_PRIORITY = 10  # an exit or a time exit closes the whole position first
 

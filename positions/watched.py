@@ -110,9 +110,12 @@ def exited_signals(signal_ids: list[int], *, symbols: set[str] | None) -> list[E
     ]
 
 
-def trailing_distance(levels: HiddenLevels, *, instrument_id: int, pip_size: Decimal) -> Decimal | None:
+def trailing_distance(
+    levels: HiddenLevels, *, instrument_id: int, pip_size: Decimal, alert: bool = True
+) -> Decimal | None:
     """The trailing stop's distance in price: pips, or a multiple of the ATR of the owner's
-    feed now. Without enough bars for the ATR there is no distance (the owner is alerted)."""
+    feed now. Without enough bars for the ATR there is no distance (and, with ``alert``, the
+    owner is told; a question such as test-breach writes nothing)."""
     trailing = levels.trailing
     if trailing is None:
         return None
@@ -120,6 +123,8 @@ def trailing_distance(levels: HiddenLevels, *, instrument_id: int, pip_size: Dec
         return trailing.distance_pips * pip_size
     value = atr(instrument_id=instrument_id, period=trailing.atr_period, timeframe=trailing.atr_timeframe)
     if value is None:
+        if not alert:
+            return None
         alert_raise(
             kind=AlertKind.NO_ATR,
             # Names no parameter of the plan: alerts are logged.

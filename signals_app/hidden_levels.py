@@ -7,7 +7,7 @@ everywhere. Prices are ``Decimal`` and are stored as strings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -87,7 +87,6 @@ class HiddenLevels:
     max_holding_minutes: int | None = None
     strategy: str = ""
     reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def prices(self) -> list[Decimal]:
         """Every price level, for secrecy checks."""
@@ -158,8 +157,17 @@ def _price(value: Any, name: str, errors: dict[str, str]) -> Decimal | None:
 
 
 def _price_or_zero(value: Any, name: str, errors: dict[str, str]) -> Decimal | None:
+    # Absent or null: not set, which for these distances means none (0).
     if value in (0, "0", None):
-        return Decimal(0) if value is not None else None
+        return Decimal(0)
+    return _price(value, name, errors)
+
+
+def _required_price(value: Any, name: str, errors: dict[str, str]) -> Decimal | None:
+    # An explicit null must not make a part of the plan vanish without a word.
+    if value is None:
+        errors[name] = "is required"
+        return None
     return _price(value, name, errors)
 
 
@@ -195,8 +203,8 @@ def _parse_partial_take_profit(item: Any, name: str, errors: dict[str, str]) -> 
     if not isinstance(item, dict) or set(item) != {"price", "fraction"}:
         errors[name] = "must be an object with price and fraction"
         return None
-    price = _price(item["price"], f"{name}.price", errors)
-    fraction = _price(item["fraction"], f"{name}.fraction", errors)
+    price = _required_price(item["price"], f"{name}.price", errors)
+    fraction = _required_price(item["fraction"], f"{name}.fraction", errors)
     if fraction is not None and fraction >= 1:
         errors[f"{name}.fraction"] = "must be between 0 and 1"
     if price is None or fraction is None:
@@ -249,7 +257,7 @@ def _parse_atr_trailing(
     if "distance_pips" in raw:
         errors["trailing"] = "needs exactly one of distance_pips and distance_atr"
         return None
-    multiple = _price(raw.get("distance_atr"), "trailing.distance_atr", errors)
+    multiple = _required_price(raw.get("distance_atr"), "trailing.distance_atr", errors)
     period = raw.get("atr_period", 14)
     if isinstance(period, bool) or not isinstance(period, int) or not 1 <= period <= MAX_ATR_PERIOD:
         errors["trailing.atr_period"] = f"must be a whole number of bars between 1 and {MAX_ATR_PERIOD}"

@@ -29,7 +29,7 @@ import core.converters  # noqa: F401  (registers <id:...>, which get_urls uses)
 from positions.admin.forms import BreachTestForm, ManualCloseForm
 from positions.choices import PositionStatus
 from positions.closes import Claim, ManualCloseResult, positions_close_manual
-from positions.exit_plan import BREAKEVEN, PARTIAL_TP, SIGNAL_EXIT, SL, TP, TRAILING
+from positions.exit_plan import BREAKEVEN, PARTIAL_TP, PLAN_UNWALKABLE, SIGNAL_EXIT, SL, TP, TRAILING
 from positions.models import OpenPosition
 from positions.selectors import BreachTest, breach_test, plan_status
 from signals_app.events import Actor
@@ -303,7 +303,7 @@ class OwnerToolsMixin:
                 plan = tested.status if sees_levels else None
             elif sees_levels:
                 plan = plan_status(signal=signal)
-        except (InvalidToken, HiddenLevelsError):
+        except (InvalidToken, HiddenLevelsError, *PLAN_UNWALKABLE):
             unreadable = True  # the scanner alerts on such a signal and skips it; the page says so
         context = {
             **self.admin_site.each_context(request),

@@ -10,6 +10,7 @@ import pytest
 import requests
 from django.conf import settings
 from django.contrib.auth.models import Permission
+from django.db import connection
 from django.middleware.csrf import get_token
 from django.test import RequestFactory, override_settings
 from hypothesis import HealthCheck, given
@@ -21,7 +22,7 @@ from monitoring.models import Heartbeat
 from positions.choices import CloseCommandStatus, CloseReason, PositionStatus
 from positions.close_delivery import CloseResult, close_command_ack
 from positions.closes import close_command_request
-from positions.models import Alert, CloseCommand, OpenPosition
+from positions.models import Alert, CloseCommand, OpenPosition, SignalPlan
 from positions.scanner import sweep
 from signals_app.events import Actor
 from signals_app.models import AuditEvent
@@ -604,3 +605,23 @@ def test_the_schema_documents_the_owner_position_api(owner_api, redis_client):
     breach_output = components["BreachTestWithLevelsOutput"]
     assert "hidden_levels" in breach_output["properties"]
     assert "hidden_levels" not in breach_output["required"]
+
+
+@pytest.mark.parametrize("broken", ["levels", "plan state"])
+def test_a_plan_that_cannot_be_read_is_a_409_not_a_server_error(owner_api, gold_buy, broken):
+    # given: levels whose key is gone, or a stored plan state that no longer fits the plan
+    signal, positions = gold_buy
+    with connection.cursor() as cursor:
+        if broken == "levels":
+            cursor.execute(
+                "UPDATE signals_app_signal SET owner_only = 'not-a-token' WHERE id = %s", [signal.pk]
+            )
+        else:
+            SignalPlan.objects.create(signal=signal, state={"last_seq": "not a number"})
+
+    # when
+    response = owner_api.post(breach_url(positions[0].pk), {"simulated_price": "2650.00"}, format="json")
+
+    # then
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "conflict"

@@ -274,3 +274,35 @@ def test_payload_depth_is_limited():
     for _ in range(10):
         deep = {"a": deep}
     assert any("nested too deeply" in problem for problem in payload_problems(deep, hidden_prices=[]))
+
+
+@pytest.mark.parametrize(
+    ("owner_only", "field"),
+    [
+        (
+            {"tp": "2", "partial_take_profits": [{"price": None, "fraction": "0.5"}]},
+            "partial_take_profits[0].price",
+        ),
+        (
+            {"tp": "2", "partial_take_profits": [{"price": "1.5", "fraction": None}]},
+            "partial_take_profits[0].fraction",
+        ),
+        ({"tp": "2", "trailing": {"distance_atr": None}}, "trailing.distance_atr"),
+    ],
+)
+def test_a_null_part_of_the_plan_is_refused_not_dropped(owner_only, field):
+    with pytest.raises(HiddenLevelsError) as refused:
+        parse_hidden_levels(owner_only)
+    assert refused.value.errors[field] == "is required"
+
+
+def test_a_null_distance_that_may_be_absent_means_none():
+    levels = parse_hidden_levels(
+        {
+            "tp": "2",
+            "trailing": {"distance_pips": "10", "activation_pips": None},
+            "breakeven": {"trigger_pips": "5", "offset_pips": None},
+        }
+    )
+    assert levels.trailing.activation_pips == 0
+    assert levels.breakeven.offset_pips == 0
