@@ -131,7 +131,8 @@ _KNOWN_KEYS = {
 _TRAILING_KEYS = frozenset(
     {"distance_pips", "activation_pips", "distance_atr", "atr_period", "atr_timeframe"}
 )
-ATR_TIMEFRAMES = ("M1", "M5", "M15", "H1", "H4", "D1")
+ATR_TIMEFRAME_MINUTES = {"M1": 1, "M5": 5, "M15": 15, "H1": 60, "H4": 240, "D1": 1440}
+ATR_TIMEFRAMES = tuple(ATR_TIMEFRAME_MINUTES)
 MAX_ATR_PERIOD = 500
 _BREAKEVEN_KEYS = frozenset({"trigger_pips", "trigger_fraction", "offset_pips"})
 

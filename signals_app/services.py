@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from rest_framework import status
@@ -16,6 +17,7 @@ from core.errors import DomainError
 from signals_app.choices import ApprovalStatus, AuditAction, DecidedBy, SignalStatus
 from signals_app.events import Actor, audit, audit_many
 from signals_app.hidden_levels import (
+    ATR_TIMEFRAME_MINUTES,
     HiddenLevels,
     HiddenLevelsError,
     parse_hidden_levels,
@@ -52,6 +54,15 @@ def signal_validate(
         f"owner_only.{name}": message
         for name, message in check_levels_against_entry(levels, side=side, entry_price=entry_price).items()
     }
+    trailing = levels.trailing
+    if trailing is not None and trailing.distance_atr is not None:
+        # The bars it needs must be kept (CANDLE_RETENTION_DAYS), or the stop would never trail.
+        needed_minutes = (trailing.atr_period + 1) * ATR_TIMEFRAME_MINUTES[trailing.atr_timeframe]
+        if needed_minutes > settings.CANDLE_RETENTION_DAYS * 24 * 60:
+            problems["owner_only.trailing.atr_period"] = (
+                f"needs more {trailing.atr_timeframe} bars than the {settings.CANDLE_RETENTION_DAYS} days "
+                "of history kept (CANDLE_RETENTION_DAYS)"
+            )
     if payload is None:
         payload = {}
     payload_issues = payload_problems(payload, hidden_prices=levels.prices())

@@ -204,3 +204,24 @@ def test_huge_bodies_are_refused(bot):
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
     assert _counts() == before
+
+
+def test_an_atr_trailing_stop_needing_more_history_than_is_kept_is_refused(bot, settings):
+    settings.CANDLE_RETENTION_DAYS = 30
+    body = {
+        "instrument": "EURUSD",
+        "side": "buy",
+        "entry_price": "1.10000",
+        "ttl_minutes": 60,
+        "owner_only": {
+            "sl": "1.09000",
+            "trailing": {"distance_atr": "2", "atr_period": 30, "atr_timeframe": "D1"},
+        },
+    }
+
+    response = bot.post("/api/v1/signals", body, format="json")
+
+    assert response.status_code == 400
+    assert "CANDLE_RETENTION_DAYS" in response.json()["error"]["fields"]["owner_only.trailing.atr_period"][0]
+    body["owner_only"]["trailing"]["atr_period"] = 14
+    assert bot.post("/api/v1/signals", body, format="json").status_code == 201
