@@ -8,14 +8,15 @@ everywhere. Prices are ``Decimal`` and are stored as strings.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
+
+from signals_app.level_values import is_object_within, price, price_or_zero, required_price, text
 
 BUY = "buy"
 SELL = "sell"
 
 MAX_PARTIAL_TAKE_PROFITS = 5
-MAX_TEXT_LENGTH = 500
 MAX_HOLDING_MINUTES = 525_600  # a year
 
 
@@ -137,57 +138,6 @@ MAX_ATR_PERIOD = 500
 _BREAKEVEN_KEYS = frozenset({"trigger_pips", "trigger_fraction", "offset_pips"})
 
 
-def _price(value: Any, name: str, errors: dict[str, str]) -> Decimal | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
-        errors[name] = "must be a number or a decimal string"
-        return None
-    try:
-        number = Decimal(str(value).strip())
-    except InvalidOperation:
-        errors[name] = f"must be a number or a decimal string, got {str(value)[:40]!r}"
-        return None
-    if not number.is_finite() or number <= 0:
-        errors[name] = "must be a positive number"
-        return None
-    if number.as_tuple().exponent < -10 or number.adjusted() > 12:  # type: ignore[operator]
-        errors[name] = "has too many digits"
-        return None
-    return number
-
-
-def _price_or_zero(value: Any, name: str, errors: dict[str, str]) -> Decimal | None:
-    # Absent or null: not set, which for these distances means none (0).
-    if value in (0, "0", None):
-        return Decimal(0)
-    return _price(value, name, errors)
-
-
-def _required_price(value: Any, name: str, errors: dict[str, str]) -> Decimal | None:
-    # An explicit null must not make a part of the plan vanish without a word.
-    if value is None:
-        errors[name] = "is required"
-        return None
-    return _price(value, name, errors)
-
-
-def _text(value: Any, name: str, errors: dict[str, str]) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        errors[name] = "must be text"
-        return ""
-    if len(value) > MAX_TEXT_LENGTH:
-        errors[name] = f"must be at most {MAX_TEXT_LENGTH} characters"
-        return ""
-    return value
-
-
-def _is_object_within(value: Any, allowed: frozenset[str]) -> bool:
-    return isinstance(value, dict) and set(value) <= allowed
-
-
 def _check_known_keys(data: dict[Any, Any], errors: dict[str, str]) -> None:
     # A misspelt level ("stop", "take_profit") must fail loudly, not leave the
     # position without the exit the owner meant to set.
@@ -197,22 +147,22 @@ def _check_known_keys(data: dict[Any, Any], errors: dict[str, str]) -> None:
 
 
 def _parse_exit_prices(data: dict[Any, Any], errors: dict[str, str]) -> tuple[Decimal | None, Decimal | None]:
-    return _price(data.get("sl"), "sl", errors), _price(data.get("tp"), "tp", errors)
+    return price(data.get("sl"), "sl", errors), price(data.get("tp"), "tp", errors)
 
 
 def _parse_partial_take_profit(item: Any, name: str, errors: dict[str, str]) -> PartialTakeProfit | None:
     if not isinstance(item, dict) or set(item) != {"price", "fraction"}:
         errors[name] = "must be an object with price and fraction"
         return None
-    price = _required_price(item["price"], f"{name}.price", errors)
-    fraction = _required_price(item["fraction"], f"{name}.fraction", errors)
+    level = required_price(item["price"], f"{name}.price", errors)
+    fraction = required_price(item["fraction"], f"{name}.fraction", errors)
     if fraction is not None and fraction >= 1:
         errors[f"{name}.fraction"] = "must be between 0 and 1"
-    if price is None or fraction is None:
+    if level is None or fraction is None:
         return None
     # Returned even when the fraction is out of range, so the total below
     # reports the overshoot as well.
-    return PartialTakeProfit(price, fraction)
+    return PartialTakeProfit(level, fraction)
 
 
 def _parse_partial_take_profits(raw: Any, errors: dict[str, str]) -> tuple[PartialTakeProfit, ...]:
@@ -234,16 +184,16 @@ def _parse_partial_take_profits(raw: Any, errors: dict[str, str]) -> tuple[Parti
 def _parse_trailing(raw: Any, errors: dict[str, str]) -> Trailing | None:
     if raw is None:
         return None
-    if not _is_object_within(raw, _TRAILING_KEYS):
+    if not is_object_within(raw, _TRAILING_KEYS):
         errors["trailing"] = (
             "must be an object with distance_pips (or distance_atr, atr_period, atr_timeframe) "
             "and optional activation_pips"
         )
         return None
-    activation = _price_or_zero(raw.get("activation_pips", 0), "trailing.activation_pips", errors)
+    activation = price_or_zero(raw.get("activation_pips", 0), "trailing.activation_pips", errors)
     if "distance_atr" in raw:
         return _parse_atr_trailing(raw, activation, errors)
-    distance = _price(raw.get("distance_pips"), "trailing.distance_pips", errors)
+    distance = price(raw.get("distance_pips"), "trailing.distance_pips", errors)
     # Name the missing distance only when no sharper message (bad number) is there already.
     if distance is None and "trailing.distance_pips" not in errors:
         errors["trailing.distance_pips"] = "is required"
@@ -258,7 +208,7 @@ def _parse_atr_trailing(
     if "distance_pips" in raw:
         errors["trailing"] = "needs exactly one of distance_pips and distance_atr"
         return None
-    multiple = _required_price(raw.get("distance_atr"), "trailing.distance_atr", errors)
+    multiple = required_price(raw.get("distance_atr"), "trailing.distance_atr", errors)
     period = raw.get("atr_period", 14)
     if isinstance(period, bool) or not isinstance(period, int) or not 1 <= period <= MAX_ATR_PERIOD:
         errors["trailing.atr_period"] = f"must be a whole number of bars between 1 and {MAX_ATR_PERIOD}"
@@ -275,12 +225,12 @@ def _parse_atr_trailing(
 def _parse_breakeven(raw: Any, errors: dict[str, str], *, has_tp: bool) -> Breakeven | None:
     if raw is None:
         return None
-    if not _is_object_within(raw, _BREAKEVEN_KEYS):
+    if not is_object_within(raw, _BREAKEVEN_KEYS):
         errors["breakeven"] = "must be an object with trigger_pips or trigger_fraction, and offset_pips"
         return None
-    trigger_pips = _price(raw.get("trigger_pips"), "breakeven.trigger_pips", errors)
-    fraction = _price(raw.get("trigger_fraction"), "breakeven.trigger_fraction", errors)
-    offset = _price_or_zero(raw.get("offset_pips", 0), "breakeven.offset_pips", errors)
+    trigger_pips = price(raw.get("trigger_pips"), "breakeven.trigger_pips", errors)
+    fraction = price(raw.get("trigger_fraction"), "breakeven.trigger_fraction", errors)
+    offset = price_or_zero(raw.get("offset_pips", 0), "breakeven.offset_pips", errors)
     if (trigger_pips is None) == (fraction is None):
         errors.setdefault("breakeven", "needs exactly one of trigger_pips and trigger_fraction")
         return None
@@ -337,8 +287,8 @@ def parse_hidden_levels(data: Any) -> HiddenLevels:
     trailing = _parse_trailing(data.get("trailing"), errors)
     breakeven = _parse_breakeven(data.get("breakeven"), errors, has_tp=tp is not None)
     max_holding = _parse_max_holding_minutes(data.get("max_holding_minutes"), errors)
-    strategy = _text(data.get("strategy"), "strategy", errors)
-    reason = _text(data.get("reason"), "reason", errors)
+    strategy = text(data.get("strategy"), "strategy", errors)
+    reason = text(data.get("reason"), "reason", errors)
     _require_an_exit(sl, tp, errors)
     if errors:
         raise HiddenLevelsError(errors)
