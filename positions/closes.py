@@ -99,7 +99,9 @@ matched AS (
 ),
 sized AS (
     SELECT k.*, CASE WHEN k.fraction IS NULL THEN p.remaining_volume
-                     ELSE LEAST(p.remaining_volume, floor(p.volume * k.fraction * 100) / 100) END AS volume
+                     ELSE LEAST(p.remaining_volume,
+                                floor(p.volume * k.fraction / %(lot_step)s) * %(lot_step)s)
+                END AS volume
       FROM matched k JOIN positions_openposition p ON p.id = k.id
 ),
 chosen AS (
@@ -144,6 +146,7 @@ _STATEMENTS = {
     for claim in Claim
 }
 NOTE_MAX_LENGTH = 2000
+LOT_STEP = Decimal("0.01")  # a partial close is rounded down to this
 
 
 def closes_claim(*, claim: Claim, requests: list[CloseRequest], by: Actor) -> dict[int, int]:
@@ -168,6 +171,7 @@ def closes_claim(*, claim: Claim, requests: list[CloseRequest], by: Actor) -> di
                 "partials": [request.partial_index for request in requests],
                 "opened_before": [request.opened_before for request in requests],
                 "priorities": [request.priority for request in requests],
+                "lot_step": LOT_STEP,
                 "statuses": [str(status) for status in scope.statuses],
                 "auto_close_only": scope.auto_close_only,
                 **audit_sql_params(by=by, action=AuditAction.POSITION_CLOSE_REQUESTED),

@@ -21,6 +21,7 @@ from django.db import connection
 from django.db.models import Exists, OuterRef, Q
 
 from positions.choices import CloseCommandStatus, CloseReason, PositionStatus
+from positions.closes import LOT_STEP
 from positions.exit_plan import PARTIAL_TP, STOP_MOVED, ExitPlan, PathQuote, PlanState, plan_advance
 from positions.models import CloseCommand, OpenPosition, SignalPlan
 from positions.standing_orders import REASON_FOR_KIND
@@ -28,8 +29,6 @@ from positions.watched import exit_plan, trailing_distance
 from signals_app.hidden_levels import HiddenLevels, parse_hidden_levels
 from signals_app.models import Instrument, Signal
 
-# The smallest close the claim makes (its 0.01 lot step, positions.closes).
-LOT_STEP = Decimal("0.01")
 # What a plan's exit or partial take-profit closes with (the scanner's close reasons).
 CLOSE_REASON_FOR = {**REASON_FOR_KIND, PARTIAL_TP: CloseReason.PARTIAL_TP}
 
