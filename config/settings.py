@@ -225,6 +225,16 @@ CELERY_TASK_ALWAYS_EAGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower's live view
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Sweeps have their own queue: a backlog of other work (timeouts, gauges, pruning) never
+# delays a breach. A worker started without -Q takes both; production runs sweep workers
+# with `-Q sweeps` and the rest with `-Q celery` (docs/operations.md).
+SWEEP_QUEUE = "sweeps"
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = {"celery": {}, SWEEP_QUEUE: {}}
+CELERY_TASK_ROUTES = {
+    "positions.sweep": {"queue": SWEEP_QUEUE},
+    "positions.sweep_instrument": {"queue": SWEEP_QUEUE},
+}
 CELERY_TIMEZONE = TIME_ZONE
 if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
     raise ImproperlyConfigured("CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT")
