@@ -61,6 +61,20 @@ def close_commands_deliver(*, device_id: int, limit: int, now: datetime | None =
     return commands
 
 
+def close_commands_next_due(*, device_id: int, after: datetime) -> float | None:
+    """Seconds from ``after`` until this device's next pending command in backoff may be
+    delivered, or None if it has none: how long "nothing to deliver" holds."""
+    next_attempt_at = (
+        CloseCommand.objects.filter(
+            device_id=device_id, status=CloseCommandStatus.PENDING, next_attempt_at__gt=after
+        )
+        .order_by("next_attempt_at")
+        .values_list("next_attempt_at", flat=True)
+        .first()
+    )
+    return None if next_attempt_at is None else (next_attempt_at - after).total_seconds()
+
+
 @dataclass(frozen=True)
 class CloseResult:
     executed: bool

@@ -23,7 +23,9 @@ positions:
 5. ``commands``: one pending close command each (``ON CONFLICT DO NOTHING``
    on the partial unique indexes of active commands and of partials: the
    database, not this code, makes it exactly one);
-6. ``audited``: one ``position.close_requested`` audit event per command.
+6. ``audited``: one ``position.close_requested`` audit event per command;
+7. after the commit, the devices of the new commands are woken
+   (``core.wake``): their EAs' waiting long-polls answer at once.
 
 However many callers race, each position gets one active close command, and
 each partial take-profit at most one executed close.
@@ -40,6 +42,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
+from core.wake import wake_devices
 from positions.choices import CloseReason, PositionStatus
 from positions.locks import POSITIONS_IN_ORDER
 from positions.models import CloseCommand, OpenPosition
@@ -126,10 +129,10 @@ commands AS (
            %(audit_actor)s, note, now()
       FROM claimed
     ON CONFLICT DO NOTHING
-    RETURNING id, position_id, reason, trigger_quote, note
+    RETURNING id, position_id, device_id, reason, trigger_quote, note
 ),
 {audited}
-SELECT position_id, id FROM commands
+SELECT position_id, id, device_id FROM commands
 """
 
 _AUDITED = audit_insert_sql(
@@ -177,7 +180,10 @@ def closes_claim(*, claim: Claim, requests: list[CloseRequest], by: Actor) -> di
                 **audit_sql_params(by=by, action=AuditAction.POSITION_CLOSE_REQUESTED),
             },
         )
-        return dict(cursor.fetchall())
+        queued = cursor.fetchall()
+    # After the commit: the devices' waiting EAs hear of their commands at once.
+    wake_devices(device_id for _, _, device_id in queued)
+    return {position_id: command_id for position_id, command_id, _ in queued}
 
 
 def close_command_request(

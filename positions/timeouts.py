@@ -2,7 +2,8 @@
 acknowledgement goes back to pending (same id, with backoff) until
 CLOSE_MAX_ATTEMPTS deliveries, then expires (position ``close_failed``, owner
 alerted). Pending commands waiting on a device that has gone quiet alert the
-owner too. Run from beat (``positions.close_commands_timeout``).
+owner too. Run from beat (``positions.close_commands_timeout``). A re-queued
+command wakes its device's waiting EA after the commit (``core.wake``).
 
 Lock order (``positions.locks``): positions, then their commands; both skip rows
 another transaction holds (the next run takes them).
@@ -18,6 +19,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from core.wake import wake_devices
 from positions import metrics
 from positions.alerts import alert_raise
 from positions.choices import AlertKind, CloseCommandStatus, PositionStatus
@@ -52,6 +54,7 @@ def close_commands_timeout(*, now: datetime | None = None, batch_size: int = 500
         .values_list("pk", "position_id")[:batch_size]
     )
     redelivered = expired = 0
+    requeued_for: set[int] = set()
     with transaction.atomic():
         # Lock order: positions, then their commands (as close_command_ack does).
         positions = {
@@ -81,6 +84,10 @@ def close_commands_timeout(*, now: datetime | None = None, batch_size: int = 500
                 )
                 metrics.CLOSE_RETRIES.labels(reason="ack_timeout").inc()
                 redelivered += 1
+                requeued_for.add(command.device_id)
+        # After the commit: the devices' waiting EAs look again (each command is
+        # handed out once its backoff has passed).
+        wake_devices(requeued_for)
     return TimeoutReport(
         redelivered=redelivered, expired=expired, offline_alerts=_alert_offline_devices(now=now)
     )

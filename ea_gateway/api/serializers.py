@@ -8,6 +8,7 @@ a close command's internal reason or its trigger quote.
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
 
 from django.core.validators import RegexValidator
@@ -55,6 +56,33 @@ def _require_for_status(data: dict, status: str, fields: tuple[str, ...]) -> dic
     if missing:
         raise serializers.ValidationError({name: [f"Required when status is {status}."] for name in missing})
     return data
+
+
+LONG_POLL_MAX_SECONDS = 30  # the protocol's bound (docs/ea-protocol.md); a request beyond it is a 400
+
+
+class WaitQuery(serializers.Serializer):
+    """``?wait=N`` of the two long-polls: a whole number of seconds, 0 to 30, given at most once.
+    Anything else is refused, never ignored or clamped: an EA must learn its wait is wrong."""
+
+    wait = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text=f"seconds to wait for something to deliver, 0 to {LONG_POLL_MAX_SECONDS} (default 0)",
+    )
+
+    def to_internal_value(self, data):
+        if hasattr(data, "getlist") and len(data.getlist("wait")) > 1:
+            raise serializers.ValidationError({"wait": ["Give wait at most once."]})
+        return super().to_internal_value(data)
+
+    def validate_wait(self, value: str) -> int:
+        if not re.fullmatch(r"[0-9]{1,9}", value) or int(value) > LONG_POLL_MAX_SECONDS:
+            raise serializers.ValidationError(
+                f"Must be a whole number of seconds from 0 to {LONG_POLL_MAX_SECONDS}."
+            )
+        return int(value)
 
 
 class ExecutionParamsOutput(serializers.Serializer):

@@ -5,20 +5,28 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core import wake
 from ea_gateway.api import serializers as io
 from ea_gateway.api.authentication import HMACDeviceAuthentication
 from ea_gateway.api.permissions import IsEADevice, IsFeedDevice
 from ea_gateway.api.throttling import DeviceRateThrottle
 from ea_gateway.selectors import approvals_for_poll
 from ea_gateway.services import Fill, approval_ack, device_actor, device_heartbeat
+from ea_gateway.wake import long_poll, peer_closed
 from ea_protocol.signing import HEADER_SERVER_TIME
-from positions.close_delivery import CloseResult, close_command_ack, close_commands_deliver
+from positions.close_delivery import (
+    CloseResult,
+    close_command_ack,
+    close_commands_deliver,
+    close_commands_next_due,
+)
 from positions.quotes import Quote, quotes_ingest
 
 
@@ -41,6 +49,14 @@ class ErrorOutput(serializers.Serializer):
 _ERROR = OpenApiResponse(ErrorOutput)
 ERRORS = {401: _ERROR, 403: _ERROR, 413: _ERROR, 429: _ERROR, 503: _ERROR}
 WRITE_ERRORS = {**ERRORS, 400: _ERROR, 404: _ERROR, 409: _ERROR}
+WAIT = OpenApiParameter(
+    "wait",
+    int,
+    description=(
+        f"Long-poll: answer as soon as something is deliverable, or with an empty list after this many "
+        f"seconds (0 to {io.LONG_POLL_MAX_SECONDS}; default 0, answer at once). Anything else is a 400."
+    ),
+)
 
 
 class DeviceAPIView(APIView):
@@ -55,10 +71,36 @@ class DeviceAPIView(APIView):
         return response
 
 
-class PollView(DeviceAPIView):
-    @extend_schema(responses={200: io.PollOutput, **ERRORS}, tags=["ea"], operation_id="client_poll")
+class LongPollView(DeviceAPIView):
+    """``?wait=N`` (``ea_gateway.wake``): the answer waits for something to deliver."""
+
+    def waited(self, request: Request, *, kind: str, key: int, fetch) -> list:
+        query = io.WaitQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return long_poll(
+            kind=kind,
+            key=key,
+            wait=query.validated_data.get("wait", 0),
+            fetch=fetch,
+            client_gone=lambda: peer_closed(request.META.get("gunicorn.socket")),
+        )
+
+
+class PollView(LongPollView):
+    @extend_schema(
+        parameters=[WAIT],
+        responses={200: io.PollOutput, 400: _ERROR, **ERRORS},
+        tags=["ea"],
+        operation_id="client_poll",
+    )
     def get(self, request: Request) -> Response:
-        approvals = approvals_for_poll(device=request.auth)
+        device = request.auth
+        approvals = self.waited(
+            request,
+            kind=wake.CLIENT,
+            key=device.client_id,
+            fetch=lambda: (list(approvals_for_poll(device=device)), None),
+        )
         return Response(io.PollOutput({"approvals": approvals}).data)
 
 
@@ -87,12 +129,24 @@ class AckView(DeviceAPIView):
         return Response(io.AckOutput(body).data)
 
 
-class CloseCommandsView(DeviceAPIView):
+class CloseCommandsView(LongPollView):
     @extend_schema(
-        responses={200: io.CloseCommandsOutput, **ERRORS}, tags=["ea"], operation_id="client_close_commands"
+        parameters=[WAIT],
+        responses={200: io.CloseCommandsOutput, 400: _ERROR, **ERRORS},
+        tags=["ea"],
+        operation_id="client_close_commands",
     )
     def get(self, request: Request) -> Response:
-        commands = close_commands_deliver(device_id=request.auth.pk, limit=settings.CLOSE_COMMANDS_PER_POLL)
+        device_id = request.auth.pk
+
+        def deliver() -> tuple[list, float | None]:
+            now = timezone.now()
+            commands = close_commands_deliver(
+                device_id=device_id, limit=settings.CLOSE_COMMANDS_PER_POLL, now=now
+            )
+            return commands, None if commands else close_commands_next_due(device_id=device_id, after=now)
+
+        commands = self.waited(request, kind=wake.DEVICE, key=device_id, fetch=deliver)
         return Response(io.CloseCommandsOutput({"commands": commands}).data)
 
 

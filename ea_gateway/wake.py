@@ -1,0 +1,240 @@
+"""Long-polling for EAs: answer as soon as something is deliverable, and look in
+the database only when something may be.
+
+A request for a device's close commands (or its client's approvals):
+
+1. ``_check``: one Redis round trip reads the generation of the device (or
+   client) and its "nothing pending" marker (``core.wake`` raises the
+   generation after every commit that makes something deliverable). A marker
+   equal to the generation means a fetch found nothing at that generation and
+   nothing was woken since: answer "nothing" without touching the database,
+   so an idle EA's request takes no lock. No marker (it expired, Redis was
+   restarted) or an older one: fetch from the database.
+2. A fetch that found nothing writes the marker with the generation read in
+   step 1, *before* the fetch. A claim that commits after the fetch read the
+   table raises the generation after that read, so the marker it leaves can
+   never equal the generation: the next request fetches again. That race costs
+   one database look, never a hidden command. The marker lives at most
+   ``core.wake.EMPTY_MARKER_SECONDS`` (the bound on a lost wake), and no longer
+   than until the device's next command in backoff becomes due.
+3. Nothing found and time left: the request gives back its database
+   connection (a waiting request must not hold one), waits on this process's
+   hub for a wake of its id, the marker's expiry or the deadline, then goes
+   back to 1. A wake after the client hung up answers at once, leasing nothing.
+
+The hub is one Redis pub/sub connection per process (a thread; a greenlet under
+gevent) that sets the events of the requests waiting on the ids it hears.
+When its connection drops it wakes every waiter once reconnected (a wake may
+have been lost meanwhile), and while it is down waiters look every second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import connection
+from redis.exceptions import RedisError
+
+from core.redis import get_redis
+from core.wake import (
+    CHANNEL_PATTERN,
+    EMPTY_MARKER_SECONDS,
+    database_scope,
+    generation_key,
+    marker_key,
+)
+
+logger = logging.getLogger(__name__)
+
+HUB_DOWN_RECHECK_SECONDS = 1.0
+MIN_RECHECK_SECONDS = 0.05
+_HUB_RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0)
+
+# A fetch: (what to hand out, seconds until something not yet due becomes due, or None).
+Fetch = Callable[[], tuple[list[Any], float | None]]
+
+
+@dataclass(frozen=True)
+class _Check:
+    scope: str
+    generation: bytes
+    nothing_pending: bool
+    marker_seconds: float
+
+
+def _check(scope: str, kind: str, key: int) -> _Check | None:
+    """Generation and marker in one round trip; None when Redis cannot say (then fetch)."""
+    marker = marker_key(scope, kind, key)
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.get(generation_key(scope, kind, key))
+        pipe.get(marker)
+        pipe.pttl(marker)
+        generation, marked, pttl = pipe.execute()
+    except RedisError:
+        return None
+    generation = generation or b"0"
+    return _Check(scope, generation, marked == generation, max(pttl, 0) / 1000)
+
+
+def _mark_empty(check: _Check, kind: str, key: int, seconds: float) -> None:
+    # Without a marker the next request fetches, as after a Redis restart.
+    with contextlib.suppress(RedisError):
+        get_redis().set(marker_key(check.scope, kind, key), check.generation, px=int(seconds * 1000))
+
+
+def fetch_unless_empty(*, kind: str, key: int, fetch: Fetch) -> tuple[list[Any], float]:
+    """Steps 1 and 2: what is deliverable now, and how long an empty answer holds."""
+    check = _check(database_scope(), kind, key)
+    if check is not None and check.nothing_pending:
+        return [], max(check.marker_seconds, MIN_RECHECK_SECONDS)
+    items, due_in = fetch()
+    if items:
+        return items, 0.0
+    holds = EMPTY_MARKER_SECONDS if due_in is None else min(float(EMPTY_MARKER_SECONDS), due_in)
+    if check is not None and holds >= MIN_RECHECK_SECONDS:
+        _mark_empty(check, kind, key, holds)
+    return [], max(holds, MIN_RECHECK_SECONDS)
+
+
+def long_poll(
+    *, kind: str, key: int, wait: float, fetch: Fetch, client_gone: Callable[[], bool] = lambda: False
+) -> list[Any]:
+    """What is deliverable, as soon as there is some or after ``wait`` seconds (step 3)."""
+    if wait <= 0:
+        return fetch_unless_empty(kind=kind, key=key, fetch=fetch)[0]
+    deadline = time.monotonic() + wait
+    hub = _hub()
+    # Registered before the first look: a wake from here on is never missed.
+    event = hub.register(database_scope(), kind, key)
+    try:
+        while True:
+            items, holds = fetch_unless_empty(kind=kind, key=key, fetch=fetch)
+            remaining = deadline - time.monotonic()
+            if items or remaining <= 0:
+                return items
+            _release_database_connection()
+            event.wait(min(remaining, holds if hub.connected else HUB_DOWN_RECHECK_SECONDS))
+            event.clear()
+            if client_gone():
+                return []
+    finally:
+        hub.unregister(event)
+
+
+def _release_database_connection() -> None:
+    # Inside a transaction (a test's) the connection is not ours to close.
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+def peer_closed(sock: socket.socket | None) -> bool:
+    """True when the client at the other end of ``sock`` has closed the connection
+    (an EA whose HTTP timeout ran out, or that stopped): nothing may be leased to it."""
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
+class _Hub:
+    """This process's wake subscriber (module docstring)."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._redis_url = redis_url
+        self._lock = threading.Lock()
+        self._waiters: dict[str, set[threading.Event]] = {}
+        self._topic_of: dict[threading.Event, str] = {}
+        self._connected = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="veilstop-wake-hub", daemon=True)
+        self._thread.start()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def register(self, scope: str, kind: str, key: int) -> threading.Event:
+        event = threading.Event()
+        topic = f"{scope}:{kind}:{key}"
+        with self._lock:
+            self._waiters.setdefault(topic, set()).add(event)
+            self._topic_of[event] = topic
+        return event
+
+    def unregister(self, event: threading.Event) -> None:
+        with self._lock:
+            topic = self._topic_of.pop(event, None)
+            waiting = self._waiters.get(topic, set()) if topic else set()
+            waiting.discard(event)
+            if topic and not waiting:
+                self._waiters.pop(topic, None)
+
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._topic_of)
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        # channel veilstop:wake:<scope>:channel, data "<kind>:<id>,<id>,..."
+        scope = channel.decode().split(":")[2]
+        kind, _, ids = data.decode().partition(":")
+        with self._lock:
+            events = [
+                event for key in ids.split(",") for event in self._waiters.get(f"{scope}:{kind}:{key}", ())
+            ]
+        for event in events:
+            event.set()
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            events = list(self._topic_of)
+        for event in events:
+            event.set()
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            client = redis.Redis.from_url(self._redis_url, socket_connect_timeout=2, health_check_interval=15)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.psubscribe(CHANNEL_PATTERN)
+                self._connected.set()
+                failures = 0
+                self._wake_all()  # anything published while we were not listening
+                while True:
+                    message = pubsub.get_message(timeout=5.0)
+                    if message is not None and message["type"] == "pmessage":
+                        self._dispatch(message["channel"], message["data"])
+            except (RedisError, OSError) as error:
+                self._connected.clear()
+                self._wake_all()
+                delay = _HUB_RETRY_SECONDS[min(failures, len(_HUB_RETRY_SECONDS) - 1)]
+                failures += 1
+                logger.warning("wake hub: Redis pub/sub lost (%s); reconnecting in %.1f s", error, delay)
+                time.sleep(delay)
+            finally:
+                pubsub.close()
+                client.close()
+
+
+_hubs: dict[str, _Hub] = {}
+_hubs_lock = threading.Lock()
+
+
+def _hub() -> _Hub:
+    with _hubs_lock:
+        if settings.REDIS_URL not in _hubs:
+            _hubs[settings.REDIS_URL] = _Hub(settings.REDIS_URL)
+        return _hubs[settings.REDIS_URL]
