@@ -14,6 +14,7 @@ from django.utils import timezone
 from rest_framework import status
 
 from core.errors import DomainError
+from core.wake import wake_clients
 from signals_app.choices import ApprovalStatus, AuditAction, DecidedBy, SignalStatus
 from signals_app.events import Actor, audit, audit_many
 from signals_app.hidden_levels import (
@@ -181,6 +182,7 @@ def signal_publish(*, signal: Signal, by: Actor) -> PublishResult:
         for client in Client.objects.filter(active=True).order_by("pk")
     ]
     Approval.objects.bulk_create(approvals)
+    wake_clients(approval.client_id for approval in approvals if approval.decided_by)  # auto: EAs poll now
     audit(by=by, action=AuditAction.SIGNAL_PUBLISHED, subject=signal, data={"approvals": len(approvals)})
     audit_many(
         by=by,
@@ -251,6 +253,7 @@ def approval_decide(*, approval: Approval, approve: bool, decided_by: str, by: A
             status_code=status.HTTP_409_CONFLICT,
         )
     audit(by=by, action=action, subject=approval, data={"decided_by": decided_by})
+    wake_clients([approval.client_id] if approve else [])  # after the commit: its EAs poll now
     return approval
 
 
