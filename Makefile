@@ -60,3 +60,9 @@ BENCH_ARGS ?=
 .PHONY: bench
 bench: venv
 	DJANGO_ENV=test $(PY) -m config.embedded run -- $(PY) bench/scanner_bench.py $(BENCH_ARGS)
+
+# EA requests under gunicorn (as config/gunicorn.py sets it up) next to a bare DRF endpoint:
+# max req/s with wrk, p50/p99 at 300 req/s. BENCH_ARGS="--duration 5", "--only poll", ...
+.PHONY: bench-ea
+bench-ea: venv
+	DJANGO_ENV=test $(PY) -m config.embedded run -- $(PY) bench/ea_bench.py $(BENCH_ARGS)
