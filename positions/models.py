@@ -66,6 +66,13 @@ class OpenPosition(models.Model):
                 name="position_live_by_signal",
                 condition=Q(status__in=[PositionStatus.OPEN, PositionStatus.CLOSING]),
             ),
+            # A sweep worker's book of one instrument (positions.plan_book) walks the same,
+            # per instrument.
+            models.Index(
+                fields=["instrument", "signal"],
+                name="position_live_by_instrument",
+                condition=Q(status__in=[PositionStatus.OPEN, PositionStatus.CLOSING]),
+            ),
             # Time exits: the open positions of a signal opened before a moment, by range.
             models.Index(
                 fields=["signal", "opened_at"],
@@ -200,6 +207,9 @@ class SignalPlan(models.Model):
         help_text="partial index -> the quote that hit it (near the level: encrypted)",
     )
     exited_by = models.CharField(max_length=150, blank=True)
+    book_version = models.BigIntegerField(
+        default=0, help_text="the instrument's plans_version when this state was saved (positions.plan_book)"
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

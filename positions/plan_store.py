@@ -10,17 +10,17 @@ move of the effective stop keeps its old and new price in the encrypted
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from core.redis import get_redis
 from positions.exit_plan import PARTIAL_TP, STOP_MOVED, PlanEvent, PlanState
 from positions.models import SignalPlan
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, AuditEntry, audit_bulk
-from signals_app.models import Signal
+from signals_app.models import PLANS_VERSION_SEQUENCE, Signal
 from signals_app.services import approvals_withdraw
 
 
@@ -35,13 +35,12 @@ class StoredPlan:
 EMPTY = StoredPlan(PlanState(), "", None, {})
 
 
-def plans_lock(signal_ids: Iterable[int]) -> dict[int, StoredPlan]:
-    """The stored plans of these signals, locked in id order (missing ones: a fresh state)."""
-    rows = (
-        SignalPlan.objects.select_for_update()
-        .filter(signal_id__in=sorted(set(signal_ids)))
-        .order_by("signal_id")
-        .values_list("signal_id", "state", "exit_kind", "exit_quote", "partials_hit")
+def plans_read(signal_ids: list[int]) -> dict[int, StoredPlan]:
+    """The stored plans of these signals, decrypted (missing ones: none)."""
+    if not signal_ids:
+        return {}
+    rows = SignalPlan.objects.filter(signal_id__in=signal_ids).values_list(
+        "signal_id", "state", "exit_kind", "exit_quote", "partials_hit"
     )
     return {
         signal_id: StoredPlan(PlanState.from_json(state), exit_kind, exit_quote, partials_hit or {})
@@ -49,19 +48,43 @@ def plans_lock(signal_ids: Iterable[int]) -> dict[int, StoredPlan]:
     }
 
 
+def plans_version_raise(instrument_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """Give the instruments a new ``plans_version`` (in the caller's transaction, which then
+    holds their rows until it ends); return {id: (version before, version now)}."""
+    ordered = sorted(set(instrument_ids))
+    if not ordered:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE signals_app_instrument i SET plans_version = nextval(%s)
+              FROM (SELECT id, plans_version FROM signals_app_instrument
+                     WHERE id = ANY(%s) ORDER BY id FOR UPDATE) old
+             WHERE i.id = old.id
+            RETURNING i.id, old.plans_version, i.plans_version
+            """,
+            [PLANS_VERSION_SEQUENCE, ordered],
+        )
+        return {instrument_id: (before, now) for instrument_id, before, now in cursor.fetchall()}
+
+
 @dataclass(frozen=True)
 class PlanChange:
     signal_id: int
+    instrument_id: int
     symbol: str
     before: StoredPlan
     state: PlanState
     events: list[PlanEvent]
 
 
-def plans_save(changes: list[PlanChange], *, by: Actor) -> None:
-    """Write every changed plan in one upsert and audit their events in one insert."""
+def plans_save(changes: list[PlanChange], *, by: Actor) -> dict[int, SavedPlans]:
+    """Write every changed plan in one upsert, audit their events in one insert, and raise
+    their instruments' ``plans_version``; return, per instrument, what was saved."""
     if not changes:
-        return
+        return {}
+    versions = plans_version_raise(change.instrument_id for change in changes)
+    saved = {instrument_id: SavedPlans(*version) for instrument_id, version in versions.items()}
     rows = []
     for change in changes:
         exit_event = plan_exit_event(change.events)
@@ -69,16 +92,22 @@ def plans_save(changes: list[PlanChange], *, by: Actor) -> None:
         for event in change.events:
             if event.kind == PARTIAL_TP:
                 partials[str(event.partial_index)] = event.quote.as_json(change.symbol)
+        stored = StoredPlan(
+            change.state,
+            change.state.exit_kind,
+            exit_event.quote.as_json(change.symbol) if exit_event else change.before.exit_quote,
+            partials,
+        )
+        saved[change.instrument_id].plans[change.signal_id] = stored
         rows.append(
             SignalPlan(
                 signal_id=change.signal_id,
-                state=change.state.to_json(),
-                exit_kind=change.state.exit_kind,
-                exit_quote=exit_event.quote.as_json(change.symbol)
-                if exit_event
-                else change.before.exit_quote,
-                partials_hit=partials,
+                state=stored.state.to_json(),
+                exit_kind=stored.exit_kind,
+                exit_quote=stored.exit_quote,
+                partials_hit=stored.partials_hit,
                 exited_by=by.name if exit_event else "",
+                book_version=versions[change.instrument_id][1],
             )
         )
     ended = [change.signal_id for change in changes if plan_exit_event(change.events)]
@@ -89,9 +118,25 @@ def plans_save(changes: list[PlanChange], *, by: Actor) -> None:
         rows,
         update_conflicts=True,
         unique_fields=["signal"],
-        update_fields=["state", "exit_kind", "exit_quote", "partials_hit", "exited_by", "updated_at"],
+        update_fields=[
+            "state",
+            "exit_kind",
+            "exit_quote",
+            "partials_hit",
+            "exited_by",
+            "book_version",
+            "updated_at",
+        ],
     )
     audit_bulk(by=by, entries=[entry for change in changes for entry in _audit_entries(change)])
+    return saved
+
+
+@dataclass
+class SavedPlans:
+    before: int  # the instrument's plans_version just before the save
+    version: int  # and after it
+    plans: dict[int, StoredPlan] = field(default_factory=dict)
 
 
 def plan_exit_event(events: list[PlanEvent]) -> PlanEvent | None:
@@ -164,6 +209,11 @@ RECHECK_ALL_SECONDS = 60
 def plans_mark_dirty(signal_id: int) -> None:
     """After the current transaction commits: the signal has a position to (re)judge."""
     transaction.on_commit(lambda: get_redis().sadd(_DIRTY_KEY, signal_id))
+
+
+def plans_dirty() -> set[int]:
+    """Every signal marked now (a handful: marks are taken by the next sweep)."""
+    return {int(member) for member in get_redis().smembers(_DIRTY_KEY)}
 
 
 def plans_take_dirty(signal_ids: Iterable[int]) -> set[int]:

@@ -37,6 +37,7 @@ import time
 from collections import Counter as Tally
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -48,10 +49,12 @@ from positions.choices import AlertKind
 from positions.closes import Claim, closes_claim
 from positions.exit_plan import PARTIAL_TP, PLAN_UNWALKABLE, STOP_MOVED, PathQuote, PlanState, plan_advance
 from positions.locks import instruments_try_lock
+from positions.plan_book import Book, Extremes, books_current, books_forget, books_known, books_saved
 from positions.plan_store import (
-    EMPTY,
     PlanChange,
-    plans_lock,
+    SavedPlans,
+    StoredPlan,
+    plans_dirty,
     plans_recheck_all_due,
     plans_restore_dirty,
     plans_save,
@@ -61,16 +64,10 @@ from positions.quote_path import JudgeablePath, path_judgeable, paths_read, path
 from positions.quotes import quotes_latest
 from positions.standing_orders import REASON_FOR_KIND, standing_orders
 from positions.sweep_history import SweepSummary, sweep_record
-from positions.watched import (
-    WatchedSignal,
-    exited_signals,
-    signals_to_watch,
-    unwalkable,
-    watched_signals,
-)
+from positions.watched import WatchedSignal, unwalkable
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit
-from signals_app.models import Signal
+from signals_app.models import Instrument, Signal
 
 logger = logging.getLogger(__name__)
 
@@ -115,25 +112,29 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
     if not settings.POSITION_MONITOR_ENABLED:
         return report
     work = _Sweep(now=time.time() if now is None else now, report=report)
-    to_watch = signals_to_watch(now=_at(work.now))
-    watched = watched_signals(to_watch.running, symbols) if to_watch.running else []
-    exited = exited_signals(to_watch.ended, symbols=symbols) if to_watch.ended else []
-    instrument_ids = {signal.instrument_id for signal in watched}
-    work.symbols = {signal.instrument_id: signal.symbol for signal in watched}
+    instruments = _instruments(symbols)
+    locked: set[int] = set()
     taken: set[int] = set()
+    saved: dict[int, SavedPlans] = {}
     try:
         with transaction.atomic():
-            locked = instruments_try_lock(instrument_ids | {signal.instrument_id for signal in exited})
-            report.skipped_locked_instruments = len(instrument_ids - locked)
-            mine = [signal for signal in watched if signal.instrument_id in locked]
-            exited = [signal for signal in exited if signal.instrument_id in locked]
+            locked = instruments_try_lock(instruments)
+            report.skipped_locked_instruments = len(set(instruments) - locked)
+            dirty = plans_dirty()
+            unknown = _unknown_here(dirty - books_known(work.now), locked)
+            books = books_current(_versions(locked), now=_at(work.now), stale=set(unknown.values()))
+            mine = [e.signal for book in books for e in book.running.values() if e.watched(work.now)]
+            exited = [exited for book in books for exited in book.ended.values()]
             report.signals = len(mine)
-            _judge(work, mine)
+            work.symbols = {book.instrument_id: book.symbol for book in books}
+            _judge(work, books)
             if not report.dry_run:
-                plans_save(work.changes, by=SCANNER)
+                saved = plans_save(work.changes, by=SCANNER)
                 # Taken before the claim: a position marked after this is seen by the claim
-                # or marks again for the next sweep.
-                taken = plans_take_dirty([s.signal_id for s in mine] + [s.signal_id for s in exited])
+                # or marks again for the next sweep. Marks of signals of these instruments
+                # that no book watches even after a re-read (nothing live) are dropped.
+                held = {s.signal_id for s in mine} | {s.signal_id for s in exited}
+                taken = plans_take_dirty(dirty & (held | (set(unknown) - books_known(work.now))))
                 requests = standing_orders(
                     now=_at(work.now),
                     changes=work.changes,
@@ -149,12 +150,38 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
             held_back = _held_back_by_canary(ended) if ended else {}
     except BaseException:
         plans_restore_dirty(taken)
+        books_forget(locked)
         raise
+    books_saved(saved, books)
     paths_trim(work.consumed)
     _after_sweep(work, held_back)
     report.seconds = time.perf_counter() - started
     _record_sweep(report)
     return report
+
+
+def _instruments(symbols: set[str] | None) -> dict[int, str]:
+    rows = Instrument.objects.all() if symbols is None else Instrument.objects.filter(symbol__in=symbols)
+    return dict(rows.values_list("pk", "symbol"))
+
+
+def _versions(instrument_ids: set[int]) -> list[tuple[int, str, Decimal, int]]:
+    """Read under the sweep locks: every writer of what the books hold raises the version."""
+    return list(
+        Instrument.objects.filter(pk__in=instrument_ids)
+        .order_by("pk")
+        .values_list("pk", "symbol", "pip_size", "plans_version")
+    )
+
+
+def _unknown_here(unknown: set[int], locked: set[int]) -> dict[int, int]:
+    """Dirty signals (a fill, a reopen) of the locked instruments that no book watches:
+    {signal id: instrument id}. A late fill made such a signal a member again, so its
+    instrument's book is re-read now."""
+    if not unknown:
+        return {}
+    rows = Signal.objects.filter(pk__in=unknown, instrument_id__in=locked)
+    return dict(rows.values_list("pk", "instrument_id"))
 
 
 def _at(timestamp: float) -> datetime:
@@ -167,9 +194,11 @@ def _fresh(work: _Sweep, quote: PathQuote) -> bool:
     return work.now - min(quote.ts, quote.received_at) <= settings.QUOTE_MAX_AGE_SECONDS
 
 
-def _judge(work: _Sweep, mine: list[WatchedSignal]) -> None:
-    """Steps 3 and 4: each locked instrument's path through each of its plans."""
-    symbols = sorted({signal.symbol for signal in mine})
+def _judge(work: _Sweep, books: list[Book]) -> None:
+    """Steps 3 and 4: each locked instrument's path through the plans it may change."""
+    # Only instruments with a plan to walk: an instrument nobody trades raises no stale alert.
+    books = [book for book in books if any(entry.watched(work.now) for entry in book.running.values())]
+    symbols = sorted(book.symbol for book in books)
     paths: dict[str, JudgeablePath] = {
         symbol: path_judgeable(entries) for symbol, entries in paths_read(symbols).items()
     }
@@ -185,37 +214,53 @@ def _judge(work: _Sweep, mine: list[WatchedSignal]) -> None:
             work.stale[symbol] = "no quote at all"
         elif (age := work.now - min(quote.ts, quote.received_at or quote.ts)) > max_age:
             work.stale[symbol] = f"latest quote is {int(age)} s old"
-    stored = plans_lock(signal.signal_id for signal in mine)
-    for symbol, path in paths.items():
         late = sum(1 for quote in path.quotes if not _fresh(work, quote))
         if late and symbol not in work.stale:
             # Fresh on arrival, stale by the time a sweep got to them (workers behind):
             # never a close on stale data, but never silently either.
             work.stale[symbol] = f"{late} quote(s) aged past QUOTE_MAX_AGE_SECONDS before a sweep judged them"
-    for signal in mine:
-        path = paths[signal.symbol]
-        fresh = [q for q in path.quotes if q.received_at >= signal.published_at and _fresh(work, q)]
-        before = stored.get(signal.signal_id, EMPTY)
-        try:
-            state, events = plan_advance(
-                signal.plan, before.state, fresh, recheck_delay_seconds=settings.BREACH_RECHECK_DELAY_SECONDS
-            )
-        except PLAN_UNWALKABLE as error:
-            # One plan that cannot be walked (state from older levels, say) must not stop the
-            # others: it is left as it was and the owner told.
-            logger.exception("scanner: the plan of signal %s could not be walked", signal.signal_id)
-            unwalkable(signal.signal_id, type(error).__name__)
-            continue
-        if signal.symbol in work.stale and not fresh:
-            work.report.outcomes["stale" if signal.symbol in latest else "no_quote"] += 1
-        elif state.exit_kind:
-            work.report.outcomes["close"] += 1
-        elif state.pending:
-            work.report.outcomes["wait"] += 1
+    for book in books:
+        path = paths[book.symbol]
+        fresh = [q for q in path.quotes if _fresh(work, q)]
+        watched = sum(1 for entry in book.running.values() if entry.watched(work.now))
+        reached = [entry for entry in book.reached(Extremes.of(fresh)) if entry.watched(work.now)]
+        # The plans the path cannot change: nothing to walk, counted as the path says.
+        if book.symbol in work.stale and not fresh:
+            outcome = "stale" if book.symbol in latest else "no_quote"
         else:
-            work.report.outcomes["none"] += 1
-        if _changed(before.state, state):
-            work.changes.append(PlanChange(signal.signal_id, signal.symbol, before, state, events))
+            outcome = "none"
+        work.report.outcomes[outcome] += watched - len(reached)
+        atr_memo: dict = {}
+        for entry in reached:
+            _walk(work, book.with_distance(entry, atr_memo), entry.stored, fresh, latest)
+
+
+def _walk(
+    work: _Sweep, signal: WatchedSignal, before: StoredPlan, fresh: list[PathQuote], latest: dict
+) -> None:
+    quotes = [q for q in fresh if q.received_at >= signal.published_at]
+    try:
+        state, events = plan_advance(
+            signal.plan, before.state, quotes, recheck_delay_seconds=settings.BREACH_RECHECK_DELAY_SECONDS
+        )
+    except PLAN_UNWALKABLE as error:
+        # One plan that cannot be walked (state from older levels, say) must not stop the
+        # others: it is left as it was and the owner told.
+        logger.exception("scanner: the plan of signal %s could not be walked", signal.signal_id)
+        unwalkable(signal.signal_id, type(error).__name__)
+        return
+    if signal.symbol in work.stale and not quotes:
+        work.report.outcomes["stale" if signal.symbol in latest else "no_quote"] += 1
+    elif state.exit_kind:
+        work.report.outcomes["close"] += 1
+    elif state.pending:
+        work.report.outcomes["wait"] += 1
+    else:
+        work.report.outcomes["none"] += 1
+    if _changed(before.state, state):
+        work.changes.append(
+            PlanChange(signal.signal_id, signal.instrument_id, signal.symbol, before, state, events)
+        )
 
 
 def _changed(before: PlanState, after: PlanState) -> bool:

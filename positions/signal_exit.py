@@ -24,6 +24,7 @@ from positions.closes import Claim, CloseRequest, closes_claim
 from positions.exit_plan import SIGNAL_EXIT, PlanState
 from positions.locks import instrument_lock
 from positions.models import SignalPlan
+from positions.plan_store import plans_version_raise
 from signals_app.choices import AuditAction, SignalStatus
 from signals_app.events import Actor, audit
 from signals_app.models import Signal
@@ -51,6 +52,7 @@ def signal_exit(*, signal_id: int, by: Actor) -> SignalExitResult:
         if plan is not None and plan.exit_kind:
             return SignalExitResult(signal_id, plan.exit_kind, True, 0, 0)
         state = PlanState.from_json(plan.state if plan else None)
+        version = plans_version_raise([signal.instrument_id])[signal.instrument_id][1]
         SignalPlan.objects.update_or_create(
             signal_id=signal_id,
             defaults={
@@ -58,6 +60,7 @@ def signal_exit(*, signal_id: int, by: Actor) -> SignalExitResult:
                 "exit_kind": SIGNAL_EXIT,
                 "exit_quote": None,
                 "exited_by": by.name,
+                "book_version": version,
             },
         )
         withdrawn = approvals_withdraw(signal_ids=[signal_id], why="the strategy exited", by=by)

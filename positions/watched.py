@@ -1,11 +1,11 @@
-"""The signals a sweep looks at, each with its exit plan decrypted once per sweep,
-never once per position.
+"""What a sweep knows of a watched signal, decoded from its encrypted levels once per
+worker (``positions.plan_book`` keeps them), never once per position.
 
 A signal's plan is the owner's trade, so it is followed from publication:
 every published signal still inside its TTL, or with live positions (open, or
 closing part of their volume), whose plan has not ended. A plan that has ended
 (``SignalPlan.exit_kind``) needs no decryption: its remaining open positions
-are closed by kind (``exited_signals``).
+are closed by kind (``exited_read``).
 
 A signal whose levels do not decrypt (a key dropped before ``reencrypt``) or do
 not parse is left out and alerted; every other signal is still watched.
@@ -14,43 +14,20 @@ not parse is left out and alerted; every other signal is still watched.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from cryptography.fernet import InvalidToken
 from django.conf import settings
-from django.db import connection
 
 from positions.alerts import alert_raise
 from positions.candles import atr
 from positions.choices import AlertKind
 from positions.exit_plan import ExitPlan
 from positions.models import SignalPlan
-from signals_app.choices import SignalStatus
 from signals_app.hidden_levels import HiddenLevels, HiddenLevelsError, parse_hidden_levels
-from signals_app.models import MAX_TTL_MINUTES, Instrument, Signal
-
-_SIGNALS_WITH_LIVE_POSITIONS = """
-WITH RECURSIVE walk AS (
-    (SELECT signal_id FROM positions_openposition WHERE status IN ('open', 'closing')
-      ORDER BY signal_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT p.signal_id FROM positions_openposition p
-             WHERE p.status IN ('open', 'closing') AND p.signal_id > walk.signal_id
-             ORDER BY p.signal_id LIMIT 1)
-      FROM walk WHERE walk.signal_id IS NOT NULL
-)
-SELECT signal_id FROM walk WHERE signal_id IS NOT NULL
-"""
-
-# Published signals still open for entries (their TTL has not run out); no TTL is longer
-# than MAX_TTL_MINUTES, so the index on published_at bounds the search.
-_SIGNALS_IN_TTL = """
-SELECT id FROM signals_app_signal
- WHERE status = %(published)s AND published_at > %(oldest)s
-   AND published_at + ttl_minutes * interval '1 minute' > %(now)s
-"""
+from signals_app.models import Signal
 
 
 @dataclass(frozen=True)
@@ -70,44 +47,14 @@ class ExitedSignal:
     exit_quote: dict[str, Any] | None
 
 
-@dataclass(frozen=True)
-class ToWatch:
-    running: list[int]  # plans still running: walked through the quotes
-    ended: list[int]  # plans ended, with live positions: their open ones are closed by kind
-
-
-def signals_to_watch(*, now: datetime) -> ToWatch:
-    with connection.cursor() as cursor:
-        cursor.execute(_SIGNALS_WITH_LIVE_POSITIONS)
-        live = {row[0] for row in cursor.fetchall()}
-        cursor.execute(
-            _SIGNALS_IN_TTL,
-            {
-                "published": SignalStatus.PUBLISHED,
-                "oldest": now - timedelta(minutes=MAX_TTL_MINUTES),
-                "now": now,
-            },
-        )
-        in_ttl = {row[0] for row in cursor.fetchall()}
-    ended = set(
-        SignalPlan.objects.filter(signal_id__in=live | in_ttl)
-        .exclude(exit_kind="")
-        .values_list("signal_id", flat=True)
+def exited_read(signal_ids: list[int]) -> dict[int, ExitedSignal]:
+    """Ended plans as their kind and the quote that ended them (nothing to decrypt)."""
+    if not signal_ids:
+        return {}
+    rows = SignalPlan.objects.filter(signal_id__in=signal_ids).values_list(
+        "signal_id", "signal__instrument_id", "exit_kind", "exit_quote"
     )
-    return ToWatch(running=sorted((live | in_ttl) - ended), ended=sorted(ended & live))
-
-
-def exited_signals(signal_ids: list[int], *, symbols: set[str] | None) -> list[ExitedSignal]:
-    """Ended plans (``ToWatch.ended``) as their kind and the quote that ended them."""
-    rows = SignalPlan.objects.filter(signal_id__in=signal_ids)
-    if symbols is not None:
-        rows = rows.filter(signal__instrument__symbol__in=symbols)
-    return [
-        ExitedSignal(signal_id, instrument_id, exit_kind, exit_quote)
-        for signal_id, instrument_id, exit_kind, exit_quote in rows.values_list(
-            "signal_id", "signal__instrument_id", "exit_kind", "exit_quote"
-        )
-    ]
+    return {row[0]: ExitedSignal(*row) for row in rows}
 
 
 def trailing_distance(
@@ -163,41 +110,55 @@ def exit_plan(
     )
 
 
-def watched_signals(signal_ids: list[int], symbols: set[str] | None) -> list[WatchedSignal]:
-    instruments = {instrument.pk: instrument for instrument in Instrument.objects.all()}
+def levels_read(signal_ids: list[int]) -> dict[int, HiddenLevels | None]:
+    """The hidden levels of these signals, decrypted and parsed; None for one that does
+    not decrypt or parse (the owner is alerted: every other signal is still watched)."""
+    if not signal_ids:
+        return {}
     rows = Signal.objects.filter(pk__in=signal_ids)
-    if symbols is not None:  # a quote-triggered sweep decrypts only its instrument's signals
-        rows = rows.filter(instrument_id__in=[pk for pk, i in instruments.items() if i.symbol in symbols])
-    columns = ("pk", "instrument_id", "side", "entry_price", "published_at", "owner_only")
+    columns = ("pk", "owner_only")
     try:
-        decrypted = list(rows.values_list(*columns))  # owner_only decrypted here, once per signal
+        decrypted = list(rows.values_list(*columns))
     except InvalidToken:
         decrypted = _decrypt_one_by_one(rows, columns)
-    watched = []
-    for signal_id, instrument_id, side, entry, published_at, owner_only in decrypted:
-        instrument = instruments[instrument_id]
-        pip_size = instrument.pip_size
+    levels: dict[int, HiddenLevels | None] = dict.fromkeys(signal_ids)
+    for signal_id, owner_only in decrypted:
         try:
-            levels = parse_hidden_levels(owner_only)
+            levels[signal_id] = parse_hidden_levels(owner_only)
         except HiddenLevelsError as error:
             _unreadable(signal_id, f"hidden levels invalid: {', '.join(error.errors)}")
-            continue
-        watched.append(
-            WatchedSignal(
-                signal_id=signal_id,
-                instrument_id=instrument_id,
-                symbol=instrument.symbol,
-                published_at=published_at.timestamp() if published_at else 0.0,
-                plan=exit_plan(
-                    levels,
-                    side=side,
-                    entry=entry,
-                    pip_size=pip_size,
-                    trailing=trailing_distance(levels, instrument_id=instrument_id, pip_size=pip_size),
-                ),
-            )
-        )
-    return watched
+    return levels
+
+
+def watched_signal(
+    signal_id: int,
+    *,
+    instrument_id: int,
+    symbol: str,
+    pip_size: Decimal,
+    side: str,
+    entry: Decimal,
+    published_at: datetime | None,
+    levels: HiddenLevels,
+) -> WatchedSignal:
+    """A signal's plan in prices. An ATR trailing distance moves with the feed: it is left
+    out here and set by each sweep (``positions.plan_book.Book.with_distance``)."""
+    pips_only = levels.trailing is not None and levels.trailing.distance_pips is not None
+    return WatchedSignal(
+        signal_id=signal_id,
+        instrument_id=instrument_id,
+        symbol=symbol,
+        published_at=published_at.timestamp() if published_at else 0.0,
+        plan=exit_plan(
+            levels,
+            side=side,
+            entry=entry,
+            pip_size=pip_size,
+            trailing=trailing_distance(levels, instrument_id=instrument_id, pip_size=pip_size)
+            if pips_only
+            else None,
+        ),
+    )
 
 
 def _decrypt_one_by_one(rows, columns) -> list[tuple]:

@@ -14,6 +14,11 @@ PRICE = {"max_digits": 20, "decimal_places": 10}
 VOLUME = {"max_digits": 12, "decimal_places": 2}
 
 
+# Plans versions come from one sequence: never the same number twice, even after a
+# rolled-back transaction took one (positions.plan_book relies on that).
+PLANS_VERSION_SEQUENCE = "veilstop_plans_version"
+
+
 class Instrument(models.Model):
     symbol = models.CharField(max_length=20, unique=True)
     description = models.CharField(max_length=100, blank=True)
@@ -23,6 +28,16 @@ class Instrument(models.Model):
         max_digits=20, decimal_places=4, help_text="units per 1.00 lot (for P&L)"
     )
     active = models.BooleanField(default=True)
+    plans_version = models.BigIntegerField(
+        default=0,
+        editable=False,
+        help_text=(
+            "renewed (from one sequence) in the same transaction as any change to what a sweep "
+            "of this instrument watches (a publication, moved levels, a plan's saved state): sweep "
+            "workers keep "
+            "decoded plans in memory and re-read what changed when it moves"
+        ),
+    )
 
     class Meta:
         ordering = ["symbol"]

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from rest_framework import status
 
@@ -24,7 +25,7 @@ from signals_app.hidden_levels import (
     parse_hidden_levels,
 )
 from signals_app.level_sides import check_levels_against_entry
-from signals_app.models import Approval, Client, Instrument, Signal
+from signals_app.models import PLANS_VERSION_SEQUENCE, Approval, Client, Instrument, Signal
 from signals_app.payload_guard import payload_problems
 
 MAX_PAYLOAD_BYTES = 4096
@@ -157,6 +158,8 @@ def signal_publish(*, signal: Signal, by: Actor) -> PublishResult:
         status=SignalStatus.PUBLISHED, published_at=now, updated_at=now
     )
     signal.refresh_from_db()
+    if claimed:
+        instrument_plans_changed(signal.instrument_id)  # a new signal for sweeps to watch
     if claimed == 0:
         if signal.status != SignalStatus.PUBLISHED:
             raise DomainError(
@@ -198,6 +201,14 @@ def signal_publish(*, signal: Signal, by: Actor) -> PublishResult:
     return PublishResult(signal, len(approvals), already_published=False)
 
 
+def instrument_plans_changed(instrument_id: int) -> None:
+    """In the caller's transaction: what sweeps of the instrument watch changed (sweep
+    workers keep decoded plans in memory; ``positions.plan_book``)."""
+    Instrument.objects.filter(pk=instrument_id).update(
+        plans_version=RawSQL("nextval(%s)", [PLANS_VERSION_SEQUENCE])
+    )
+
+
 @transaction.atomic
 def signal_update_hidden_levels(*, signal: Signal, owner_only: dict[str, Any], by: Actor) -> Signal:
     """Move the owner's levels; the audit keeps old and new, encrypted."""
@@ -210,6 +221,7 @@ def signal_update_hidden_levels(*, signal: Signal, owner_only: dict[str, Any], b
         return locked
     old_levels = locked.owner_only
     Signal.objects.filter(pk=locked.pk).update(owner_only=new_levels, updated_at=timezone.now())
+    instrument_plans_changed(locked.instrument_id)
     audit(
         by=by,
         action=AuditAction.SIGNAL_LEVELS_CHANGED,

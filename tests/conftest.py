@@ -67,3 +67,12 @@ def _seeded_instruments(request) -> None:
 
     if not Instrument.objects.exists():
         import_module("signals_app.migrations.0002_seed_instruments").seed(apps, None)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plan_books() -> None:
+    """Each test's database is rolled back (or truncated) after it, versions included: a
+    sweep worker's books (kept in this process) must not outlive the data they describe."""
+    from positions.plan_book import books_clear
+
+    books_clear()

@@ -1,0 +1,365 @@
+"""A sweep worker's book: per instrument, the plans it watches, decoded once and kept
+in process memory, with their levels ordered so a sweep finds the plans a path of
+quotes can change by range, never by walking them all.
+
+What is cached, and why it is never stale where it matters:
+
+- the decoded plan of each signal (``owner_only`` decrypted and parsed), keyed by
+  the signal's ``updated_at`` (an edit of the levels changes it);
+- each plan's stored state (``SignalPlan``), with the instrument's
+  ``plans_version`` it was saved at.
+
+Every writer of either (a publication, an edit of the levels, a sweep saving
+plans, the strategy's exit) raises ``Instrument.plans_version`` in its own
+transaction. A sweep reads it under the instrument's sweep lock: unchanged, the
+book is exact; changed by someone else, the book re-reads the instrument's
+members (one query, nothing decrypted) and decrypts only what moved. A new
+member through a late fill is found by its dirty mark (``positions.plan_store``);
+every book is re-read at least every ``REFRESH_SECONDS`` all the same (the
+safety net for a mark lost with Redis). Plaintext lives in this process only;
+new Fernet keys mean a restart, which empties it.
+
+The index (``_SideIndex``): for a buy, a plan can change only if the path's lowest
+bid reaches its effective stop (less the tolerance), its highest bid reaches its
+nearest unhit target (plus the tolerance), or, for a stop that trails or goes to
+breakeven, its highest bid beats the best price so far; mirrored for a sell on
+the ask. Plans under a recheck delay and ATR trailing stops (their distance moves
+with every bar) are walked every sweep. Keys are floats, compared with a margin,
+so the index may offer a plan that nothing changes (the walk decides, in
+Decimal) but never misses one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from bisect import bisect_left, bisect_right, insort
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db import connection
+
+from positions.exit_plan import BUY, PathQuote
+from positions.plan_store import EMPTY, SavedPlans, StoredPlan, plans_read
+from positions.watched import (
+    ExitedSignal,
+    WatchedSignal,
+    exited_read,
+    levels_read,
+    trailing_distance,
+    watched_signal,
+)
+from signals_app.hidden_levels import HiddenLevels
+from signals_app.models import MAX_TTL_MINUTES
+
+REFRESH_SECONDS = 60
+
+# Signals with live positions (a loose index scan of position_live_by_instrument) and
+# published signals of the instrument still in their TTL, with what a book needs to
+# know without decrypting anything.
+_MEMBERS = """
+WITH RECURSIVE walk AS (
+    (SELECT signal_id FROM positions_openposition
+      WHERE instrument_id = %(instrument)s AND status IN ('open', 'closing')
+      ORDER BY signal_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT p.signal_id FROM positions_openposition p
+             WHERE p.instrument_id = %(instrument)s AND p.status IN ('open', 'closing')
+               AND p.signal_id > walk.signal_id
+             ORDER BY p.signal_id LIMIT 1)
+      FROM walk WHERE walk.signal_id IS NOT NULL
+), members AS (
+    SELECT signal_id AS id, true AS live FROM walk WHERE signal_id IS NOT NULL
+    UNION
+    SELECT id, false FROM signals_app_signal
+     WHERE instrument_id = %(instrument)s AND status = 'published' AND published_at > %(oldest)s
+       AND published_at + ttl_minutes * interval '1 minute' > %(now)s
+)
+SELECT s.id, bool_or(m.live), s.side, s.entry_price, s.published_at, s.ttl_minutes, s.updated_at,
+       coalesce(sp.exit_kind, ''), coalesce(sp.book_version, -1)
+  FROM members m
+  JOIN signals_app_signal s ON s.id = m.id
+  LEFT JOIN positions_signalplan sp ON sp.signal_id = s.id
+ GROUP BY s.id, sp.signal_id
+"""
+
+
+@dataclass
+class Entry:
+    """One running plan: decoded once, its state as last saved."""
+
+    signal: WatchedSignal
+    levels: HiddenLevels
+    levels_at: datetime  # Signal.updated_at when decoded
+    stored: StoredPlan
+    stored_version: int  # SignalPlan.book_version; -1 without a row
+    watched_until: float  # end of the TTL; a live position keeps it watched after
+    live: bool
+
+    @property
+    def atr_trailing(self) -> bool:
+        return self.levels.trailing is not None and self.levels.trailing.distance_pips is None
+
+    def watched(self, now: float) -> bool:
+        return self.live or now < self.watched_until
+
+
+@dataclass(frozen=True)
+class Extremes:
+    """The lowest and highest bid and ask of a path (what the index is asked)."""
+
+    low_bid: float
+    high_bid: float
+    low_ask: float
+    high_ask: float
+
+    @classmethod
+    def of(cls, quotes: list[PathQuote]) -> Extremes | None:
+        if not quotes:
+            return None
+        bids = [float(quote.bid) for quote in quotes]
+        asks = [float(quote.ask) for quote in quotes]
+        return cls(_down(min(bids)), _up(max(bids)), _down(min(asks)), _up(max(asks)))
+
+
+def _down(value: float) -> float:
+    return value - 1e-9 * max(1.0, abs(value))
+
+
+def _up(value: float) -> float:
+    return value + 1e-9 * max(1.0, abs(value))
+
+
+class _Sorted:
+    """Signal ids ordered by a float key, updated one id at a time."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[float, int]] = []
+        self.key_of: dict[int, float] = {}
+
+    def put(self, signal_id: int, key: float | None) -> None:
+        self.drop(signal_id)
+        if key is not None:
+            insort(self.keys, (key, signal_id))
+            self.key_of[signal_id] = key
+
+    def drop(self, signal_id: int) -> None:
+        old = self.key_of.pop(signal_id, None)
+        if old is not None:
+            del self.keys[bisect_left(self.keys, (old, signal_id))]
+
+    def at_least(self, value: float) -> list[int]:
+        return [signal_id for _, signal_id in self.keys[bisect_left(self.keys, (value, -1)) :]]
+
+    def at_most(self, value: float) -> list[int]:
+        return [signal_id for _, signal_id in self.keys[: bisect_right(self.keys, (value, math.inf))]]
+
+
+class _SideIndex:
+    """One side's plans by the prices at which a quote would change them."""
+
+    def __init__(self, side: str) -> None:
+        self.buy = side == BUY
+        self.stop, self.target, self.best = _Sorted(), _Sorted(), _Sorted()
+
+    def put(self, entry: Entry) -> None:
+        plan, state = entry.signal.plan, entry.stored.state
+        signal_id, tolerance = entry.signal.signal_id, plan.tolerance
+        sign = -1 if self.buy else 1
+        stop = state.effective_stop(plan)[0]
+        self.stop.put(signal_id, None if stop is None else float(stop + sign * tolerance))
+        targets = [plan.tp] if plan.tp is not None else []
+        targets += [level for i, (level, _) in enumerate(plan.partials) if i not in state.partials_hit]
+        nearest = (min if self.buy else max)(targets) if targets else None
+        self.target.put(signal_id, None if nearest is None else float(nearest - sign * tolerance))
+        moves = plan.moves_stop and not entry.atr_trailing
+        best = None if state.best is None else float(state.best)
+        self.best.put(signal_id, (best if best is not None else sign * math.inf) if moves else None)
+
+    def drop(self, signal_id: int) -> None:
+        for index in (self.stop, self.target, self.best):
+            index.drop(signal_id)
+
+    def reached(self, path: Extremes) -> set[int]:
+        if self.buy:  # judged on the bid
+            found = self.stop.at_least(path.low_bid) + self.target.at_most(path.high_bid)
+            found += self.best.at_most(path.high_bid)
+        else:  # judged on the ask
+            found = self.stop.at_most(path.high_ask) + self.target.at_least(path.low_ask)
+            found += self.best.at_least(path.low_ask)
+        return set(found)
+
+
+@dataclass
+class Book:
+    instrument_id: int
+    symbol: str
+    pip_size: Decimal
+    version: int | None = None  # None: re-read on the next sweep
+    refreshed_at: float = 0.0
+    running: dict[int, Entry] = field(default_factory=dict)
+    ended: dict[int, ExitedSignal] = field(default_factory=dict)
+    sides: dict[str, _SideIndex] = field(default_factory=dict)
+    always: set[int] = field(default_factory=set)  # walked every sweep
+
+    def index(self, entry: Entry) -> None:
+        signal_id = entry.signal.signal_id
+        side = entry.signal.plan.side
+        self.sides.setdefault(side, _SideIndex(side)).put(entry)
+        if entry.stored.state.pending is not None or entry.atr_trailing:
+            self.always.add(signal_id)
+        else:
+            self.always.discard(signal_id)
+
+    def unindex(self, signal_id: int) -> None:
+        for side in self.sides.values():
+            side.drop(signal_id)
+        self.always.discard(signal_id)
+
+    def reached(self, path: Extremes | None) -> list[Entry]:
+        """The running plans the path may change, in signal order."""
+        found = set(self.always)
+        if path is not None:
+            for side in self.sides.values():
+                found |= side.reached(path)
+        return [self.running[signal_id] for signal_id in sorted(found) if signal_id in self.running]
+
+    def with_distance(self, entry: Entry, memo: dict) -> WatchedSignal:
+        """The entry's signal with its ATR trailing distance as of now (once per sweep)."""
+        if not entry.atr_trailing:
+            return entry.signal
+        trailing = entry.levels.trailing
+        key = (trailing.atr_period, trailing.atr_timeframe, trailing.distance_atr)
+        if key not in memo:
+            memo[key] = trailing_distance(
+                entry.levels, instrument_id=self.instrument_id, pip_size=self.pip_size
+            )
+        return replace(entry.signal, plan=replace(entry.signal.plan, trailing_distance=memo[key]))
+
+    def saved(self, signal_id: int, stored: StoredPlan, version: int) -> None:
+        """After the commit: a plan this worker saved."""
+        entry = self.running.get(signal_id)
+        if entry is None:
+            return
+        if stored.exit_kind:
+            self.unindex(signal_id)
+            del self.running[signal_id]
+            if entry.live:
+                self.ended[signal_id] = ExitedSignal(
+                    signal_id, self.instrument_id, stored.exit_kind, stored.exit_quote
+                )
+            return
+        entry.stored, entry.stored_version = stored, version
+        self.index(entry)
+
+
+# One per worker process: {instrument id: Book}.
+_BOOKS: dict[int, Book] = {}
+
+
+def books_current(
+    instruments: list[tuple[int, str, Decimal, int]], *, now: datetime, stale: set[int]
+) -> list[Book]:
+    """The book of each (id, symbol, pip size, plans_version), re-read where it moved.
+    Call under the instruments' sweep locks; ``stale`` are instruments to re-read anyway."""
+    books = []
+    clock = time.monotonic()
+    for instrument_id, symbol, pip_size, version in instruments:
+        book = _BOOKS.get(instrument_id)
+        if book is None or book.pip_size != pip_size:
+            book = _BOOKS[instrument_id] = Book(instrument_id, symbol, pip_size)
+        if book.version != version or instrument_id in stale or clock - book.refreshed_at > REFRESH_SECONDS:
+            _refresh(book, now=now)
+            book.version, book.refreshed_at = version, clock
+        books.append(book)
+    return books
+
+
+def books_known(now: float) -> set[int]:
+    """Every signal some book watches at ``now`` (running or ended)."""
+    return {
+        signal_id
+        for book in _BOOKS.values()
+        for signal_id in (*(i for i, e in book.running.items() if e.watched(now)), *book.ended)
+    }
+
+
+def books_saved(saved: dict[int, SavedPlans], books: list[Book]) -> None:
+    """After a sweep's commit: the plans it saved. A version that had moved before this save
+    (a publication or an edit committed meanwhile) re-reads the book next time."""
+    for book in books:
+        plans = saved.get(book.instrument_id)
+        if plans is None:
+            continue
+        exact = book.version is not None and plans.before == book.version
+        for signal_id, stored in plans.plans.items():
+            book.saved(signal_id, stored, plans.version)
+        book.version = plans.version if exact else None
+
+
+def books_forget(instrument_ids: set[int]) -> None:
+    """A sweep that did not commit: its books are re-read next time."""
+    for instrument_id in instrument_ids:
+        if instrument_id in _BOOKS:
+            _BOOKS[instrument_id].version = None
+
+
+def books_clear() -> None:
+    _BOOKS.clear()
+
+
+def _refresh(book: Book, *, now: datetime) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _MEMBERS,
+            {
+                "instrument": book.instrument_id,
+                "oldest": now - timedelta(minutes=MAX_TTL_MINUTES),
+                "now": now,
+            },
+        )
+        rows = cursor.fetchall()
+    old_running, old_ended = book.running, book.ended
+    running = {row[0]: row for row in rows if not row[7]}
+    # An ended plan matters while it has live positions: they are closed by its kind.
+    ended = [row[0] for row in rows if row[7] and row[1]]
+    levels = levels_read(
+        [i for i, row in running.items() if i not in old_running or old_running[i].levels_at != row[6]]
+    )
+    stale_states = {
+        i for i, row in running.items() if i not in old_running or old_running[i].stored_version != row[8]
+    }
+    stored = plans_read(sorted(stale_states))
+    book.running, book.sides, book.always = {}, {}, set()
+    book.ended = {i: old_ended[i] for i in ended if i in old_ended}
+    book.ended.update(exited_read([i for i in ended if i not in old_ended]))
+    for signal_id, (_, live, side, entry_price, published_at, ttl, updated_at, _, version) in running.items():
+        previous = old_running.get(signal_id)
+        if signal_id in levels:
+            parsed = levels[signal_id]
+            if parsed is None:
+                continue  # unreadable: levels_read alerted
+            signal = watched_signal(
+                signal_id,
+                instrument_id=book.instrument_id,
+                symbol=book.symbol,
+                pip_size=book.pip_size,
+                side=side,
+                entry=entry_price,
+                published_at=published_at,
+                levels=parsed,
+            )
+        else:
+            parsed, signal = previous.levels, previous.signal
+        entry = Entry(
+            signal=signal,
+            levels=parsed,
+            levels_at=updated_at,
+            stored=stored.get(signal_id, EMPTY) if signal_id in stale_states else previous.stored,
+            stored_version=version,
+            watched_until=(published_at + timedelta(minutes=ttl)).timestamp() if published_at else 0.0,
+            live=live,
+        )
+        book.running[signal_id] = entry
+        book.index(entry)
