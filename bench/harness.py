@@ -1,54 +1,69 @@
-"""What both benchmarks share: Django set-up, their own database and Redis db, the book.
+"""What the benchmarks share: Django set-up, a database and Redis db of their own, the book,
+quotes, and the ways of timing (interleaved in one process, or in fresh processes).
 
 The benchmarks run against the real servers the tests use (``make bench`` goes
-through ``config.embedded``), but never against the data of ``make run`` or a
-concurrent ``make test``:
+through ``config.embedded``), but never against the data of ``make run``, a
+concurrent ``make test`` or another bench:
 
-* Redis: its own database number (``REDIS_TEST_DB``, 12 unless set), flushed
-  before and after. Not 9, the one ``make test`` uses: that is also the Celery
-  broker of the test suite's workers, which would run our sweep tasks against
-  their database (and theirs against ours). A db that holds keys when the bench
-  starts is someone else's (a test run with that ``REDIS_TEST_DB``, another
-  bench): the bench refuses it rather than flush it;
-* PostgreSQL: a fresh ``bench_veilstop_r<REDIS_TEST_DB>`` database, created with
-  Django's test database machinery (migrations, seeded instruments) and dropped
-  at the end. Named after the Redis db the run owns, so two benches on different
-  dbs never share it, and never one of the test suite's ``test_*`` databases.
+* PostgreSQL: a database of this run alone, ``bench_<pid>_<unix time>``, created
+  with Django's test database machinery (migrations, seeded instruments) and
+  dropped at the end, also when the run fails or is stopped (Ctrl-C, SIGTERM).
+  Two runs on one server, at the same time or one after the other, never share
+  it. Only a run killed with SIGKILL leaves it behind: its name is printed at
+  the start, ``DROP DATABASE <name> WITH (FORCE)`` removes it;
+* Redis: its own database number (``REDIS_TEST_DB``, 12 unless set), flushed at
+  the end. Not 9, the one ``make test`` uses: that is also the Celery broker of
+  the test suite's workers. A db that holds keys when the bench starts is
+  someone else's (a test run with that ``REDIS_TEST_DB``, another bench): the
+  bench refuses it rather than flush it.
+
+Processes the bench starts (sweeping processes, a Celery worker) get the
+database's URL and the same Redis db; they are stopped before the database is
+dropped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import math
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from secrets import token_hex
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BENCH_DATABASE = "bench_veilstop_r{redis_db}"
 BENCH_REDIS_DB = "12"
 
-SIGNALS = 500
 INSTRUMENTS = 50
-BREACHED_SIGNALS = 5  # 5 of 500 signals: 1% of the positions
 EXTRA_INSTRUMENTS = [f"BENCH{index:02d}" for index in range(1, 37)]  # 14 seeded + 36 = 50
+HOT_SYMBOL = "EURUSD"
 
-# Levels as fractions of the entry (= the market when the bench starts). Every
-# signal's levels are 3% away; the 5 breach targets have their SL only 0.5% away,
-# so a 1% move (under the 2% spike guard) crosses exactly those 5 SLs and
-# nothing else on the same instruments, whichever side the other signals are.
-WIDE = Decimal("0.03")
-TIGHT_STOP = Decimal("0.005")
-BREACH_MOVE = Decimal("0.01")
+# The levels, as fractions of the entry (= the market when the bench starts). Every
+# signal has one level below the market and one above, whatever its side: a buy's
+# stop-loss and a sell's take-profit below, the others above. The level below is
+# NEAR_FEW away for one signal in NEAR_FEW_EVERY, NEAR for the rest; the one above
+# FAR. So a move down by FEW_BREACH_MOVE crosses the levels of one signal in ten
+# (stops of buys, targets of sells: both rules), one by ALL_BREACH_MOVE crosses
+# every signal's, and the market itself crosses none. Both moves stay under the 2%
+# spike guard (SPIKE_MAX_JUMP_FRACTION) from the quote before them.
+NEAR_FEW = Decimal("0.005")
+NEAR = Decimal("0.015")
+FAR = Decimal("0.03")
+NEAR_FEW_EVERY = 10
+FEW_BREACH_MOVE = Decimal("-0.01")
+ALL_BREACH_MOVE = Decimal("-0.018")
+WIDE = FAR  # the exit-plan bench's stop distance
 SPREAD_PIPS = 1  # bid = mid - 1 pip, ask = mid + 1 pip
 
 # Plausible mids for the seeded instruments; the BENCHxx ones trade near 1.1.
@@ -84,6 +99,8 @@ def setup_django() -> None:
     # The scanner logs each close at INFO; a thousand lines per run is noise here.
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    # Metrics of a throwaway run must not land in a running system's directory.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     import django
@@ -93,19 +110,34 @@ def setup_django() -> None:
 
 # --- database and Redis ---------------------------------------------------------
 
+_children: list[subprocess.Popen] = []  # processes to stop before the database is dropped
+
+
+def bench_database_name() -> str:
+    return f"bench_{os.getpid()}_{int(time.time())}"
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    # Turn SIGTERM into an exception, so the `finally` that drops the database runs.
+    raise KeyboardInterrupt(f"signal {signum}")
+
 
 @contextlib.contextmanager
-def bench_database() -> Iterator[None]:
-    """A fresh, migrated bench database and an empty Redis db, removed afterwards."""
+def bench_database() -> Iterator[str]:
+    """A fresh, migrated database of this run and an empty Redis db, removed afterwards
+    (also on an error, Ctrl-C or SIGTERM). Yields the database's name."""
     from django.conf import settings
     from django.db import connection
 
     redis = _bench_redis()
-    name = BENCH_DATABASE.format(redis_db=os.environ["REDIS_TEST_DB"])
+    name = bench_database_name()
+    print(f"bench database: {name} (Redis db {os.environ['REDIS_TEST_DB']})", flush=True)
     settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = name
     connection.settings_dict.setdefault("TEST", {})["NAME"] = name
-    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    previous_handler = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    old_name = connection.settings_dict["NAME"]
     try:
+        old_name = connection.creation.create_test_db(verbosity=0, autoclobber=False, keepdb=False)
         with connection.cursor() as cursor:
             # The audit log refuses DELETE (migration 0003). Resetting a breach run
             # must delete the audit rows the sweep inserted, so in this throwaway
@@ -113,10 +145,28 @@ def bench_database() -> Iterator[None]:
             # DELETE, which neither the scanner nor the baseline does: no timing changes.
             cursor.execute("ALTER TABLE signals_app_auditevent DISABLE TRIGGER USER")
         redis.flushdb()
-        yield
+        yield name
     finally:
-        redis.flushdb()
+        stop_children()
+        try:
+            redis.flushdb()
+        finally:
+            _drop_database(name, old_name)
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _drop_database(name: str, old_name: str) -> None:
+    from django.db import connection
+
+    try:
         connection.creation.destroy_test_db(old_name, verbosity=0, keepdb=False)
+    except Exception as error:  # a session left open (a killed child): force it
+        print(f"dropping {name}: {error}; retrying WITH (FORCE)", file=sys.stderr, flush=True)
+        connection.close()
+        connection.settings_dict["NAME"] = old_name
+        with connection._nodb_cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    print(f"bench database {name} dropped", flush=True)
 
 
 def _bench_redis():
@@ -137,7 +187,7 @@ def _bench_redis():
 
 
 def database_url() -> str:
-    """A DATABASE_URL for the bench database, for the Celery worker subprocess."""
+    """A DATABASE_URL for the bench database, for the processes the bench starts."""
     from django.db import connection
 
     from config.environment import database_url as url_for
@@ -145,11 +195,59 @@ def database_url() -> str:
     return url_for(connection.settings_dict)
 
 
+def child_environment() -> dict[str, str]:
+    """The environment of a process the bench starts: this run's database and Redis db."""
+    from django.conf import settings
+
+    environment = dict(os.environ)
+    environment.update(
+        {
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": settings.REDIS_URL,
+            "DJANGO_ENV": "test",
+            "REDIS_TEST_DB": os.environ["REDIS_TEST_DB"],
+            "DEBUG": "false",
+            "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return environment
+
+
+def start_child(command: list[str], **popen: Any) -> subprocess.Popen:
+    """Start a process of the bench's own (stopped before the database is dropped)."""
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=child_environment(), **popen)  # noqa: S603
+    _children.append(process)
+    return process
+
+
+def stop_children() -> None:
+    while _children:
+        process = _children.pop()
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(15)
+
+
 def execute(sql: str, params: list[Any] | None = None) -> None:
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def fetch_value(sql: str, params: list[Any] | None = None) -> Any:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def vacuum_analyze(*tables: str) -> None:
@@ -218,23 +316,18 @@ class BenchSignal:
     pk: int
     market: Market
     side: str
-    breach_target: bool
-
-    def breaching_mid(self) -> Decimal:
-        """A mid 1% against this signal: past its tight SL, short of every wide level."""
-        return self.market.moved(-BREACH_MOVE if self.side == "buy" else BREACH_MOVE)
+    sl: Decimal
+    tp: Decimal
+    near_few: bool  # its level below the market is NEAR_FEW away (crossed by FEW_BREACH_MOVE)
 
 
-def levels_for(market: Market, side: str, *, tight: bool) -> dict[str, str]:
-    stop = TIGHT_STOP if tight else WIDE
-    if side == "buy":
-        sl, tp = market.moved(-stop), market.moved(WIDE)
-    else:
-        sl, tp = market.moved(stop), market.moved(-WIDE)
-    return {"sl": str(sl), "tp": str(tp)}
+def levels_for(market: Market, side: str, *, near: Decimal) -> tuple[Decimal, Decimal]:
+    """(sl, tp): the level below the market ``near`` away, the one above FAR."""
+    below, above = market.moved(-near), market.moved(FAR)
+    return (below, above) if side == "buy" else (above, below)
 
 
-def create_signal(market: Market, side: str, *, breach_target: bool) -> BenchSignal:
+def create_signal(market: Market, side: str, *, near_few: bool) -> BenchSignal:
     """Through the production services, so ``owner_only`` is Fernet-encrypted as in production.
 
     Published before any client exists: ``signal_publish`` fans an approval out to
@@ -244,31 +337,35 @@ def create_signal(market: Market, side: str, *, breach_target: bool) -> BenchSig
     from signals_app.services import signal_create, signal_publish
 
     by = Actor.system("bench")
+    sl, tp = levels_for(market, side, near=NEAR_FEW if near_few else NEAR)
     signal = signal_create(
         instrument=market.symbol,
         side=side,
         entry_price=market.mid,
         ttl_minutes=240,
         payload={},
-        owner_only=levels_for(market, side, tight=breach_target),
+        owner_only={"sl": str(sl), "tp": str(tp)},
         by=by,
     )
     signal_publish(signal=signal, by=by)
-    return BenchSignal(pk=signal.pk, market=market, side=side, breach_target=breach_target)
+    return BenchSignal(pk=signal.pk, market=market, side=side, sl=sl, tp=tp, near_few=near_few)
 
 
-def create_signals(markets: list[Market]) -> list[BenchSignal]:
-    """500 signals, 10 per instrument, buys and sells mixed on every instrument.
-
-    Signals 0..4 are the breach targets, one per instrument (instruments 0..4)
-    and alternating buy/sell, so the 1% case exercises both sides of the book.
-    """
+def create_signals(
+    markets: list[Market], count: int, *, hot: str | None = None, hot_count: int = 0
+) -> list[BenchSignal]:
+    """``count`` signals: ``hot_count`` of them on the ``hot`` instrument, the rest round the
+    other instruments (or all of them without a hot one). Buys and sells alternate on every
+    instrument; one signal in NEAR_FEW_EVERY has its level below NEAR_FEW away."""
+    hot_market = next((market for market in markets if market.symbol == hot), None) if hot else None
+    others = [market for market in markets if market is not hot_market]
+    seen: dict[str, int] = {}
     signals = []
-    for index in range(SIGNALS):
-        side = "buy" if (index + index // INSTRUMENTS) % 2 == 0 else "sell"
-        signals.append(
-            create_signal(markets[index % INSTRUMENTS], side, breach_target=index < BREACHED_SIGNALS)
-        )
+    for index in range(count):
+        market = hot_market if index < hot_count and hot_market else others[index % len(others)]
+        nth = seen[market.symbol] = seen.get(market.symbol, -1) + 1
+        side = "buy" if nth % 2 == 0 else "sell"
+        signals.append(create_signal(market, side, near_few=index % NEAR_FEW_EVERY == 0))
     return signals
 
 
@@ -288,7 +385,8 @@ def clear_book(*, signals_too: bool = False) -> None:
     tables = [*BOOK_TABLES, "signals_app_auditevent"]
     if signals_too:
         tables.append("signals_app_signal")
-    # CASCADE: whatever else references clients or devices (alerts, heartbeats) goes too.
+    # CASCADE: whatever else references clients, devices or signals (alerts, heartbeats,
+    # plans, the seed baseline's tables) goes too.
     execute(f"TRUNCATE {', '.join(tables)} CASCADE")
 
 
@@ -383,18 +481,27 @@ def next_ts() -> float:
     return _last_ts
 
 
-def store_quote(market: Market, mid: Decimal) -> None:
-    from positions.quotes import Quote, quote_store
+def store_quotes(prices: list[tuple[Market, Decimal]]) -> None:
+    """One quote per (market, mid), in order, freshly stamped, in one round trip."""
+    from positions.quotes import Quote, quotes_store
 
-    bid, ask = market.bid_ask(mid)
-    ts = next_ts()
-    if not quote_store(Quote(market.symbol, bid, ask, ts), received_at=ts):
-        raise RuntimeError(f"{market.symbol}: quote at {ts} was not stored (an older one is newer?)")
+    quotes = []
+    for market, mid in prices:
+        bid, ask = market.bid_ask(mid)
+        quotes.append(Quote(market.symbol, bid, ask, next_ts()))
+    received_at = next_ts()
+    stored = quotes_store(quotes, received_at=received_at)
+    if not all(stored):
+        raise RuntimeError("a bench quote was not stored (an older one is newer?)")
+
+
+def store_quote(market: Market, mid: Decimal) -> None:
+    store_quotes([(market, mid)])
 
 
 def clear_quote_paths() -> None:
     """Empty every instrument's quote path (``positions.quote_path``): a sweep then walks
-    only the quotes stored after this, not those a baseline run stored and never read."""
+    only the quotes stored after this."""
     from core.redis import get_redis
     from positions.quotes import PATH_KEY
 
@@ -403,19 +510,18 @@ def clear_quote_paths() -> None:
         redis.delete(key)
 
 
-def store_market(markets: list[Market], moved: dict[str, Decimal] | None = None) -> None:
-    """Every instrument at its mid, freshly stamped; then the ``moved`` mids on top.
-    The quote paths hold these quotes only.
+def store_market(markets: list[Market], move: Decimal | None = None) -> None:
+    """Every instrument at its mid, freshly stamped; then, with ``move``, every instrument
+    moved by that fraction. The quote paths hold these quotes only.
 
-    The moved quote follows the unmoved one, so the spike guard compares a 1% move
-    with the quote just before it (well under SPIKE_MAX_JUMP_FRACTION).
+    The moved quote follows the unmoved one, so the spike guard compares the move with
+    the quote just before it (under SPIKE_MAX_JUMP_FRACTION).
     """
     clear_quote_paths()
-    for market in markets:
-        store_quote(market, market.mid)
-    for market in markets:
-        if moved and market.symbol in moved:
-            store_quote(market, moved[market.symbol])
+    prices = [(market, market.mid) for market in markets]
+    if move is not None:
+        prices += [(market, market.moved(move)) for market in markets]
+    store_quotes(prices)
 
 
 # --- resetting a breach ---------------------------------------------------------------
@@ -427,6 +533,7 @@ RESET_AUDIT_ACTIONS = (
     "SIGNAL_PLAN_EXITED",
     "SIGNAL_PARTIAL_TP_HIT",
     "SIGNAL_STOP_MOVED",
+    "APPROVAL_WITHDRAWN",
 )
 SCAN_QUEUED_PATTERN = "veilstop:scan-queued:*"
 
@@ -443,9 +550,10 @@ def reset_breaches() -> None:
     execute("DELETE FROM positions_signalplan")
     execute(
         "DELETE FROM signals_app_auditevent WHERE action = ANY(%s)",
-        [[AuditAction[name].value for name in RESET_AUDIT_ACTIONS]],
+        [[AuditAction[name].value for name in RESET_AUDIT_ACTIONS if name in AuditAction.__members__]],
     )
     execute("UPDATE positions_openposition SET status = 'open' WHERE status <> 'open'")
+    plans_changed()
     clear_quote_paths()
     redis = get_redis()
     redis.delete(PENDING_KEY)
@@ -456,13 +564,32 @@ def reset_breaches() -> None:
     )
 
 
-# --- measuring ------------------------------------------------------------------------
+def plans_changed() -> None:
+    """Tell every sweeping process that what its sweeps watch changed behind the services'
+    back (a reset deleted the plans' states and reopened positions): sweep workers keep
+    plans in memory and re-read an instrument when its ``plans_version`` moves. Through the
+    product's own call for it, ``signals_app.services.instrument_plans_changed``, for every
+    instrument (a product without it keeps nothing to re-read)."""
+    from django.db import transaction
+
+    from signals_app import services
+    from signals_app.models import Instrument
+
+    changed = getattr(services, "instrument_plans_changed", None)
+    if changed is None:
+        return
+    with transaction.atomic():
+        for instrument_id in Instrument.objects.order_by("pk").values_list("pk", flat=True):
+            changed(instrument_id)
+
+
+# --- measuring in this process ----------------------------------------------------------
 
 
 @dataclass
 class Measurement:
     seconds: list[float]
-    peak_bytes: int | None
+    peak_bytes: int | None = None
 
     @property
     def median_ms(self) -> float:
@@ -483,12 +610,7 @@ def measure(
     memory: bool = True,
 ) -> Measurement:
     """``repeats`` timed runs, each after ``prepare`` (outside the clock), then one
-    more under tracemalloc for the peak of Python memory allocated during the run.
-
-    The memory run is separate because tracemalloc slows allocation-heavy code
-    several-fold; its peak counts only what the run allocates (not libpq's own
-    buffers, which tracemalloc cannot see).
-    """
+    more under tracemalloc for the peak of Python memory allocated during the run."""
     for _ in range(warmup):
         prepare()
         check(run())
@@ -515,7 +637,104 @@ def measure(
     return Measurement(seconds, peak)
 
 
+@dataclass(frozen=True)
+class Contender:
+    """One implementation in an interleaved comparison: ``prepare`` (not timed), ``run``
+    (timed), ``check`` (its result must be what the shape says, or nothing was measured)."""
+
+    name: str
+    prepare: Callable[[], None]
+    run: Callable[[], Any]
+    check: Callable[[Any], None]
+    runs: int
+
+
+def interleaved(
+    contenders: list[Contender], *, warmup: int = 1, progress: bool = True
+) -> dict[str, Measurement]:
+    """Each contender ``runs`` times, run by run in turn (the order reversed every other
+    round, so drift and cache effects fall on both alike), after ``warmup`` untimed
+    rounds. A contender with fewer runs drops out of later rounds."""
+    for _ in range(warmup):
+        for contender in contenders:
+            contender.prepare()
+            contender.check(contender.run())
+    results = {contender.name: Measurement([]) for contender in contenders}
+    for round_index in range(max(contender.runs for contender in contenders)):
+        order = contenders if round_index % 2 == 0 else list(reversed(contenders))
+        for contender in order:
+            if round_index >= contender.runs:
+                continue
+            contender.prepare()
+            gc.collect()  # a collection owed by the set-up must not land in the timed run
+            started = time.perf_counter()
+            result = contender.run()
+            results[contender.name].seconds.append(time.perf_counter() - started)
+            contender.check(result)
+        if progress:
+            print(".", end="", flush=True)
+    return results
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+# --- measuring in a process of its own ---------------------------------------------------
+
+
+@dataclass
+class SweepProcess:
+    """A fresh Python process that runs sweeps on command (``bench/sweep_process.py``):
+    its first sweep is a cold one (no per-process cache), its memory is the sweep's alone.
+    Commands and answers are JSON lines on its stdin and stdout."""
+
+    process: subprocess.Popen
+    ready: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls) -> SweepProcess:
+        process = start_child(
+            [sys.executable, "-m", "bench.sweep_process"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        worker = cls(process)
+        worker.ready = worker.answer()
+        return worker
+
+    def send(self, **command: Any) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+
+    def answer(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(
+                f"the sweeping process exited (code {self.process.wait()}); see its stderr above"
+            )
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"the sweeping process failed: {answer['error']}")
+        return answer
+
+    def call(self, **command: Any) -> dict[str, Any]:
+        self.send(**command)
+        return self.answer()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.send(op="exit")
+                self.process.wait(30)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait(15)
+        if self.process in _children:
+            _children.remove(self.process)

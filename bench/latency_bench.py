@@ -74,37 +74,20 @@ class Worker:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        from django.conf import settings
-
         from config.celery import app
 
         others = app.control.ping(timeout=1.0)
         if others:
             # Another worker on our broker would take some of the sweeps: refuse.
             raise RuntimeError(f"workers already consume the bench's broker: {others}")
-        environment = dict(os.environ)
-        environment.update(
-            {
-                "DATABASE_URL": harness.database_url(),
-                "REDIS_URL": settings.REDIS_URL,
-                "DJANGO_ENV": "test",
-                "REDIS_TEST_DB": os.environ["REDIS_TEST_DB"],
-                "DEBUG": "false",
-                "LOG_LEVEL": "WARNING",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        # Metrics of this throwaway worker must not land in a running system's directory.
-        environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
         command = [
             sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "-l", "WARNING",
             f"--hostname={self.hostname}", "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]  # fmt: skip
         with open(self.log_path, "w") as log:  # the child keeps its own descriptor
-            # Same process group as the bench: a Ctrl-C stops the worker too.
-            self.process = subprocess.Popen(  # noqa: S603 - fixed argv, our own interpreter
-                command, cwd=harness.REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
-            )
+            # Same process group as the bench: a Ctrl-C stops the worker too; the bench
+            # stops it before dropping its database whatever happens.
+            self.process = harness.start_child(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + WORKER_START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -137,10 +120,11 @@ def run_latency(markets: list[harness.Market], *, iterations: int) -> LatencyRes
     from positions.quotes import Quote, quotes_ingest
 
     market = next(market for market in markets if market.symbol == "EURUSD")
-    signal = harness.create_signal(market, "buy", breach_target=True)
+    signal = harness.create_signal(market, "buy", near_few=True)
     positions = harness.build_book([signal], BOOK_POSITIONS, tag="latency")
     device_id = OpenPosition.objects.filter(signal_id=signal.pk).values_list("device_id", flat=True).first()
-    breach_bid, breach_ask = market.bid_ask(signal.breaching_mid())
+    # Past its stop (NEAR_FEW below), under the spike guard from the quote before.
+    breach_bid, breach_ask = market.bid_ask(market.moved(harness.FEW_BREACH_MOVE))
 
     print(
         f"\nLatency: starting a Celery worker (solo pool); {positions} positions on {market.symbol}",

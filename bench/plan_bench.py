@@ -32,7 +32,8 @@ from typing import Any
 
 from bench import harness  # imports no Django: safe before setup
 
-HOT_SYMBOL = "EURUSD"
+HOT_SYMBOL = harness.HOT_SYMBOL
+SIGNALS = 500  # the trailing shapes: 10 per instrument
 HOT_SIGNALS = 2_000
 PARTIAL_EVERY = 5  # one signal in five has partial take-profits
 TRAILING_PIPS = 10
@@ -65,9 +66,9 @@ class PlanResult:
 
 def shapes() -> list[Shape]:
     return [
-        Shape("trailing", harness.SIGNALS, None),
+        Shape("trailing", SIGNALS, None),
         # The control: the same without partials, so without standing partial orders.
-        Shape("trailing, no partials", harness.SIGNALS, None, partials=False),
+        Shape("trailing, no partials", SIGNALS, None, partials=False),
         Shape("hot instrument", HOT_SIGNALS, [HOT_SYMBOL]),
     ]
 
@@ -97,17 +98,25 @@ def create_plan_signal(market: harness.Market, *, partials: bool) -> harness.Ben
     from signals_app.services import signal_create, signal_publish
 
     by = Actor.system("bench")
+    levels = plan_levels(market, partials=partials)
     signal = signal_create(
         instrument=market.symbol,
         side="buy",
         entry_price=market.mid,
         ttl_minutes=240,
         payload={},
-        owner_only=plan_levels(market, partials=partials),
+        owner_only=levels,
         by=by,
     )
     signal_publish(signal=signal, by=by)
-    return harness.BenchSignal(pk=signal.pk, market=market, side="buy", breach_target=False)
+    return harness.BenchSignal(
+        pk=signal.pk,
+        market=market,
+        side="buy",
+        sl=Decimal(levels["sl"]),
+        tp=Decimal(levels["tp"]),
+        near_few=False,
+    )
 
 
 @dataclass
