@@ -1,24 +1,26 @@
 """The breach scanner: every watched signal's exit plan against every quote of the
 owner's feed since the last look, set-based.
 
-Its cost grows with watched signals and with breaches, never with open
-positions: plans are per signal, and positions are only touched by the one
-claim that closes what a plan says to close.
+Its cost grows with breaches, not with watched signals or open positions:
+plans are per signal and kept decoded by each worker, ordered by the prices
+that would change them; positions are only touched by the one claim that
+closes what a plan says to close.
 
 A sweep:
 
-1. finds the watched signals (``positions.watched``: within their TTL or with
-   live positions, plan not ended) through a loose index scan, and decrypts
-   each one's plan once;
-2. in one transaction, tries each instrument's sweep lock (``positions.locks``)
-   and skips instruments another sweep holds: concurrent sweeps partition the
-   work instead of doing it twice;
+1. tries each instrument's sweep lock (``positions.locks``) and skips
+   instruments another sweep holds: concurrent sweeps partition the work
+   instead of doing it twice;
+2. under the locks, takes each instrument's book (``positions.plan_book``: the
+   watched signals — within their TTL or with live positions, plan not ended —
+   decrypted once per worker and re-read only where ``plans_version`` moved);
 3. reads each locked instrument's quote path (``positions.quote_path``: every
    fresh quote since the last look, spikes confirmed or dropped); a quote
    older than QUOTE_MAX_AGE_SECONDS by now counts for nothing and alerts;
-4. walks each plan through the path (``positions.exit_plan.plan_advance``:
-   stop, target, partials, trailing and breakeven, quote by quote) from its
-   stored state (``positions.plan_store``), and saves and audits what changed;
+4. asks the book which plans the path's lowest and highest prices can change
+   (by range), walks only those (``positions.exit_plan.plan_advance``: stop,
+   target, partials, trailing and breakeven, quote by quote) from their stored
+   state (``positions.plan_store``), and saves and audits what changed;
 5. closes what the plans say, in one claim (``positions.closes.closes_claim``,
    the same the owner's manual close uses): every open position of an ended
    plan, each partial take-profit once per position, positions held past
