@@ -7,8 +7,10 @@ from django.core.management import call_command
 from django.test import override_settings
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+from config.celery import app
 from monitoring.choices import HeartbeatName
 from monitoring.models import Heartbeat
+from positions.sweep_history import sweep_last
 from tests.helpers import start_process, stop_process, wait_for
 
 
@@ -57,4 +59,28 @@ def test_beat_schedules_the_heartbeat_and_a_worker_runs_it(tmp_path, redis_clien
         raise
     finally:
         stop_process(beat)
+        stop_process(worker)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_sweeps_have_their_own_queue(tmp_path, redis_client):
+    # given: a worker that takes only the sweep queue (as a production sweep node runs)
+    worker = start_process(
+        ["-m", "celery", "-A", "config", "worker", "--pool=solo", "-Q", "sweeps", "-l", "INFO"],
+        tmp_path / "worker.log",
+    )
+    try:
+        # when: a sweep and another task are sent as the product sends them (by name)
+        app.send_task("positions.sweep_instrument", args=["EURUSD"])
+        app.send_task("positions.refresh_gauges")
+
+        # then: the sweep runs there; the other task waits in the default queue
+        wait_for(sweep_last, timeout=60)
+        assert redis_client.llen("celery") == 1
+        assert redis_client.llen("sweeps") == 0
+    except AssertionError:
+        print((tmp_path / "worker.log").read_text()[-3000:])
+        raise
+    finally:
         stop_process(worker)
