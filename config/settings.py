@@ -120,7 +120,12 @@ _database = env.database("DATABASE_URL")
 # django-prometheus' wrapper adds query counts and latencies to /metrics.
 _database["ENGINE"] = "django_prometheus.db.backends.postgresql"
 _database["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
-_database["CONN_HEALTH_CHECKS"] = True
+# A health check costs a query on every request that reuses a connection. Without it, a
+# connection the server dropped (restart, failover, an idle timeout) fails the one
+# request that finds it, and Django closes it as that request ends
+# (close_if_unusable_or_obsolete): every request after it gets a new one. EAs retry.
+# Turn checks on where a server or proxy drops idle connections routinely.
+_database["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_CONN_HEALTH_CHECKS", False)
 _database.setdefault("TEST", {})["NAME"] = env.str("DATABASE_TEST_NAME", f"test_{_database['NAME']}")
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -257,6 +262,10 @@ CLOSE_COMMANDS_PER_POLL = env.int("CLOSE_COMMANDS_PER_POLL", 20, minimum=1, maxi
 # A heartbeat closes as "external" only positions older than this (a fresh
 # fill may be missing from the EA's account snapshot).
 RECONCILE_GRACE_SECONDS = env.int("RECONCILE_GRACE_SECONDS", 60, minimum=0)
+# How long a process may keep a device it read for authentication (ea_gateway.selectors).
+# A revoke or a rotation reaches every process at once anyway; this bounds only changes
+# made around the services. 0: read the device on every request.
+EA_DEVICE_CACHE_SECONDS = env.int("EA_DEVICE_CACHE_SECONDS", 60, minimum=0, maximum=3600)
 EA_THROTTLE_RATE = env.rate("EA_THROTTLE_RATE", "300/min")
 FEED_THROTTLE_RATE = env.rate("FEED_THROTTLE_RATE", "3000/min")
 FEED_MAX_QUOTES_PER_BATCH = env.int("FEED_MAX_QUOTES_PER_BATCH", 500, minimum=1, maximum=10000)

@@ -121,6 +121,10 @@ class DeviceAdmin(admin.ModelAdmin):
 
     def revoke_view(self, request, device_id: int):
         device = self._device_for_change(request, device_id)
-        device_revoke(device=device, by=Actor.user(request.user))
+        try:
+            device_revoke(device=device, by=Actor.user(request.user))
+        except DomainError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return redirect(reverse("admin:ea_gateway_device_change", args=[device.pk]))
         self.message_user(request, f"Device {device.key_id} revoked; its requests are refused from now on.")
         return redirect(reverse("admin:ea_gateway_device_change", args=[device.pk]))

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from core.errors import DomainError
+from core.redis import get_redis
 from ea_gateway.choices import DeviceRole
 from ea_gateway.models import Device
+from ea_gateway.selectors import DEVICE_GENERATION_KEY
 from positions.fills import AckResult, Fill, FillReport, approval_fill_report, positions_reconcile
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit
 from signals_app.models import Client
 
 KEY_PREFIX = "vsk_"
+# Longer than any EA_DEVICE_CACHE_SECONDS: an entry read before a change has left every
+# process's cache before the generation that refused it could expire.
+DEVICE_GENERATION_TTL_SECONDS = 86_400
+
+logger = logging.getLogger(__name__)
 
 
 def _new_secret() -> str:
@@ -37,6 +48,49 @@ class IssuedCredentials:
     secret: str
 
 
+def _device_generation_renew(device: Device) -> None:
+    get_redis().set(
+        DEVICE_GENERATION_KEY.format(key_id=device.key_id),
+        secrets.token_hex(8),
+        ex=DEVICE_GENERATION_TTL_SECONDS,
+    )
+
+
+@contextmanager
+def _credentials_change(device: Device) -> Iterator[None]:
+    """A transaction after which no process's cached copy of the device authenticates
+    (``ea_gateway.selectors``).
+
+    A new generation before the transaction, so a request from then on reads the row
+    again, and another after the commit, so a copy read before the commit (the old row)
+    is dropped too. Both outside the transaction: no network I/O holds the row lock. If
+    Redis cannot take the first, nothing changes: the change would otherwise commit and
+    still let cached copies through for up to EA_DEVICE_CACHE_SECONDS.
+    """
+    try:
+        _device_generation_renew(device)
+    except RedisError:
+        raise DomainError(
+            "unavailable",
+            "The device store is unreachable (Redis); nothing was changed. Retry shortly.",
+            status_code=503,
+        ) from None
+
+    def after_commit() -> None:
+        try:
+            _device_generation_renew(device)
+        except RedisError:
+            logger.warning(
+                "device %s changed but Redis was unreachable after the commit: a copy cached "
+                "before the commit may authenticate for up to EA_DEVICE_CACHE_SECONDS",
+                device.key_id,
+            )
+
+    with transaction.atomic():
+        yield
+        transaction.on_commit(after_commit)
+
+
 @transaction.atomic
 def device_create(*, name: str, role: str, client: Client | None, by: Actor) -> IssuedCredentials:
     if (role == DeviceRole.EA) != (client is not None):
@@ -51,28 +105,28 @@ def device_create(*, name: str, role: str, client: Client | None, by: Actor) -> 
     return IssuedCredentials(device, secret)
 
 
-@transaction.atomic
 def device_rotate_secret(*, device: Device, by: Actor) -> IssuedCredentials:
     """A new secret for the same key id; the old one stops working at once."""
     secret = _new_secret()
-    now = timezone.now()
-    changed = Device.objects.filter(pk=device.pk, revoked_at__isnull=True).update(
-        secret=secret, secret_rotated_at=now
-    )
-    if changed != 1:
-        raise DomainError("device_revoked", "A revoked device cannot get a new secret.", status_code=409)
-    audit(by=by, action=AuditAction.DEVICE_SECRET_ROTATED, subject=device, data={"key_id": device.key_id})
+    with _credentials_change(device):
+        changed = Device.objects.filter(pk=device.pk, revoked_at__isnull=True).update(
+            secret=secret, secret_rotated_at=timezone.now()
+        )
+        if changed != 1:
+            raise DomainError("device_revoked", "A revoked device cannot get a new secret.", status_code=409)
+        audit(by=by, action=AuditAction.DEVICE_SECRET_ROTATED, subject=device, data={"key_id": device.key_id})
     device.refresh_from_db()
     return IssuedCredentials(device, secret)
 
 
-@transaction.atomic
 def device_revoke(*, device: Device, by: Actor) -> Device:
-    changed = Device.objects.filter(pk=device.pk, revoked_at__isnull=True).update(
-        active=False, revoked_at=timezone.now()
-    )
-    if changed == 1:
-        audit(by=by, action=AuditAction.DEVICE_REVOKED, subject=device, data={"key_id": device.key_id})
+    """The device's requests are refused from the moment this returns, in every process."""
+    with _credentials_change(device):
+        changed = Device.objects.filter(pk=device.pk, revoked_at__isnull=True).update(
+            active=False, revoked_at=timezone.now()
+        )
+        if changed == 1:
+            audit(by=by, action=AuditAction.DEVICE_REVOKED, subject=device, data={"key_id": device.key_id})
     device.refresh_from_db()
     return device
 

@@ -1,24 +1,35 @@
 """HMAC authentication for EAs and price feeds (SPEC §4, docs/ea-protocol.md).
 
-Checks, in this order, each failure the same 401:
+Every failure is the same 401. A request, step by step:
 1. the four headers are present and well-formed;
-2. the key id names an active, unrevoked device;
-3. the timestamp is within ±HMAC_CLOCK_SKEW_SECONDS of the server clock;
-4. the signature matches (constant-time);
-5. the nonce was never used by this device (Redis ``SET NX``, kept for twice
-   the skew window). Only a verified request consumes its nonce, so a forged
-   request cannot burn a nonce that a genuine one is about to use.
+2. the device: this process's copy if younger than EA_DEVICE_CACHE_SECONDS, else
+   its generation from Redis, then the row (``ea_gateway.selectors``; an unknown key
+   is remembered too, so it costs what a known one does);
+3. the key names an active, unrevoked device, the timestamp is within
+   ±HMAC_CLOCK_SKEW_SECONDS, the signature matches (constant time; all three
+   computed before any is refused, against a dummy secret for an unknown key). A
+   refusal from a cached copy first asks Redis whether the generation moved (a copy
+   from before a rotation knows only the old secret) and, if it did, reads again;
+4. one Redis round trip (``ADMIT``, a Lua script): if the device's generation moved
+   since the copy was read (revoked, rotated), nothing is consumed and steps 2-3 run
+   again on a fresh read; otherwise the nonce is taken (``SET NX``, kept for twice
+   the skew window), the request is counted against the device's rate (a 429 with
+   Retry-After, raised by ``ea_gateway.api.throttling``), and the last-seen mark is
+   taken if free. Only a verified request consumes its nonce, so a forged one cannot
+   burn a nonce that a genuine one is about to use;
+5. ``last_seen_at`` is written when the mark was free: at most once every
+   LAST_SEEN_RESOLUTION_SECONDS per device, whichever process answers.
 If Redis cannot answer, the request is refused with 503: never let a replay
 through because the nonce store is down.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -26,9 +37,15 @@ from redis.exceptions import RedisError
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 
-from core.redis import get_redis
+from core.redis import get_redis, get_script
+from ea_gateway.api.throttling import device_rate
 from ea_gateway.models import Device
-from ea_gateway.selectors import device_by_key
+from ea_gateway.selectors import (
+    DEVICE_GENERATION_KEY,
+    DeviceEntry,
+    device_entry_cached,
+    device_entry_load,
+)
 from ea_protocol import signing
 
 logger = logging.getLogger(__name__)
@@ -38,7 +55,49 @@ TIMESTAMP_PATTERN = re.compile(r"[0-9]{1,12}")
 NONCE_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 SIGNATURE_PATTERN = re.compile(r"[0-9a-f]{64}")
 NONCE_KEY = "veilstop:nonce:{device}:{nonce}"
+THROTTLE_KEY = "veilstop:throttle:{device}"
+LAST_SEEN_KEY = "veilstop:last-seen:{device}"
 LAST_SEEN_RESOLUTION_SECONDS = 10
+# A generation that moves again while a request re-reads its device (a rotation racing a
+# revoke) is refused as unavailable after this many reads, not looped on.
+MAX_DEVICE_READS = 3
+
+# KEYS: generation, nonce, throttle log, last-seen mark.
+# ARGV: generation the device was read under, nonce TTL (s), requests allowed, window (ms),
+# last-seen resolution (s).
+# Returns {0, generation} (stale: nothing consumed), {1} (nonce replayed) or
+# {2, retry_after_ms (0: allowed), last_seen_free (1/0)}.
+# The throttle is DRF's sliding log: the times (Redis clock, ms) of the requests allowed
+# in the last window, newest first; a request beyond the limit is refused until the oldest
+# leaves the window, and is not logged.
+ADMIT = """
+local generation = redis.call('GET', KEYS[1]) or ''
+if generation ~= ARGV[1] then
+  return {0, generation}
+end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
+  return {1}
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local limit = tonumber(ARGV[3])
+local window = tonumber(ARGV[4])
+local oldest = redis.call('LINDEX', KEYS[3], -1)
+while oldest and tonumber(oldest) <= now - window do
+  redis.call('RPOP', KEYS[3])
+  oldest = redis.call('LINDEX', KEYS[3], -1)
+end
+local retry_after = 0
+if redis.call('LLEN', KEYS[3]) >= limit then
+  retry_after = math.max(1, tonumber(oldest) + window - now)
+else
+  redis.call('LPUSH', KEYS[3], string.format('%.0f', now))
+  redis.call('PEXPIRE', KEYS[3], window)
+end
+local last_seen_free = redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[5]) and 1 or 0
+return {2, retry_after, last_seen_free}
+"""
+_STALE, _REPLAYED = 0, 1
 # Verifying against this when the key is unknown keeps the timing of
 # "unknown key" and "bad signature" alike.
 _DUMMY_SECRET = "veilstop-no-such-device"  # noqa: S105 - not a credential
@@ -55,6 +114,7 @@ class DevicePrincipal:
     """``request.user`` for a device: authenticated, never staff."""
 
     device: Device
+    retry_after_ms: int = 0  # > 0: over the device's rate (ea_gateway.api.throttling)
     is_authenticated: bool = True
     is_active: bool = True
     is_staff: bool = False
@@ -98,11 +158,6 @@ class HMACDeviceAuthentication(BaseAuthentication):
         ):
             raise _fail("missing or malformed headers", key_id if KEY_PATTERN.fullmatch(key_id) else "-")
 
-        device = device_by_key(key_id=key_id)
-        usable = device is not None and device.active and device.revoked_at is None
-        secret = device.secret if usable else _DUMMY_SECRET
-
-        skew = abs(time.time() - int(timestamp))
         canonical = signing.canonical_string(
             method=request.method,
             path=request.path,
@@ -111,32 +166,85 @@ class HMACDeviceAuthentication(BaseAuthentication):
             nonce=nonce,
             body=request.body,
         )
-        signature_ok = signing.signature_matches(secret, canonical, signature)
-        if not usable:
-            raise _fail("unknown or revoked key", key_id)
-        if skew > settings.HMAC_CLOCK_SKEW_SECONDS:
-            raise _fail(f"timestamp off by {int(skew)} s", key_id)
-        if not signature_ok:
-            raise _fail("bad signature", key_id)
-        self._consume_nonce(device, nonce)
-        self._touch(device)
-        return DevicePrincipal(device), device
+        skew = abs(time.time() - int(timestamp))
+        entry = device_entry_cached(key_id=key_id)
+        fresh = entry is None
+        if entry is None:
+            entry = device_entry_load(key_id=key_id, generation=_unavailable_if_down(_generation, key_id))
+        for _read in range(MAX_DEVICE_READS):
+            refusal = _refusal(entry, skew=skew, canonical=canonical, signature=signature)
+            if refusal is None:
+                outcome = _unavailable_if_down(_admit, entry, nonce)
+                if outcome[0] != _STALE:
+                    return _admitted(entry, outcome)
+                generation = outcome[1].decode()
+            elif fresh:
+                raise _fail(refusal, key_id)
+            else:
+                # A copy read before a rotation knows the old secret only: look again
+                # before refusing (every refusal from a cached copy costs this read,
+                # known key or not).
+                generation = _unavailable_if_down(_generation, key_id)
+                if generation == entry.generation:
+                    raise _fail(refusal, key_id)
+            entry = device_entry_load(key_id=key_id, generation=generation)
+            fresh = True
+        logger.warning("EA authentication unavailable: device %s kept changing while read", key_id)
+        raise AuthenticationUnavailable()
 
-    @staticmethod
-    def _consume_nonce(device: Device, nonce: str) -> None:
-        ttl = 2 * settings.HMAC_CLOCK_SKEW_SECONDS + 60
-        try:
-            fresh = get_redis().set(NONCE_KEY.format(device=device.pk, nonce=nonce), b"1", nx=True, ex=ttl)
-        except RedisError:
-            logger.warning("EA authentication unavailable: Redis unreachable")
-            raise AuthenticationUnavailable() from None
-        if not fresh:
-            raise _fail("nonce replayed", device.key_id)
 
-    @staticmethod
-    def _touch(device: Device) -> None:
-        """last_seen_at, written at most every few seconds per device."""
-        now = timezone.now()
-        stale_before = now - timedelta(seconds=LAST_SEEN_RESOLUTION_SECONDS)
-        if device.last_seen_at is None or device.last_seen_at < stale_before:
-            Device.objects.filter(pk=device.pk).update(last_seen_at=now)
+def _refusal(entry: DeviceEntry, *, skew: float, canonical: str, signature: str) -> str | None:
+    device = entry.device
+    usable = device is not None and device.active and device.revoked_at is None
+    signature_ok = signing.signature_matches(device.secret if usable else _DUMMY_SECRET, canonical, signature)
+    if not usable:
+        return "unknown or revoked key"
+    if skew > settings.HMAC_CLOCK_SKEW_SECONDS:
+        return f"timestamp off by {int(skew)} s"
+    if not signature_ok:
+        return "bad signature"
+    return None
+
+
+def _admitted(entry: DeviceEntry, outcome: list) -> tuple[DevicePrincipal, Device]:
+    device = entry.device
+    if outcome[0] == _REPLAYED:
+        raise _fail("nonce replayed", device.key_id)
+    _, retry_after_ms, last_seen_free = outcome
+    if last_seen_free:
+        Device.objects.filter(pk=device.pk).update(last_seen_at=timezone.now())
+    # A copy per request: nothing a view does to it reaches the cached one.
+    device = copy.copy(device)
+    return DevicePrincipal(device, retry_after_ms=retry_after_ms), device
+
+
+def _generation(key_id: str) -> str:
+    return (get_redis().get(DEVICE_GENERATION_KEY.format(key_id=key_id)) or b"").decode()
+
+
+def _admit(entry: DeviceEntry, nonce: str) -> list:
+    device = entry.device
+    limit, window_seconds = device_rate(device)
+    return get_script(ADMIT)(
+        keys=[
+            DEVICE_GENERATION_KEY.format(key_id=device.key_id),
+            NONCE_KEY.format(device=device.pk, nonce=nonce),
+            THROTTLE_KEY.format(device=device.pk),
+            LAST_SEEN_KEY.format(device=device.pk),
+        ],
+        args=[
+            entry.generation,
+            2 * settings.HMAC_CLOCK_SKEW_SECONDS + 60,
+            limit,
+            window_seconds * 1000,
+            LAST_SEEN_RESOLUTION_SECONDS,
+        ],
+    )
+
+
+def _unavailable_if_down(call, *args):
+    try:
+        return call(*args)
+    except RedisError:
+        logger.warning("EA authentication unavailable: Redis unreachable")
+        raise AuthenticationUnavailable() from None
