@@ -1,4 +1,18 @@
-"""gunicorn settings for `make run` (and production, adjusted by environment)."""
+"""gunicorn settings for `make run` (and production, adjusted by environment).
+
+Workers are gevent workers: an EA's long-poll (``?wait=N``, ``ea_gateway.wake``)
+holds its request open for up to 30 s, and a thousand EAs waiting must not hold
+a thousand processes or threads. Each request is a greenlet; one worker holds
+thousands of waiting requests while it serves the others. psycopg2 yields to
+other greenlets through psycogreen's wait callback (installed after the fork),
+Redis through gevent's patched sockets.
+
+Database connections under gevent: Django would keep one per greenlet, so
+``core.request_slots`` lets at most ``WEB_REQUEST_SLOTS`` requests of a worker
+work at once, each on its slot's pooled connection (kept ``CONN_MAX_AGE``);
+a waiting long-poll gives its slot and connection back. A worker holds at
+most ``WEB_REQUEST_SLOTS`` PostgreSQL connections, however many EAs wait.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +22,19 @@ from prometheus_client import multiprocess
 
 bind = f"127.0.0.1:{os.environ.get('WEB_PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gevent"
+# Simultaneous requests per worker, waiting long-polls included (an EA may hold two:
+# close commands and approvals). Beyond it, connections queue unanswered.
+worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS", "2000"))
 accesslog = "-"
 graceful_timeout = 10
+
+
+def post_fork(server, worker) -> None:
+    # psycopg2 waits on its socket through gevent: a query no longer blocks the worker.
+    from psycogreen.gevent import patch_psycopg
+
+    patch_psycopg()
 
 
 def child_exit(server, worker) -> None:

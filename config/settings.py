@@ -74,6 +74,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "core.request_slots.RequestSlotsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -266,6 +267,10 @@ RECONCILE_GRACE_SECONDS = env.int("RECONCILE_GRACE_SECONDS", 60, minimum=0)
 # A revoke or a rotation reaches every process at once anyway; this bounds only changes
 # made around the services. 0: read the device on every request.
 EA_DEVICE_CACHE_SECONDS = env.int("EA_DEVICE_CACHE_SECONDS", 60, minimum=0, maximum=3600)
+# Requests one web process works on at once, each holding at most one PostgreSQL
+# connection (a waiting long-poll holds neither; core.request_slots). Keep workers x this
+# under PostgreSQL's max_connections, with room for Celery.
+WEB_REQUEST_SLOTS = env.int("WEB_REQUEST_SLOTS", 16, minimum=1, maximum=1000)
 EA_THROTTLE_RATE = env.rate("EA_THROTTLE_RATE", "300/min")
 FEED_THROTTLE_RATE = env.rate("FEED_THROTTLE_RATE", "3000/min")
 FEED_MAX_QUOTES_PER_BATCH = env.int("FEED_MAX_QUOTES_PER_BATCH", 500, minimum=1, maximum=10000)

@@ -17,10 +17,11 @@ A request for a device's close commands (or its client's approvals):
    one database look, never a hidden command. The marker lives at most
    ``core.wake.EMPTY_MARKER_SECONDS`` (the bound on a lost wake), and no longer
    than until the device's next command in backoff becomes due.
-3. Nothing found and time left: the request gives back its database
-   connection (a waiting request must not hold one), waits on this process's
-   hub for a wake of its id, the marker's expiry or the deadline, then goes
-   back to 1. A wake after the client hung up answers at once, leasing nothing.
+3. Nothing found and time left: the request gives back its request slot and
+   database connection (``core.request_slots``: a waiting request holds
+   neither), waits on this process's hub for a wake of its id, the marker's
+   expiry or the deadline, then goes back to 1. A wake after the client hung
+   up answers at once, leasing nothing.
 
 The hub is one Redis pub/sub connection per process (a thread; a greenlet under
 gevent) that sets the events of the requests waiting on the ids it hears.
@@ -46,6 +47,7 @@ from django.db import connection
 from redis.exceptions import RedisError
 
 from core.redis import get_redis
+from core.request_slots import slot_given_back
 from core.wake import (
     CHANNEL_PATTERN,
     EMPTY_MARKER_SECONDS,
@@ -94,8 +96,12 @@ def _mark_empty(check: _Check, kind: str, key: int, seconds: float) -> None:
 
 
 def fetch_unless_empty(*, kind: str, key: int, fetch: Fetch) -> tuple[list[Any], float]:
-    """Steps 1 and 2: what is deliverable now, and how long an empty answer holds."""
-    check = _check(database_scope(), kind, key)
+    """Steps 1 and 2: what is deliverable now, and how long an empty answer holds.
+
+    Inside an open transaction (never a request's own: no ATOMIC_REQUESTS; a test's)
+    rows can be visible whose wake-ups are only published at its commit: markers are
+    neither trusted nor written there."""
+    check = None if connection.in_atomic_block else _check(database_scope(), kind, key)
     if check is not None and check.nothing_pending:
         return [], max(check.marker_seconds, MIN_RECHECK_SECONDS)
     items, due_in = fetch()
@@ -123,19 +129,13 @@ def long_poll(
             remaining = deadline - time.monotonic()
             if items or remaining <= 0:
                 return items
-            _release_database_connection()
-            event.wait(min(remaining, holds if hub.connected else HUB_DOWN_RECHECK_SECONDS))
+            with slot_given_back():
+                event.wait(min(remaining, holds if hub.connected else HUB_DOWN_RECHECK_SECONDS))
             event.clear()
             if client_gone():
                 return []
     finally:
         hub.unregister(event)
-
-
-def _release_database_connection() -> None:
-    # Inside a transaction (a test's) the connection is not ours to close.
-    if not connection.in_atomic_block:
-        connection.close()
 
 
 def peer_closed(sock: socket.socket | None) -> bool:
