@@ -12,7 +12,12 @@ from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from types import FrameType
 
-from ea_client.client import EAClient
+from ea_client.client import (
+    LONG_POLL_MAX_SECONDS,
+    LONG_POLL_SECONDS,
+    LONG_POLL_TIMEOUT_MARGIN_SECONDS,
+    EAClient,
+)
 from ea_client.executors import ExecutionError, Executor, MT5Executor, SimulatedBroker
 from ea_client.transport import SignedTransport
 
@@ -75,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=10.0,
         metavar="SECONDS",
-        help="per-request timeout (default 10)",
+        help="per-request timeout (default 10); a long-poll's is its wait plus "
+        f"{LONG_POLL_TIMEOUT_MARGIN_SECONDS}",
     )
 
     broker = parser.add_argument_group("broker")
@@ -121,11 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     loop = parser.add_argument_group("loop")
     loop.add_argument(
+        "--wait",
+        type=int,
+        choices=range(LONG_POLL_MAX_SECONDS + 1),
+        default=LONG_POLL_SECONDS,
+        metavar="SECONDS",
+        help=f"long-poll close commands and approvals, each waiting up to this long for the server "
+        f"(0-{LONG_POLL_MAX_SECONDS}, default {LONG_POLL_SECONDS}); 0 polls plainly every --interval",
+    )
+    loop.add_argument(
         "--interval",
         type=_positive_float,
         default=1.0,
         metavar="SECONDS",
-        help="seconds between cycles (default 1.0)",
+        help="seconds between heartbeats, and between cycles when --wait is 0 (default 1.0)",
     )
     loop.add_argument(
         "--once", action="store_true", help="run a single cycle and exit (status 1 if any step failed)"
@@ -164,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, "the MetaTrader5 package is not installed: pip install MetaTrader5 (Windows only)\n")
     except ExecutionError as error:
         parser.exit(2, f"{error}\n")
-    client = EAClient(transport, executor)
+    client = EAClient(transport, executor, long_poll_seconds=args.wait)
 
     try:
         if args.once:

@@ -9,6 +9,12 @@ acknowledgement again (the server treats it as idempotent) instead of trading
 again. The memory lasts as long as the process: a restart between a broker
 fill and its confirmed acknowledgement forgets the fill. An EA trading real
 money should keep these results on disk (docs/ea-protocol.md, section 7).
+
+By default the client long-polls (``?wait=N``, docs/ea-protocol.md section
+9): one thread waits on close commands, one on approvals, and the heartbeat
+runs on its own clock, so a close reaches the broker as soon as the server
+queues it rather than at the next poll. ``long_poll_seconds=0`` falls back to
+plain polling, one cycle every interval.
 """
 
 from __future__ import annotations
@@ -30,6 +36,13 @@ CLOSE_COMMANDS_PATH = "/api/v1/client/close-commands"
 CLOSE_ACK_PATH = "/api/v1/client/close-ack"
 HEARTBEAT_PATH = "/api/v1/client/heartbeat"
 
+# The default wait of a long-poll: under the server's bound (30 s) and under the
+# idle timeout of the usual proxy. The HTTP timeout of a long-poll is the wait
+# plus this margin, so a slow answer is never cut off as a dead connection.
+LONG_POLL_SECONDS = 25
+LONG_POLL_MAX_SECONDS = 30
+LONG_POLL_TIMEOUT_MARGIN_SECONDS = 10
+
 # Broker messages can be long; the owner needs a reason, not a log.
 MAX_ERROR_LENGTH = 200
 # Decimals the server accepts (docs/ea-protocol.md, section 2).
@@ -46,6 +59,7 @@ class Transport(Protocol):
         *,
         query: Mapping[str, Any] | None = None,
         body: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> Response: ...
 
 
@@ -76,31 +90,47 @@ class _Outbox:
 
 
 class EAClient:
-    """Speaks the Veilstop EA protocol for one device. Not thread-safe: run it
-    from one thread (``run_forever``)."""
+    """Speaks the Veilstop EA protocol for one device. ``run_forever`` runs its
+    own threads; call the other methods from one thread at a time."""
 
     def __init__(
-        self, transport: Transport, executor: Executor, *, logger: logging.Logger | None = None
+        self,
+        transport: Transport,
+        executor: Executor,
+        *,
+        logger: logging.Logger | None = None,
+        long_poll_seconds: int = LONG_POLL_SECONDS,
     ) -> None:
+        if not 0 <= long_poll_seconds <= LONG_POLL_MAX_SECONDS:
+            raise ValueError(f"long_poll_seconds must be 0 to {LONG_POLL_MAX_SECONDS}: {long_poll_seconds}")
         self._transport = transport
         self._executor = executor
         self._log = logger or logging.getLogger("ea_client")
         self._acks = _Outbox(ACK_PATH, "approval_id")
         self._close_acks = _Outbox(CLOSE_ACK_PATH, "command_id")
+        self.long_poll_seconds = long_poll_seconds
+        # The broker is driven from several threads under run_forever: one at a time,
+        # and a trade with its acknowledgement before the heartbeat reports the account.
+        self._broker_lock = threading.Lock()
+        self._stopping = threading.Event()  # set by run_forever's stop: place no new trade
 
-    def poll_and_execute(self) -> list[Delivery]:
+    def poll_and_execute(self, wait: int = 0) -> list[Delivery]:
         """Acknowledge what is still unconfirmed, then place every newly
-        approved signal and acknowledge it."""
-        return self._work(self._acks, POLL_PATH, "approvals", self._place)
+        approved signal and acknowledge it. ``wait``: long-poll up to that many
+        seconds for one."""
+        return self._work(self._acks, POLL_PATH, "approvals", self._place, wait, self._stopping)
 
-    def execute_close_commands(self) -> list[Delivery]:
+    def execute_close_commands(self, wait: int = 0) -> list[Delivery]:
         """Acknowledge what is still unconfirmed, then carry out every close
-        command delivered and acknowledge it."""
-        return self._work(self._close_acks, CLOSE_COMMANDS_PATH, "commands", self._close)
+        command delivered and acknowledge it. ``wait``: long-poll up to that
+        many seconds for one."""
+        # A close that arrives while stopping is still carried out: it protects money.
+        return self._work(self._close_acks, CLOSE_COMMANDS_PATH, "commands", self._close, wait, None)
 
     def send_heartbeat(self) -> int:
         """Report balance, equity and open tickets; returns the server's time."""
-        account = self._executor.account()
+        with self._broker_lock:
+            account = self._executor.account()
         body = {
             "balance": _decimal_text(account.balance, MONEY_PLACES, pad=True),
             "equity": _decimal_text(account.equity, MONEY_PLACES, pad=True),
@@ -129,11 +159,47 @@ class EAClient:
         return ok
 
     def run_forever(self, interval: float, stop_event: threading.Event) -> None:
-        """Run a cycle every ``interval`` seconds until ``stop_event`` is set."""
+        """Until ``stop_event`` is set: long-poll close commands and approvals
+        (each in its own thread, waiting ``long_poll_seconds``) and send a
+        heartbeat every ``interval`` seconds; with ``long_poll_seconds=0``, a
+        plain cycle (``run_once``) every ``interval`` seconds."""
+        if not self.long_poll_seconds:
+            while not stop_event.is_set():
+                started = time.monotonic()
+                self.run_once()
+                stop_event.wait(max(0.0, interval - (time.monotonic() - started)))
+            return
+        for step in (self.execute_close_commands, self.poll_and_execute):
+            # Daemon threads: a stop does not wait for a long-poll in flight to answer.
+            threading.Thread(
+                target=self._keep_polling, args=(step, interval, stop_event), name=step.__name__, daemon=True
+            ).start()
         while not stop_event.is_set():
             started = time.monotonic()
-            self.run_once()
+            try:
+                self.send_heartbeat()
+            except Exception:
+                self._log.exception("send_heartbeat failed")
             stop_event.wait(max(0.0, interval - (time.monotonic() - started)))
+        self._stopping.set()
+        with self._broker_lock:
+            pass  # a trade in hand is finished and acknowledged before returning
+
+    def _keep_polling(
+        self, step: Callable[..., list[Delivery]], interval: float, stop_event: threading.Event
+    ) -> None:
+        while not stop_event.is_set():
+            started = time.monotonic()
+            try:
+                deliveries = step(wait=self.long_poll_seconds)
+                pause = any(delivery.error for delivery in deliveries) or not deliveries
+            except Exception:
+                self._log.exception("%s failed", step.__name__)
+                pause = True
+            if pause:
+                # After an error, or an empty answer that came early (a server that
+                # ignores wait, or restarting), wait out the interval: never spin.
+                stop_event.wait(max(0.0, interval - (time.monotonic() - started)))
 
     def _work(
         self,
@@ -141,9 +207,32 @@ class EAClient:
         path: str,
         key: str,
         execute: Callable[[int, Mapping[str, Any]], dict[str, Any]],
+        wait: int,
+        stopping: threading.Event | None,
     ) -> list[Delivery]:
-        deliveries = self._flush(outbox)
-        items = _items(self._transport.request("GET", path), key)
+        with self._broker_lock:
+            deliveries = self._flush(outbox)
+        reply = (
+            self._transport.request(
+                "GET", path, query={"wait": wait}, timeout=wait + LONG_POLL_TIMEOUT_MARGIN_SECONDS
+            )
+            if wait
+            else self._transport.request("GET", path)
+        )
+        items = _items(reply, key)
+        if stopping is not None and stopping.is_set():
+            return deliveries  # no new trade while stopping; the approval stays for the next run
+        with self._broker_lock:
+            return self._execute_all(outbox, path, items, execute, deliveries)
+
+    def _execute_all(
+        self,
+        outbox: _Outbox,
+        path: str,
+        items: list[Mapping[str, Any]],
+        execute: Callable[[int, Mapping[str, Any]], dict[str, Any]],
+        deliveries: list[Delivery],
+    ) -> list[Delivery]:
         sent = {delivery.item_id for delivery in deliveries}
         for item in items:
             item_id = _item_id(item, outbox.id_field)

@@ -137,7 +137,10 @@ class SignedTransport:
         *,
         query: Mapping[str, Any] | None = None,
         body: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> Response:
+        """``timeout`` replaces the transport's for this request (a long-poll's must
+        exceed its wait)."""
         method = method.upper()
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
@@ -149,7 +152,7 @@ class SignedTransport:
         retries = 0
         while True:
             try:
-                response = self._attempt(method, full_path, query_string, body_bytes)
+                response = self._attempt(method, full_path, query_string, body_bytes, timeout or self.timeout)
             except (OSError, http.client.HTTPException) as error:
                 # URLError (an OSError) wraps refused connections and DNS
                 # failures; timeouts, resets and truncated replies escape
@@ -187,7 +190,7 @@ class SignedTransport:
             code, message, fields = _error_parts(response)
             raise ProtocolError(response.status, code, message, fields)
 
-    def _attempt(self, method: str, path: str, query_string: str, body: bytes) -> Response:
+    def _attempt(self, method: str, path: str, query_string: str, body: bytes, timeout: float) -> Response:
         timestamp = str(int(self._clock() + self.clock_offset))
         nonce = secrets.token_urlsafe(24)
         canonical = signing.canonical_string(
@@ -208,7 +211,7 @@ class SignedTransport:
             url, data=body if method != "GET" else None, headers=headers, method=method
         )
         try:
-            with self._opener.open(request, timeout=self.timeout) as reply:
+            with self._opener.open(request, timeout=timeout) as reply:
                 return _response(reply.status, reply.headers.items(), reply.read())
         except urllib.error.HTTPError as error:
             try:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from ea_protocol import signing
 
@@ -194,6 +194,10 @@ class FakeVeilstop:
     ``"unavailable"`` answers 503 without applying the request; ``"lost"``
     applies it and then drops the connection (the answer is lost);
     ``"conflict"`` answers 409 without applying it.
+
+    A poll with ``?wait=N`` waits up to N seconds for something to hand out
+    (``add_approval`` / ``add_command`` wake it), as the server does; with
+    ``honor_wait`` off it answers at once, as a server that ignores ``wait``.
     """
 
     approvals: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -204,7 +208,9 @@ class FakeVeilstop:
     heartbeats: list[dict[str, Any]] = field(default_factory=list)
     faults: dict[str, deque[str]] = field(default_factory=dict)
     server_time: int = 1_763_770_000
+    honor_wait: bool = True
     _position_ids: Iterator[int] = field(default_factory=lambda: itertools.count(9001))
+    _changed: threading.Condition = field(default_factory=threading.Condition)
 
     def add_approval(self, approval_id: int, *, instrument: str = "XAUUSD", direction: str = "buy") -> None:
         self.approvals[approval_id] = {
@@ -218,6 +224,7 @@ class FakeVeilstop:
                 "ttl_minutes": 30,
             },
         }
+        self._wake()
 
     def add_command(self, command_id: int, *, ticket: str, volume: str = "0.10") -> None:
         self.commands[command_id] = {
@@ -227,6 +234,11 @@ class FakeVeilstop:
             "volume": volume,
             "reason": "risk limit",
         }
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
 
     def expire_leases(self) -> None:
         self.leased.clear()
@@ -242,6 +254,12 @@ class FakeVeilstop:
         if fault == "conflict":
             return error(409, "conflict", "a different acknowledgement is recorded")
         reply = self._apply(seen)
+        wait = float(parse_qs(seen.query_string).get("wait", ["0"])[0]) if self.honor_wait else 0.0
+        deadline = time.monotonic() + wait
+        with self._changed:
+            while _nothing_in(reply) and (remaining := deadline - time.monotonic()) > 0:
+                self._changed.wait(remaining)
+                reply = self._apply(seen)
         return DROP if fault == "lost" else reply
 
     def _apply(self, seen: Seen) -> Reply:
@@ -286,3 +304,8 @@ class FakeVeilstop:
             answer["position_id"] = next(self._position_ids)
         recorded[item_id] = (body, answer)
         return 200, {}, answer
+
+
+def _nothing_in(reply: Reply) -> bool:
+    status, _, payload = reply
+    return status == 200 and isinstance(payload, dict) and payload in ({"approvals": []}, {"commands": []})
