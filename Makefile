@@ -66,3 +66,10 @@ bench: venv
 .PHONY: bench-ea
 bench-ea: venv
 	DJANGO_ENV=test $(PY) -m config.embedded run -- $(PY) bench/ea_bench.py $(BENCH_ARGS)
+
+# 1,000 EAs long-polling one node (gunicorn as config/gunicorn.py sets it up, a Celery
+# worker): crossing quote (feed API) -> command read by the waiting EA, p50/p99 over
+# rounds. BENCH_ARGS="--eas 1000 --rounds 60 --per-round 10", "--no-poll", ...
+.PHONY: bench-longpoll
+bench-longpoll: venv
+	DJANGO_ENV=test $(PY) -m config.embedded run -- $(PY) bench/longpoll_bench.py $(BENCH_ARGS)
