@@ -19,28 +19,21 @@ every book is re-read at least every ``REFRESH_SECONDS`` all the same (the
 safety net for a mark lost with Redis). Plaintext lives in this process only;
 new Fernet keys mean a restart, which empties it.
 
-The index (``_SideIndex``): for a buy, a plan can change only if the path's lowest
-bid reaches its effective stop (less the tolerance), its highest bid reaches its
-nearest unhit target (plus the tolerance), or, for a stop that trails or goes to
-breakeven, its highest bid beats the best price so far; mirrored for a sell on
-the ask. Plans under a recheck delay and ATR trailing stops (their distance moves
-with every bar) are walked every sweep. Keys are floats, compared with a margin,
-so the index may offer a plan that nothing changes (the walk decides, in
-Decimal) but never misses one.
+The index (``positions.plan_index``) orders each side's plans by the prices that
+would change them; plans under a recheck delay and ATR trailing stops (their
+distance moves with every bar) are walked every sweep.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import connection
 
-from positions.exit_plan import BUY, PathQuote
+from positions.plan_index import Extremes, SideIndex
 from positions.plan_store import EMPTY, SavedPlans, StoredPlan, plans_read
 from positions.watched import (
     ExitedSignal,
@@ -51,7 +44,7 @@ from positions.watched import (
     watched_signal,
 )
 from signals_app.hidden_levels import HiddenLevels
-from signals_app.models import MAX_TTL_MINUTES
+from signals_app.models import MAX_TTL_MINUTES, Instrument
 
 REFRESH_SECONDS = 60
 
@@ -105,92 +98,6 @@ class Entry:
         return self.live or now < self.watched_until
 
 
-@dataclass(frozen=True)
-class Extremes:
-    """The lowest and highest bid and ask of a path (what the index is asked)."""
-
-    low_bid: float
-    high_bid: float
-    low_ask: float
-    high_ask: float
-
-    @classmethod
-    def of(cls, quotes: list[PathQuote]) -> Extremes | None:
-        if not quotes:
-            return None
-        bids = [float(quote.bid) for quote in quotes]
-        asks = [float(quote.ask) for quote in quotes]
-        return cls(_down(min(bids)), _up(max(bids)), _down(min(asks)), _up(max(asks)))
-
-
-def _down(value: float) -> float:
-    return value - 1e-9 * max(1.0, abs(value))
-
-
-def _up(value: float) -> float:
-    return value + 1e-9 * max(1.0, abs(value))
-
-
-class _Sorted:
-    """Signal ids ordered by a float key, updated one id at a time."""
-
-    def __init__(self) -> None:
-        self.keys: list[tuple[float, int]] = []
-        self.key_of: dict[int, float] = {}
-
-    def put(self, signal_id: int, key: float | None) -> None:
-        self.drop(signal_id)
-        if key is not None:
-            insort(self.keys, (key, signal_id))
-            self.key_of[signal_id] = key
-
-    def drop(self, signal_id: int) -> None:
-        old = self.key_of.pop(signal_id, None)
-        if old is not None:
-            del self.keys[bisect_left(self.keys, (old, signal_id))]
-
-    def at_least(self, value: float) -> list[int]:
-        return [signal_id for _, signal_id in self.keys[bisect_left(self.keys, (value, -1)) :]]
-
-    def at_most(self, value: float) -> list[int]:
-        return [signal_id for _, signal_id in self.keys[: bisect_right(self.keys, (value, math.inf))]]
-
-
-class _SideIndex:
-    """One side's plans by the prices at which a quote would change them."""
-
-    def __init__(self, side: str) -> None:
-        self.buy = side == BUY
-        self.stop, self.target, self.best = _Sorted(), _Sorted(), _Sorted()
-
-    def put(self, entry: Entry) -> None:
-        plan, state = entry.signal.plan, entry.stored.state
-        signal_id, tolerance = entry.signal.signal_id, plan.tolerance
-        sign = -1 if self.buy else 1
-        stop = state.effective_stop(plan)[0]
-        self.stop.put(signal_id, None if stop is None else float(stop + sign * tolerance))
-        targets = [plan.tp] if plan.tp is not None else []
-        targets += [level for i, (level, _) in enumerate(plan.partials) if i not in state.partials_hit]
-        nearest = (min if self.buy else max)(targets) if targets else None
-        self.target.put(signal_id, None if nearest is None else float(nearest - sign * tolerance))
-        moves = plan.moves_stop and not entry.atr_trailing
-        best = None if state.best is None else float(state.best)
-        self.best.put(signal_id, (best if best is not None else sign * math.inf) if moves else None)
-
-    def drop(self, signal_id: int) -> None:
-        for index in (self.stop, self.target, self.best):
-            index.drop(signal_id)
-
-    def reached(self, path: Extremes) -> set[int]:
-        if self.buy:  # judged on the bid
-            found = self.stop.at_least(path.low_bid) + self.target.at_most(path.high_bid)
-            found += self.best.at_most(path.high_bid)
-        else:  # judged on the ask
-            found = self.stop.at_most(path.high_ask) + self.target.at_least(path.low_ask)
-            found += self.best.at_least(path.low_ask)
-        return set(found)
-
-
 @dataclass
 class Book:
     instrument_id: int
@@ -200,13 +107,18 @@ class Book:
     refreshed_at: float = 0.0
     running: dict[int, Entry] = field(default_factory=dict)
     ended: dict[int, ExitedSignal] = field(default_factory=dict)
-    sides: dict[str, _SideIndex] = field(default_factory=dict)
+    sides: dict[str, SideIndex] = field(default_factory=dict)
     always: set[int] = field(default_factory=set)  # walked every sweep
 
     def index(self, entry: Entry) -> None:
         signal_id = entry.signal.signal_id
         side = entry.signal.plan.side
-        self.sides.setdefault(side, _SideIndex(side)).put(entry)
+        self.sides.setdefault(side, SideIndex(side)).put(
+            signal_id,
+            entry.signal.plan,
+            entry.stored.state,
+            best_moves_stop=entry.signal.plan.moves_stop and not entry.atr_trailing,
+        )
         if entry.stored.state.pending is not None or entry.atr_trailing:
             self.always.add(signal_id)
         else:
@@ -252,6 +164,21 @@ class Book:
             return
         entry.stored, entry.stored_version = stored, version
         self.index(entry)
+
+
+def instruments_named(symbols: set[str] | None) -> dict[int, str]:
+    """{id: symbol} of every instrument, or of those named."""
+    rows = Instrument.objects.all() if symbols is None else Instrument.objects.filter(symbol__in=symbols)
+    return dict(rows.values_list("pk", "symbol"))
+
+
+def instruments_versions(instrument_ids: set[int]) -> list[tuple[int, str, Decimal, int]]:
+    """Read under the sweep locks: every writer of what the books hold raises the version."""
+    return list(
+        Instrument.objects.filter(pk__in=instrument_ids)
+        .order_by("pk")
+        .values_list("pk", "symbol", "pip_size", "plans_version")
+    )
 
 
 # One per worker process: {instrument id: Book}.

@@ -39,7 +39,6 @@ import time
 from collections import Counter as Tally
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -51,7 +50,16 @@ from positions.choices import AlertKind
 from positions.closes import Claim, closes_claim
 from positions.exit_plan import PARTIAL_TP, PLAN_UNWALKABLE, STOP_MOVED, PathQuote, PlanState, plan_advance
 from positions.locks import instruments_try_lock
-from positions.plan_book import Book, Extremes, books_current, books_forget, books_known, books_saved
+from positions.plan_book import (
+    Book,
+    books_current,
+    books_forget,
+    books_known,
+    books_saved,
+    instruments_named,
+    instruments_versions,
+)
+from positions.plan_index import Extremes
 from positions.plan_store import (
     PlanChange,
     SavedPlans,
@@ -69,7 +77,7 @@ from positions.sweep_history import SweepSummary, sweep_record
 from positions.watched import WatchedSignal, unwalkable
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit
-from signals_app.models import Instrument, Signal
+from signals_app.models import Signal
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +122,7 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
     if not settings.POSITION_MONITOR_ENABLED:
         return report
     work = _Sweep(now=time.time() if now is None else now, report=report)
-    instruments = _instruments(symbols)
+    instruments = instruments_named(symbols)
     locked: set[int] = set()
     taken: set[int] = set()
     saved: dict[int, SavedPlans] = {}
@@ -124,7 +132,9 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
             report.skipped_locked_instruments = len(set(instruments) - locked)
             dirty = plans_dirty()
             unknown = _unknown_here(dirty - books_known(work.now), locked)
-            books = books_current(_versions(locked), now=_at(work.now), stale=set(unknown.values()))
+            books = books_current(
+                instruments_versions(locked), now=_at(work.now), stale=set(unknown.values())
+            )
             mine = [e.signal for book in books for e in book.running.values() if e.watched(work.now)]
             exited = [exited for book in books for exited in book.ended.values()]
             report.signals = len(mine)
@@ -160,20 +170,6 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
     report.seconds = time.perf_counter() - started
     _record_sweep(report)
     return report
-
-
-def _instruments(symbols: set[str] | None) -> dict[int, str]:
-    rows = Instrument.objects.all() if symbols is None else Instrument.objects.filter(symbol__in=symbols)
-    return dict(rows.values_list("pk", "symbol"))
-
-
-def _versions(instrument_ids: set[int]) -> list[tuple[int, str, Decimal, int]]:
-    """Read under the sweep locks: every writer of what the books hold raises the version."""
-    return list(
-        Instrument.objects.filter(pk__in=instrument_ids)
-        .order_by("pk")
-        .values_list("pk", "symbol", "pip_size", "plans_version")
-    )
 
 
 def _unknown_here(unknown: set[int], locked: set[int]) -> dict[int, int]:

@@ -23,7 +23,8 @@ from positions.choices import CloseReason
 from positions.exit_plan import PathQuote, PlanState, plan_advance
 from positions.fills import Fill, FillReport, approval_fill_report
 from positions.models import CloseCommand, OpenPosition, SignalPlan
-from positions.plan_book import Book, Entry, Extremes
+from positions.plan_book import Book, Entry
+from positions.plan_index import Extremes
 from positions.plan_store import EMPTY, StoredPlan
 from positions.quotes import Quote, quote_store
 from positions.scanner import sweep
