@@ -27,6 +27,7 @@ The hub is one Redis pub/sub connection per process (a thread; a greenlet under
 gevent) that sets the events of the requests waiting on the ids it hears.
 When its connection drops it wakes every waiter once reconnected (a wake may
 have been lost meanwhile), and while it is down waiters look every second.
+On SIGTERM (a worker stopping) every waiter looks once more and answers.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import select
+import signal
 import socket
 import threading
 import time
@@ -127,7 +129,7 @@ def long_poll(
         while True:
             items, holds = fetch_unless_empty(kind=kind, key=key, fetch=fetch)
             remaining = deadline - time.monotonic()
-            if items or remaining <= 0:
+            if items or remaining <= 0 or hub.draining:
                 return items
             with slot_given_back():
                 event.wait(min(remaining, holds if hub.connected else HUB_DOWN_RECHECK_SECONDS))
@@ -159,8 +161,33 @@ class _Hub:
         self._waiters: dict[str, set[threading.Event]] = {}
         self._topic_of: dict[threading.Event, str] = {}
         self._connected = threading.Event()
+        self.draining = False
         self._thread = threading.Thread(target=self._run, name="veilstop-wake-hub", daemon=True)
         self._thread.start()
+        self._drain_on_sigterm()
+
+    def _drain_on_sigterm(self) -> None:
+        """A process asked to stop (a gunicorn worker on a restart or deploy) answers its
+        waiting long-polls at once, then stops as it would have: otherwise they would hold
+        it for its whole graceful timeout. Chained before the handler already installed."""
+        previous = signal.getsignal(signal.SIGTERM)
+        if not callable(previous):
+            return  # default or ignored: nothing graceful to come before
+
+        def stopping(signum, frame) -> None:
+            self.drain()
+            previous(signum, frame)
+
+        # Only the main thread may install it; elsewhere (a test's request thread) nothing stops.
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, stopping)
+
+    def drain(self) -> None:
+        # From a signal handler: no lock (it may have interrupted its holder), nothing that
+        # blocks (under gevent it runs in the event loop); list() copies the keys at once.
+        self.draining = True
+        for event in list(self._topic_of):
+            event.set()
 
     @property
     def connected(self) -> bool:

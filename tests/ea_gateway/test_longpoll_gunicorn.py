@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -87,16 +89,16 @@ def server(tmp_path, unused_tcp_port, redis_client):
     try:
         wait_for(answers, timeout=60)
         worker_pid = int(Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()[0])
-        yield unused_tcp_port, worker_pid
+        yield unused_tcp_port, process.pid, worker_pid
     finally:
         stop_process(process)
         print((tmp_path / "gunicorn.log").read_text()[-3000:])
 
 
 def test_one_gevent_worker_holds_200_waiting_eas_and_still_serves(server):
-    port, worker_pid = server
-    signal = make_signal(symbol="XAUUSD", side="buy", entry="2650.50", sl="2645.00", tp="2670.00")
-    open_book(signal, WAITING + 2)
+    port, master_pid, worker_pid = server
+    gold = make_signal(symbol="XAUUSD", side="buy", entry="2650.50", sl="2645.00", tp="2670.00")
+    open_book(gold, WAITING + 2)
     positions = list(OpenPosition.objects.select_related("device").order_by("pk"))
     waiters, hung_up, idle = positions[:WAITING], positions[WAITING], positions[WAITING + 1]
     answers: dict[int, tuple[int, dict, float]] = {}
@@ -147,3 +149,11 @@ def test_one_gevent_worker_holds_200_waiting_eas_and_still_serves(server):
     status, body, _ = _request(port, hung_up.device.key_id, CLOSES)
     assert [command["position_id"] for command in body["commands"]] == [hung_up.pk]
     assert Decimal(body["commands"][0]["volume"]) == hung_up.volume
+
+    # when: the server is stopped (a restart, a deploy)
+    os.kill(master_pid, signal.SIGTERM)
+
+    # then: every EA still waiting is answered at once, empty, not cut off after the graceful timeout
+    wait_for(lambda: len(answers) == WAITING, timeout=5, interval=0.05)
+    others = [answers[p.pk][:2] for p in waiters if p.pk != chosen.pk]
+    assert [answer for answer in others if answer != (200, {"commands": []})] == []
