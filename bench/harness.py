@@ -29,6 +29,7 @@ import gc
 import json
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -106,6 +107,29 @@ def setup_django() -> None:
     import django
 
     django.setup()
+
+
+def code_version() -> str:
+    """The commit measured, and whether the product's code differed from it (uncommitted
+    changes outside bench/): figures belong to the code they were taken on."""
+    git = shutil.which("git")
+    if git is None:
+        return "unknown (no git)"
+    try:
+        commit = subprocess.run(  # noqa: S603 - fixed argv
+            [git, "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(  # noqa: S603 - fixed argv
+            [git, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench", ":!docs"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    changed = [line[3:] for line in changed if line.strip()]
+    return f"{commit}" + (f" + uncommitted changes to {len(changed)} file(s)" if changed else "")
 
 
 # --- database and Redis ---------------------------------------------------------

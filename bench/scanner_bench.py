@@ -53,7 +53,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -222,9 +223,18 @@ def _prepare_quotes(book: Book, shape: Shape) -> None:
     harness.store_quotes(prices)
 
 
-def _prepare_veilstop(book: Book, shape: Shape) -> None:
+def _prepare_veilstop(book: Book, shape: Shape, settle: Callable[[], Any] | None = None) -> None:
+    """The shape's quotes; for a breach, first the reset, then (with ``settle``) a sweep of
+    the unmoved market in the process that is timed next, untimed: the reset changed what
+    sweeps watch (plan states deleted, positions reopened), so that sweep re-reads its books
+    and saves the plans' first state, and the timed sweep finds the steady state a breach
+    meets in production. Without ``settle`` (a fresh process's first sweep) it builds them."""
     if shape.breach:
         harness.reset_breaches()
+        if settle is not None:
+            _prepare_quotes(book, replace(shape, move=None))
+            report = settle()
+            _expect(report.commands_created == 0, f"settling sweep: {report}")
     _prepare_quotes(book, shape)
 
 
@@ -266,7 +276,7 @@ def run_shape(shape: Shape, book: Book, runs: Runs, *, profile: bool) -> ShapeRe
         [
             harness.Contender(
                 "veilstop",
-                prepare=lambda: _prepare_veilstop(book, shape),
+                prepare=lambda: _prepare_veilstop(book, shape, settle=lambda: sweep(symbols=shape.symbols)),
                 run=lambda: sweep(symbols=shape.symbols),
                 check=check_veilstop,
                 runs=warm_runs,
@@ -298,12 +308,17 @@ def run_shape(shape: Shape, book: Book, runs: Runs, *, profile: bool) -> ShapeRe
     cold: list[float] = []
     rss_cold: list[int] = []
     rss_warm: list[int] = []
+    symbols = sorted(shape.symbols) if shape.symbols else None
+
+    def settle_in(process: harness.SweepProcess) -> Callable[[], Any]:
+        return lambda: _Report(process.call(op="sweep", symbols=symbols)["report"])
+
     for _ in range(cold_runs):
         process = harness.SweepProcess.start()
         try:
             for attempt in ("cold", "warm"):
-                _prepare_veilstop(book, shape)
-                answer = process.call(op="sweep", symbols=sorted(shape.symbols) if shape.symbols else None)
+                _prepare_veilstop(book, shape, settle=settle_in(process) if attempt == "warm" else None)
+                answer = process.call(op="sweep", symbols=symbols)
                 check_veilstop(_Report(answer["report"]))
                 growth = _rss_growth(answer)
                 if attempt == "cold":
@@ -320,10 +335,8 @@ def run_shape(shape: Shape, book: Book, runs: Runs, *, profile: bool) -> ShapeRe
     process = harness.SweepProcess.start()
     try:
         for attempt in ("cold", "warm"):
-            _prepare_veilstop(book, shape)
-            answer = process.call(
-                op="sweep", symbols=sorted(shape.symbols) if shape.symbols else None, tracemalloc=True
-            )
+            _prepare_veilstop(book, shape, settle=settle_in(process) if attempt == "warm" else None)
+            answer = process.call(op="sweep", symbols=symbols, tracemalloc=True)
             check_veilstop(_Report(answer["report"]))
             traced[attempt] = answer["tracemalloc_peak_bytes"]
             if attempt == "cold":
@@ -386,7 +399,7 @@ def profile_sweep(book: Book, shape: Shape, sweeps: int = 10) -> None:
 
     total = 0.0
     for _ in range(sweeps):
-        _prepare_veilstop(book, shape)
+        _prepare_veilstop(book, shape, settle=lambda: sweep(symbols=shape.symbols))
         with connection.execute_wrapper(timed):
             started = time.perf_counter()
             profiler.enable()
@@ -513,11 +526,14 @@ class ScaleOutResult:
     quotes_stored: int
     reads_observed: bool
     judged_twice: int | None = None
-    twice_before_trim: int | None = None  # the second read came before the first reader trimmed
+    # The second read started before the first reader's trim ended: read between the first
+    # sweep's commit and its trim of the path (after the commit the lock is free again).
+    twice_before_trim: int | None = None
     never_judged: int | None = None  # neither judged nor left in a path for the next sweep
     left_in_paths: int = 0
     lag_ms: list[float] = field(default_factory=list)  # quote arrival -> first read, every quote
     hot_lag_ms: list[float] = field(default_factory=list)
+    load: float | None = None  # the machine's 1-minute load average at the end of the run
 
     def per_second(self, count: int | None) -> float | None:
         return None if count is None else count / self.seconds
@@ -564,6 +580,7 @@ def run_scale_out(book: Book, runs: Runs) -> list[ScaleOutResult]:
                     process.close()
             left = {(symbol, e.quote.seq) for symbol, entries in paths_read(symbols).items() for e in entries}
             result = _scale_out_result(mode, workers, answers, feeder, left, start_at, stop_at)
+            result.load = os.getloadavg()[0]
             results.append(result)
             harness.clear_quote_paths()
             redis.delete(QUEUE_KEY)
@@ -673,9 +690,9 @@ def print_scale_out(results: list[ScaleOutResult]) -> None:
     print(
         "\n| sweeps | processes | sweeps/s | instrument-sweeps/s | hot judged/s | locks skipped/s "
         "| sweep p50 / p95, ms | quote -> judged p50 / p95, ms (hot p95) | quotes | judged twice "
-        "(before the trim) | never judged |"
+        "(before the trim) | never judged | load |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         cells = [
             r.mode.name,
@@ -689,6 +706,7 @@ def print_scale_out(results: list[ScaleOutResult]) -> None:
             f"{r.quotes_stored:,}",
             f"{_fmt(r.judged_twice, ',d')} ({_fmt(r.twice_before_trim, ',d')})",
             _fmt(r.never_judged, ",d"),
+            _fmt(r.load, ".1f"),
         ]
         print("| " + " | ".join(cells) + " |")
 
@@ -822,7 +840,8 @@ def run_scanner(arguments: argparse.Namespace, markets: list[harness.Market], ru
     scale_results: list[ScaleOutResult] = []
     print(
         f"\nBreach scanner vs the seed's monitor: {positions:,} positions per book, {harness.INSTRUMENTS} "
-        f"instruments, real PostgreSQL + Redis, {os.cpu_count()} CPU(s)",
+        f"instruments, real PostgreSQL + Redis, {os.cpu_count()} CPU(s), load {os.getloadavg()[0]:.1f}; "
+        f"code: {harness.code_version()}",
         flush=True,
     )
     seed_baseline.create_tables()
@@ -877,6 +896,10 @@ def run_scanner(arguments: argparse.Namespace, markets: list[harness.Market], ru
         )
         print_scale_out(scale_results)
     print_targets(results)
+    print(
+        f"\ncode: {harness.code_version()}; load at the end: {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} CPU(s)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,16 +91,18 @@ class QuoteReads:
             return
 
         def paths_read(symbols, *args, **kwargs):
+            self.read_at = time.time()  # before the read: a lower bound of when Redis served it
             paths = read(symbols, *args, **kwargs)
-            self.read_at = time.time()
             self.symbols.extend(paths)
             for symbol, entries in paths.items():
                 self.reads.extend((symbol, entry.quote.seq, entry.quote.received_at) for entry in entries)
             return paths
 
         def paths_trim(*args, **kwargs):
-            self.trim_at = time.time()
-            return trim(*args, **kwargs)
+            try:
+                return trim(*args, **kwargs)
+            finally:
+                self.trim_at = time.time()  # after the trim: an upper bound of when it took effect
 
         for name, module in list(sys.modules.items()):
             if not name.startswith("positions"):
