@@ -6,11 +6,22 @@ with a stable ``code``; clients branch on the code, people read the message.
 
 from __future__ import annotations
 
+import logging
+
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
+from redis.exceptions import RedisError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
-from rest_framework.views import exception_handler
+from rest_framework.views import exception_handler, set_rollback
+
+logger = logging.getLogger(__name__)
+
+# A store that failed mid-request (PostgreSQL restarted, a connection killed, Redis
+# down): the client is told to retry, never given a 500.
+UNAVAILABLE = (OperationalError, InterfaceError, RedisError)
+RETRY_AFTER_SECONDS = 2
 
 
 class DomainError(Exception):
@@ -61,6 +72,14 @@ def _body(code: str, message: str, fields: dict | None = None) -> dict:
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, UNAVAILABLE):
+        logger.warning("API answered 503: %s: %s", type(exc).__name__, str(exc).strip().splitlines()[:1])
+        set_rollback()
+        return Response(
+            _body("unavailable", "The service is briefly unavailable; retry shortly."),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     if isinstance(exc, DomainError):
         return Response(_body(exc.code, exc.message, exc.fields), status=exc.status_code)
     if isinstance(exc, RequestDataTooBig):
@@ -78,6 +97,8 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     response = exception_handler(exc, context)
     if response is None or not isinstance(exc, exceptions.APIException):
         return response
+    if response.status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
+        response.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
     code = next((code for kind, code in _CODES.items() if isinstance(exc, kind)), exc.default_code)
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
