@@ -416,6 +416,7 @@ async def run_rounds(node: Node, book: Book, *, warmup: int, with_poll: bool, da
     report = Report(eas=len(book.eas), per_round=len(book.holders[0]), with_poll=with_poll)
     try:
         await _until(lambda: fleet.in_flight == expected_in_flight, 30, "the EAs did not all connect")
+        await _until_served_at_once(node.port, book.feed)
         # The market between every level first: the crossing quotes then move 2 pips each.
         baseline = {"instrument": SYMBOL, "bid": str(MID), "ask": str(MID + PIP * 2), "ts": time.time()}
         body = json.dumps({"quotes": [baseline]}, separators=(",", ":")).encode()
@@ -431,6 +432,7 @@ async def run_rounds(node: Node, book: Book, *, warmup: int, with_poll: bool, da
             body = json.dumps({"quotes": [quote]}, separators=(",", ":")).encode()
             started = time.perf_counter()
             status, payload = await signed_request(node.port, book.feed, "POST", FEED, body=body)
+            feed_answered = time.perf_counter() - started
             if status != 200:
                 raise RuntimeError(f"feed refused the quote: HTTP {status} {payload[:300]!r}")
             await _until(
@@ -442,7 +444,9 @@ async def run_rounds(node: Node, book: Book, *, warmup: int, with_poll: bool, da
             if strays:
                 raise RuntimeError(f"round {round_index}: EAs {sorted(strays)[:10]} got commands not theirs")
             if round_index >= warmup:
-                report.samples.extend(fleet.received[index] - started for index in holders)
+                latencies = [fleet.received[index] - started for index in holders]
+                report.samples.extend(latencies)
+                report.rounds.append((round_index, feed_answered, max(latencies)))
             await asyncio.sleep(0.3)
     finally:
         for task in tasks:
@@ -450,6 +454,20 @@ async def run_rounds(node: Node, book: Book, *, warmup: int, with_poll: bool, da
         await asyncio.gather(*tasks, return_exceptions=True)
     report.errors = fleet.errors
     return report
+
+
+async def _until_served_at_once(port: int, credentials: Credentials) -> None:
+    """Until the node has taken in the EAs' first long-polls (each looks once before it
+    waits): a request queued behind them is slow, so wait for three quick answers in a row."""
+    quick = 0
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while quick < 3:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the node did not settle after the EAs connected")
+        started = time.perf_counter()
+        await signed_request(port, credentials, "GET", "/healthz")
+        quick = quick + 1 if time.perf_counter() - started < 0.05 else 0
+        await asyncio.sleep(0.2)
 
 
 async def _until(condition, timeout: float, message: str) -> None:
@@ -469,6 +487,7 @@ class Report:
     per_round: int
     with_poll: bool
     samples: list[float] = field(default_factory=list)
+    rounds: list[tuple[int, float, float]] = field(default_factory=list)  # (round, feed answered, last EA)
     errors: list[str] = field(default_factory=list)
     rss_mib: float = 0.0
     threads: int = 0
@@ -495,6 +514,11 @@ class Report:
         print(
             f"  while waiting: web processes {self.rss_mib:.0f} MiB resident, {self.threads} threads; "
             f"{self.db_connections_waiting} PostgreSQL connections open to the bench database"
+        )
+        slowest = sorted(self.rounds, key=lambda item: -item[2])[:3]
+        print(
+            "  slowest rounds (feed request answered / last EA served): "
+            + ", ".join(f"#{index} {feed * 1000:.0f}/{last * 1000:.0f} ms" for index, feed, last in slowest)
         )
         if self.errors:
             print(f"  {len(self.errors)} EA request errors, first: {self.errors[:3]}")

@@ -13,8 +13,8 @@ This half lives in ``core`` because every layer publishes (``signals_app``
 approvals, ``positions`` closes) and none of them may import ``ea_gateway``.
 
 Publishing is best effort: a wake that is lost (Redis unreachable, the process
-killed between the commit and the publish) delays a delivery until the marker
-it should have invalidated expires (``EMPTY_MARKER_SECONDS``), never loses
+killed between the commit and the publish) delays a delivery by at most a
+long-poll's wait plus a marker's life (``EMPTY_MARKER_SECONDS``), never loses
 it: the database row is the truth.
 
 Keys and the channel are scoped to the database's incarnation (its OID), so a
@@ -36,8 +36,8 @@ logger = logging.getLogger(__name__)
 
 DEVICE = "d"  # close commands of one device
 CLIENT = "c"  # approvals of one client
-# "Nothing pending" markers live this long at most: the bound on a lost wake.
-EMPTY_MARKER_SECONDS = 20
+# "Nothing pending" markers live this long at most: with a long-poll's wait, the bound on a lost wake.
+EMPTY_MARKER_SECONDS = 30
 # A generation counter outlives every marker that compares with it by far.
 GENERATION_SECONDS = 24 * 3600
 CHANNEL_PATTERN = "veilstop:wake:*:channel"

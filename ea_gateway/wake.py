@@ -15,13 +15,20 @@ A request for a device's close commands (or its client's approvals):
    table raises the generation after that read, so the marker it leaves can
    never equal the generation: the next request fetches again. That race costs
    one database look, never a hidden command. The marker lives at most
-   ``core.wake.EMPTY_MARKER_SECONDS`` (the bound on a lost wake), and no longer
-   than until the device's next command in backoff becomes due.
+   ``core.wake.EMPTY_MARKER_SECONDS``, and no longer than until the device's
+   next command in backoff becomes due.
 3. Nothing found and time left: the request gives back its request slot and
    database connection (``core.request_slots``: a waiting request holds
-   neither), waits on this process's hub for a wake of its id, the marker's
-   expiry or the deadline, then goes back to 1. A wake after the client hung
-   up answers at once, leasing nothing.
+   neither), waits on this process's hub for a wake of its id, a command in
+   backoff becoming due, or the deadline, then goes back to 1. A wake after
+   the client hung up answers at once, leasing nothing.
+
+A wake that is lost (``core.wake``: Redis unreachable for the publisher, a
+process killed between commit and publish) delays a command by at most the
+wait in progress plus the marker's life: the next request after the marker
+expired fetches from the database. A waiting request does not look again on
+a marker's expiry alone: a thousand markers set together would expire
+together, and their looks would queue ahead of the requests that matter.
 
 The hub is one Redis pub/sub connection per process (a thread; a greenlet under
 gevent) that sets the events of the requests waiting on the ids it hears.
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import select
 import signal
 import socket
@@ -62,10 +70,14 @@ logger = logging.getLogger(__name__)
 
 HUB_DOWN_RECHECK_SECONDS = 1.0
 MIN_RECHECK_SECONDS = 0.05
+DEADLINE_SPREAD = 0.2
 _HUB_RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0)
 
 # A fetch: (what to hand out, seconds until something not yet due becomes due, or None).
 Fetch = Callable[[], tuple[list[Any], float | None]]
+
+
+_DUE = b":due"  # a marker that ends when a command in backoff becomes due: look again then
 
 
 @dataclass(frozen=True)
@@ -73,7 +85,7 @@ class _Check:
     scope: str
     generation: bytes
     nothing_pending: bool
-    marker_seconds: float
+    look_again_in: float | None  # only for a marker that ends at a due time
 
 
 def _check(scope: str, kind: str, key: int) -> _Check | None:
@@ -88,51 +100,65 @@ def _check(scope: str, kind: str, key: int) -> _Check | None:
     except RedisError:
         return None
     generation = generation or b"0"
-    return _Check(scope, generation, marked == generation, max(pttl, 0) / 1000)
+    if marked is None or marked.split(b":")[0] != generation:
+        return _Check(scope, generation, False, None)
+    return _Check(scope, generation, True, max(pttl, 0) / 1000 if marked.endswith(_DUE) else None)
 
 
-def _mark_empty(check: _Check, kind: str, key: int, seconds: float) -> None:
+def _mark_empty(check: _Check, kind: str, key: int, seconds: float, *, due: bool) -> None:
     # Without a marker the next request fetches, as after a Redis restart.
     with contextlib.suppress(RedisError):
-        get_redis().set(marker_key(check.scope, kind, key), check.generation, px=int(seconds * 1000))
+        get_redis().set(
+            marker_key(check.scope, kind, key),
+            check.generation + (_DUE if due else b""),
+            px=int(seconds * 1000),
+        )
 
 
-def fetch_unless_empty(*, kind: str, key: int, fetch: Fetch) -> tuple[list[Any], float]:
-    """Steps 1 and 2: what is deliverable now, and how long an empty answer holds.
+def fetch_unless_empty(*, kind: str, key: int, fetch: Fetch) -> tuple[list[Any], float | None]:
+    """Steps 1 and 2: what is deliverable now; when nothing is, the seconds until a command
+    in backoff becomes due (look again then), or None (only a wake can change it).
 
     Inside an open transaction (never a request's own: no ATOMIC_REQUESTS; a test's)
     rows can be visible whose wake-ups are only published at its commit: markers are
     neither trusted nor written there."""
     check = None if connection.in_atomic_block else _check(database_scope(), kind, key)
     if check is not None and check.nothing_pending:
-        return [], max(check.marker_seconds, MIN_RECHECK_SECONDS)
+        return [], check.look_again_in
     items, due_in = fetch()
     if items:
-        return items, 0.0
+        return items, None
     holds = EMPTY_MARKER_SECONDS if due_in is None else min(float(EMPTY_MARKER_SECONDS), due_in)
     if check is not None and holds >= MIN_RECHECK_SECONDS:
-        _mark_empty(check, kind, key, holds)
-    return [], max(holds, MIN_RECHECK_SECONDS)
+        _mark_empty(check, kind, key, holds, due=due_in is not None)
+    return [], None if due_in is None else max(holds, MIN_RECHECK_SECONDS)
 
 
 def long_poll(
     *, kind: str, key: int, wait: float, fetch: Fetch, client_gone: Callable[[], bool] = lambda: False
 ) -> list[Any]:
-    """What is deliverable, as soon as there is some or after ``wait`` seconds (step 3)."""
+    """What is deliverable, as soon as there is some or after ``wait`` seconds (step 3).
+
+    An empty answer comes up to DEADLINE_SPREAD of the wait early, at random: EAs that
+    started together (after a restart) then drift apart instead of asking again as one
+    herd every wait."""
     if wait <= 0:
         return fetch_unless_empty(kind=kind, key=key, fetch=fetch)[0]
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + wait * (1 - random.uniform(0, DEADLINE_SPREAD))  # noqa: S311
     hub = _hub()
     # Registered before the first look: a wake from here on is never missed.
     event = hub.register(database_scope(), kind, key)
     try:
         while True:
-            items, holds = fetch_unless_empty(kind=kind, key=key, fetch=fetch)
+            items, look_again_in = fetch_unless_empty(kind=kind, key=key, fetch=fetch)
             remaining = deadline - time.monotonic()
             if items or remaining <= 0 or hub.draining:
                 return items
+            timeout = remaining if look_again_in is None else min(remaining, look_again_in)
+            if not hub.connected:
+                timeout = min(timeout, HUB_DOWN_RECHECK_SECONDS)
             with slot_given_back():
-                event.wait(min(remaining, holds if hub.connected else HUB_DOWN_RECHECK_SECONDS))
+                event.wait(timeout)
             event.clear()
             if client_gone():
                 return []
