@@ -328,6 +328,16 @@ def process_figures(pids: list[int]) -> tuple[float, int]:
     return rss_kib / 1024, threads
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
 def database_connections(name: str) -> int:
     from django.db import connection
 
@@ -381,6 +391,7 @@ class Fleet:
     received: dict[int, float] = field(default_factory=dict)  # EA index -> when its command came
     errors: list[str] = field(default_factory=list)
     in_flight: int = 0
+    answered: int = 0
 
     async def _keep_waiting(self, index: int, path: str) -> None:
         query = f"wait={WAIT_SECONDS}"
@@ -394,6 +405,7 @@ class Fleet:
                 continue
             finally:
                 self.in_flight -= 1
+            self.answered += 1
             if status != 200:
                 self.errors.append(f"EA {index} {path}: HTTP {status} {payload[:200]!r}")
                 await asyncio.sleep(0.5)
@@ -424,6 +436,8 @@ async def run_rounds(node: Node, book: Book, *, warmup: int, with_poll: bool, da
         await asyncio.sleep(2.0)  # every long-poll has looked once and is waiting
         report.rss_mib, report.threads = process_figures(node.web_pids())
         report.db_connections_waiting = await asyncio.to_thread(database_connections, database)
+        cpu_before, answered_before = cpu_seconds(node.web_pids()), fleet.answered
+        clock_before = time.monotonic()
         for round_index, stop in enumerate(book.stops):
             holders = book.holders[round_index]
             fleet.received.clear()
@@ -448,6 +462,9 @@ async def run_rounds(node: Node, book: Book, *, warmup: int, with_poll: bool, da
                 report.samples.extend(latencies)
                 report.rounds.append((round_index, feed_answered, max(latencies)))
             await asyncio.sleep(0.3)
+        elapsed = time.monotonic() - clock_before
+        report.web_cpu_share = (cpu_seconds(node.web_pids()) - cpu_before) / elapsed
+        report.ea_requests_per_second = (fleet.answered - answered_before) / elapsed
     finally:
         for task in tasks:
             task.cancel()
@@ -492,6 +509,8 @@ class Report:
     rss_mib: float = 0.0
     threads: int = 0
     db_connections_waiting: int = 0
+    web_cpu_share: float = 0.0  # CPU seconds the web processes used per second of the rounds
+    ea_requests_per_second: float = 0.0
 
     def ms(self, fraction: float) -> float:
         ordered = sorted(self.samples)
@@ -514,6 +533,11 @@ class Report:
         print(
             f"  while waiting: web processes {self.rss_mib:.0f} MiB resident, {self.threads} threads; "
             f"{self.db_connections_waiting} PostgreSQL connections open to the bench database"
+        )
+        print(
+            f"  during the rounds: {self.ea_requests_per_second:.0f} EA long-poll answers/s, web processes "
+            f"busy {self.web_cpu_share:.2f} CPU; machine load average {os.getloadavg()[0]:.1f} "
+            f"on {os.cpu_count()} CPUs"
         )
         slowest = sorted(self.rounds, key=lambda item: -item[2])[:3]
         print(
