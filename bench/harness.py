@@ -671,16 +671,17 @@ class Contender:
     run: Callable[[], Any]
     check: Callable[[Any], None]
     runs: int
+    warmup: int = 1  # untimed runs first (a cache to fill, code paths to warm)
 
 
-def interleaved(
-    contenders: list[Contender], *, warmup: int = 1, progress: bool = True
-) -> dict[str, Measurement]:
+def interleaved(contenders: list[Contender], *, progress: bool = True) -> dict[str, Measurement]:
     """Each contender ``runs`` times, run by run in turn (the order reversed every other
-    round, so drift and cache effects fall on both alike), after ``warmup`` untimed
-    rounds. A contender with fewer runs drops out of later rounds."""
-    for _ in range(warmup):
+    round, so drift and cache effects fall on both alike), after its ``warmup`` untimed
+    runs. A contender with fewer runs drops out of later rounds."""
+    for round_index in range(max(contender.warmup for contender in contenders)):
         for contender in contenders:
+            if round_index >= contender.warmup:
+                continue
             contender.prepare()
             contender.check(contender.run())
     results = {contender.name: Measurement([]) for contender in contenders}
