@@ -412,6 +412,7 @@ def clear_book(*, signals_too: bool = False) -> None:
     # CASCADE: whatever else references clients, devices or signals (alerts, heartbeats,
     # plans, the seed baseline's tables) goes too.
     execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+    plans_changed()  # sweep workers' books must forget them
 
 
 def build_book(signals: list[BenchSignal], clients_per_signal: int, *, tag: str, chunk: int = 10_000) -> int:
