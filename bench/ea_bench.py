@@ -4,16 +4,22 @@
    empty one of 13, 14, 15, 11, 10; an atomic check-and-claim, so two runs never
    share one) and creates a fresh PostgreSQL database ``bench_ea_<pid>_<time>``
    (migrated like the test database). Both are emptied and dropped at the end.
-2. Builds the steady state of a live fleet: ``--devices`` EA devices, each of a
-   client holding one open position (its heartbeat names that ticket, so nothing
-   is reconciled), no approval waiting and no close command due.
+2. Builds the steady state of a live fleet: ``--devices`` EA devices (200), each of
+   a client holding one open position (its heartbeat names that ticket, so nothing
+   is reconciled), no approval waiting and no close command due. The EAs send far
+   more than a real EA's request a second, so the bench's server runs with
+   ``EA_THROTTLE_RATE`` raised (``--ea-throttle``): every request still goes through
+   the throttle's bookkeeping, none is refused.
 3. Starts the app as ``make run`` does (``gunicorn config.wsgi --config
    python:config.gunicorn``: the worker count and class are read from
    ``config/gunicorn.py`` at run time, and printed), with
    ``DJANGO_SETTINGS_MODULE=bench.settings``: the product's settings, DEBUG off,
    plus one bare DRF endpoint (``bench/urls.py``: constant JSON, AllowAny, no
    authentication or throttle) that the product's URLs never mount.
-4. For each endpoint (bare, poll, close-commands, heartbeat): a warm-up, then
+4. For each endpoint (bare, poll, close-commands, heartbeat): a warm-up long enough
+   for every worker to have seen every device a few times (a live fleet's steady
+   state: each EA polls every second or so, so its device is in every worker's
+   cache), then
    ``wrk`` at full speed for the maximum throughput, then ``wrk`` paced at
    ``--rate`` requests a second for the latency (``bench/ea_wrk.lua``: send slots
    on the wall clock handed to whichever connection is free, so a slow answer does
@@ -21,7 +27,9 @@
    Debian). Every EA request is signed up front with ``ea_protocol.signing`` and
    a nonce of its own, spread over the devices, and sent once: a run that would
    need more than were signed, or that got any answer but 2xx, fails.
-5. Prints endpoint, max req/s, ratio to bare, and p50/p99 at the paced rate.
+5. Prints endpoint, max req/s, ratio to bare, p50/p99 at the paced rate, and the
+   workers' CPU time per request at full speed (from /proc: on a busy machine the
+   steadiest of the figures).
 
     make bench-ea                                   # or:
     DJANGO_ENV=test .venv/bin/python -m config.embedded run -- .venv/bin/python bench/ea_bench.py
@@ -66,6 +74,8 @@ ENDPOINTS = {
     "heartbeat": ("POST", "/api/v1/client/heartbeat"),
 }
 WARMUP_SECONDS = 3
+WARMUP_PASSES = 3  # requests per device and worker before a measured run
+WARMUP_MAX_SECONDS = 60
 START_TIMEOUT_SECONDS = 60
 POOL_HEADROOM = 1.5  # signed requests per second of a run, over what the bare endpoint reached
 
@@ -210,8 +220,9 @@ def build_fleet(devices: int) -> list[Credentials]:
 class Server:
     """``gunicorn config.wsgi --config python:config.gunicorn`` (the Procfile's web line)."""
 
-    def __init__(self, port: int, log_dir: Path) -> None:
+    def __init__(self, port: int, log_dir: Path, ea_throttle: str) -> None:
         self.port = port
+        self.ea_throttle = ea_throttle
         self.log_path = log_dir / "gunicorn.log"
         self.process: subprocess.Popen | None = None
 
@@ -229,6 +240,7 @@ class Server:
                 "DATABASE_URL": harness.database_url(),
                 "REDIS_URL": settings.REDIS_URL,
                 "WEB_PORT": str(self.port),
+                "EA_THROTTLE_RATE": self.ea_throttle,
                 "DEBUG": "false",
                 "LOG_LEVEL": "WARNING",
             }
@@ -257,6 +269,14 @@ class Server:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
         return [int(pid) for pid in children.split()]
 
+    def workers_cpu_seconds(self) -> float:
+        """CPU time (user + system) the workers have used so far."""
+        ticks = 0
+        for pid in self.worker_pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
@@ -273,10 +293,15 @@ class Server:
             return "(no gunicorn log)"
 
 
-def gunicorn_shape() -> str:
+def gunicorn_config():
+    """``config/gunicorn.py`` as the bench's gunicorn will read it."""
     import importlib
 
-    config = importlib.import_module("config.gunicorn")
+    return importlib.import_module("config.gunicorn")
+
+
+def gunicorn_shape() -> str:
+    config = gunicorn_config()
     threads = getattr(config, "threads", 1)
     return (
         f"{config.workers} workers, worker class {getattr(config, 'worker_class', 'sync')}"
@@ -385,8 +410,10 @@ class Profiler:
 
 
 def measure(args, server: Server, fleet: list[Credentials], work: Path, profiler: Profiler) -> dict:
-    results: dict[str, tuple[WrkRun, WrkRun]] = {}
+    results: dict[str, tuple[WrkRun, WrkRun, float]] = {}
     pool_rate = 0.0
+    workers = gunicorn_config().workers
+    rate_estimate = 0.0
     endpoints = [BARE, *[name for name in ENDPOINTS if name != BARE and (not args.only or name in args.only)]]
     for endpoint in endpoints:
         cycle = endpoint == BARE
@@ -397,12 +424,22 @@ def measure(args, server: Server, fleet: list[Credentials], work: Path, profiler
             return requests_file
 
         full = {"threads": args.threads, "connections": args.connections, "rate": 0, "cycle": cycle}
-        wrk(server, signed(pool_rate * WARMUP_SECONDS), seconds=WARMUP_SECONDS, **full)
+        warmup = WARMUP_SECONDS
+        if not cycle:
+            # The first EA endpoint: guess low (a tenth of the bare endpoint); then the last one's.
+            needed = WARMUP_PASSES * len(fleet) * workers / rate_estimate
+            warmup = min(WARMUP_MAX_SECONDS, max(warmup, needed))
+        wrk(server, signed(pool_rate * warmup), seconds=warmup, **full)
         profiler.start(endpoint, args.duration)
+        cpu_before = server.workers_cpu_seconds()
         best = wrk(server, signed(pool_rate * args.duration), seconds=args.duration, **full)
+        cpu_ms = (server.workers_cpu_seconds() - cpu_before) * 1000 / best.requests
         profiler.wait()
         if endpoint == BARE:
             pool_rate = best.rate * POOL_HEADROOM
+            rate_estimate = best.rate / 10
+        else:
+            rate_estimate = best.rate
         paced = wrk(
             server,
             signed(args.rate * (args.rate_duration + 2)),
@@ -414,7 +451,7 @@ def measure(args, server: Server, fleet: list[Credentials], work: Path, profiler
         )
         if paced.rate < 0.95 * args.rate:
             print(f"  note: {endpoint} held only {paced.rate:.0f} of {args.rate} req/s paced", flush=True)
-        results[endpoint] = (best, paced)
+        results[endpoint] = (best, paced, cpu_ms)
         print(
             f"  {endpoint}: {best.rate:,.0f} req/s; at {args.rate} req/s p99 {paced.p99_ms:.1f} ms",
             flush=True,
@@ -424,16 +461,18 @@ def measure(args, server: Server, fleet: list[Credentials], work: Path, profiler
 
 def print_table(results: dict, rate: int) -> None:
     bare = results[BARE][0].rate
-    print("\n" + "=" * 78)
+    print("\n" + "=" * 94)
     print(
         f"{'endpoint':<16}{'max req/s':>12}{'ratio to bare':>16}{f'p50 @{rate}/s':>16}{f'p99 @{rate}/s':>16}"
+        f"{'worker CPU/req':>18}"
     )
-    for endpoint, (best, paced) in results.items():
+    for endpoint, (best, paced, cpu_ms) in results.items():
         print(
             f"{endpoint:<16}{best.rate:>12,.0f}{best.rate / bare:>16.2f}"
-            f"{paced.p50_ms:>13.1f} ms{paced.p99_ms:>13.1f} ms"
+            f"{paced.p50_ms:>13.1f} ms{paced.p99_ms:>13.1f} ms{cpu_ms:>15.2f} ms"
         )
-    print("=" * 78)
+    print("=" * 94)
+    print("worker CPU/req: CPU time of the gunicorn workers over the full-speed run, per request")
 
 
 def main() -> None:
@@ -441,7 +480,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10, help="seconds of each full-speed run")
     parser.add_argument("--rate", type=int, default=300, help="requests a second of the paced runs")
     parser.add_argument("--rate-duration", type=float, default=20, help="seconds of each paced run")
-    parser.add_argument("--devices", type=int, default=1000, help="EA devices the requests are spread over")
+    parser.add_argument("--devices", type=int, default=200, help="EA devices the requests are spread over")
+    parser.add_argument(
+        "--ea-throttle", default="1000000/min", help="EA_THROTTLE_RATE of the bench server (counted, not hit)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="wrk threads, full speed")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections, full speed")
     parser.add_argument("--paced-connections", type=int, default=32, help="wrk connections, paced")
@@ -462,8 +504,12 @@ def main() -> None:
     try:
         old_name = create_database()
         fleet = build_fleet(args.devices)
-        server = Server(free_port(), work)
-        print(f"EA bench: gunicorn {gunicorn_shape()}; {len(fleet)} devices; Redis db {redis_db}", flush=True)
+        server = Server(free_port(), work, args.ea_throttle)
+        print(
+            f"EA bench: gunicorn {gunicorn_shape()}; {len(fleet)} devices, EA_THROTTLE_RATE "
+            f"{args.ea_throttle}; Redis db {redis_db}",
+            flush=True,
+        )
         server.start()
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)

@@ -114,18 +114,15 @@ def _drop_other_connections() -> int:
     ("health_checks", "allowed_failures"),
     [
         # The default: no check query per request. The request that finds the dead
-        # connection fails; Django closes it as that request ends; the next one reconnects.
+        # connection fails (one per kept connection: a worker's request slots each keep
+        # one); Django closes it as that request ends; the next one reconnects.
         ("false", 1),
         # With checks on, the dead connection is found before it is used.
         ("true", 0),
     ],
 )
 def test_a_dropped_database_connection_costs_at_most_one_request(gunicorn, health_checks, allowed_failures):
-    # Kept connections need a worker that serves requests on one thread (Django's
-    # connections are per thread or greenlet): the sync worker, with CONN_MAX_AGE.
-    url = gunicorn(
-        "--worker-class", "sync", DATABASE_CONN_MAX_AGE="60", DATABASE_CONN_HEALTH_CHECKS=health_checks
-    )  # fmt: skip
+    url = gunicorn(DATABASE_CONN_MAX_AGE="60", DATABASE_CONN_HEALTH_CHECKS=health_checks)
     credentials = make_device()
     # A heartbeat always writes: the worker opens a connection and keeps it.
     assert _heartbeat(url, credentials) == 200
@@ -135,5 +132,5 @@ def test_a_dropped_database_connection_costs_at_most_one_request(gunicorn, healt
 
     failures = [status for status in statuses if status != 200]
     assert len(failures) <= allowed_failures, statuses
-    assert set(failures) <= {500}
+    assert set(failures) <= {500, 503}  # a server error the EA retries, never a 4xx
     assert statuses[-2:] == [200, 200]
