@@ -26,6 +26,7 @@ distance moves with every bar) are walked every sweep.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -44,7 +45,7 @@ from positions.watched import (
     watched_signal,
 )
 from signals_app.hidden_levels import HiddenLevels
-from signals_app.models import MAX_TTL_MINUTES, Instrument
+from signals_app.models import MAX_TTL_MINUTES, Instrument, Signal
 
 REFRESH_SECONDS = 60
 
@@ -109,9 +110,24 @@ class Book:
     ended: dict[int, ExitedSignal] = field(default_factory=dict)
     sides: dict[str, SideIndex] = field(default_factory=dict)
     always: set[int] = field(default_factory=set)  # walked every sweep
+    timed: set[int] = field(default_factory=set)  # plans with a time exit (max_holding_minutes)
+    _watched: set[int] | None = None  # kept until the first TTL of an unfilled signal runs out
+    _watched_until: float = 0.0
+
+    def watched(self, now: float) -> set[int]:
+        """The running plans watched at ``now``: within their TTL or with live positions.
+        Recounted only when a TTL runs out or the book changed, not on every sweep."""
+        if self._watched is None or now >= self._watched_until:
+            self._watched = {i for i, entry in self.running.items() if entry.watched(now)}
+            ttls = [e.watched_until for i, e in self.running.items() if i in self._watched and not e.live]
+            self._watched_until = min(ttls, default=math.inf)
+        return self._watched
 
     def index(self, entry: Entry) -> None:
         signal_id = entry.signal.signal_id
+        self._watched = None
+        if entry.signal.plan.max_holding_minutes:
+            self.timed.add(signal_id)
         side = entry.signal.plan.side
         self.sides.setdefault(side, SideIndex(side)).put(
             signal_id,
@@ -128,6 +144,8 @@ class Book:
         for side in self.sides.values():
             side.drop(signal_id)
         self.always.discard(signal_id)
+        self.timed.discard(signal_id)
+        self._watched = None
 
     def reached(self, path: Extremes | None) -> list[Entry]:
         """The running plans the path may change, in signal order."""
@@ -205,11 +223,7 @@ def books_current(
 
 def books_known(now: float) -> set[int]:
     """Every signal some book watches at ``now`` (running or ended)."""
-    return {
-        signal_id
-        for book in _BOOKS.values()
-        for signal_id in (*(i for i, e in book.running.items() if e.watched(now)), *book.ended)
-    }
+    return {signal_id for book in _BOOKS.values() for signal_id in (*book.watched(now), *book.ended)}
 
 
 def books_saved(saved: dict[int, SavedPlans], books: list[Book]) -> None:
@@ -223,6 +237,16 @@ def books_saved(saved: dict[int, SavedPlans], books: list[Book]) -> None:
         for signal_id, stored in plans.plans.items():
             book.saved(signal_id, stored, plans.version)
         book.version = plans.version if exact else None
+
+
+def books_unknown_here(unknown: set[int], locked: set[int]) -> dict[int, int]:
+    """Dirty signals (a fill, a reopen) of the locked instruments that no book watches:
+    {signal id: instrument id}. A late fill made such a signal a member again, so its
+    instrument's book is re-read now."""
+    if not unknown:
+        return {}
+    rows = Signal.objects.filter(pk__in=unknown, instrument_id__in=locked)
+    return dict(rows.values_list("pk", "instrument_id"))
 
 
 def books_forget(instrument_ids: set[int]) -> None:
@@ -258,7 +282,7 @@ def _refresh(book: Book, *, now: datetime) -> None:
         i for i, row in running.items() if i not in old_running or old_running[i].stored_version != row[8]
     }
     stored = plans_read(sorted(stale_states))
-    book.running, book.sides, book.always = {}, {}, set()
+    book.running, book.sides, book.always, book.timed = {}, {}, set(), set()
     book.ended = {i: old_ended[i] for i in ended if i in old_ended}
     book.ended.update(exited_read([i for i in ended if i not in old_ended]))
     for signal_id, (_, live, side, entry_price, published_at, ttl, updated_at, _, version) in running.items():

@@ -56,6 +56,7 @@ from positions.plan_book import (
     books_forget,
     books_known,
     books_saved,
+    books_unknown_here,
     instruments_named,
     instruments_versions,
 )
@@ -72,7 +73,7 @@ from positions.plan_store import (
 )
 from positions.quote_path import JudgeablePath, path_judgeable, paths_read, paths_trim
 from positions.quotes import quotes_latest
-from positions.standing_orders import REASON_FOR_KIND, standing_orders
+from positions.standing_orders import REASON_FOR_KIND, signals_with_orders, standing_orders
 from positions.sweep_history import SweepSummary, sweep_record
 from positions.watched import WatchedSignal, unwalkable
 from signals_app.choices import AuditAction
@@ -131,13 +132,12 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
             locked = instruments_try_lock(instruments)
             report.skipped_locked_instruments = len(set(instruments) - locked)
             dirty = plans_dirty()
-            unknown = _unknown_here(dirty - books_known(work.now), locked)
+            unknown = books_unknown_here(dirty - books_known(work.now), locked) if dirty else {}
             books = books_current(
                 instruments_versions(locked), now=_at(work.now), stale=set(unknown.values())
             )
-            mine = [e.signal for book in books for e in book.running.values() if e.watched(work.now)]
             exited = [exited for book in books for exited in book.ended.values()]
-            report.signals = len(mine)
+            report.signals = sum(len(book.watched(work.now)) for book in books)
             work.symbols = {book.instrument_id: book.symbol for book in books}
             _judge(work, books)
             if not report.dry_run:
@@ -145,15 +145,22 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
                 # Taken before the claim: a position marked after this is seen by the claim
                 # or marks again for the next sweep. Marks of signals of these instruments
                 # that no book watches even after a re-read (nothing live) are dropped.
-                held = {s.signal_id for s in mine} | {s.signal_id for s in exited}
-                taken = plans_take_dirty(dirty & (held | (set(unknown) - books_known(work.now))))
+                held = books_known(work.now) if dirty else set()
+                taken = plans_take_dirty(dirty & (held | set(unknown)))
+                recheck_all = _recheck_all(symbols)
                 requests = standing_orders(
                     now=_at(work.now),
                     changes=work.changes,
-                    mine=mine,
+                    signals=signals_with_orders(
+                        books,
+                        {c.signal_id for c in work.changes},
+                        taken,
+                        now=work.now,
+                        recheck_all=recheck_all,
+                    ),
                     exited=exited,
                     dirty=taken,
-                    recheck_all=_recheck_all(symbols),
+                    recheck_all=recheck_all,
                 )
                 report.commands_created = len(
                     closes_claim(claim=Claim.SIGNAL_POSITIONS, requests=requests, by=SCANNER)
@@ -172,16 +179,6 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
     return report
 
 
-def _unknown_here(unknown: set[int], locked: set[int]) -> dict[int, int]:
-    """Dirty signals (a fill, a reopen) of the locked instruments that no book watches:
-    {signal id: instrument id}. A late fill made such a signal a member again, so its
-    instrument's book is re-read now."""
-    if not unknown:
-        return {}
-    rows = Signal.objects.filter(pk__in=unknown, instrument_id__in=locked)
-    return dict(rows.values_list("pk", "instrument_id"))
-
-
 def _at(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, tz=UTC)
 
@@ -195,7 +192,7 @@ def _fresh(work: _Sweep, quote: PathQuote) -> bool:
 def _judge(work: _Sweep, books: list[Book]) -> None:
     """Steps 3 and 4: each locked instrument's path through the plans it may change."""
     # Only instruments with a plan to walk: an instrument nobody trades raises no stale alert.
-    books = [book for book in books if any(entry.watched(work.now) for entry in book.running.values())]
+    books = [book for book in books if book.watched(work.now)]
     symbols = sorted(book.symbol for book in books)
     paths: dict[str, JudgeablePath] = {
         symbol: path_judgeable(entries) for symbol, entries in paths_read(symbols).items()
@@ -220,14 +217,14 @@ def _judge(work: _Sweep, books: list[Book]) -> None:
     for book in books:
         path = paths[book.symbol]
         fresh = [q for q in path.quotes if _fresh(work, q)]
-        watched = sum(1 for entry in book.running.values() if entry.watched(work.now))
-        reached = [entry for entry in book.reached(Extremes.of(fresh)) if entry.watched(work.now)]
+        watched = book.watched(work.now)
+        reached = [e for e in book.reached(Extremes.of(fresh)) if e.signal.signal_id in watched]
         # The plans the path cannot change: nothing to walk, counted as the path says.
         if book.symbol in work.stale and not fresh:
             outcome = "stale" if book.symbol in latest else "no_quote"
         else:
             outcome = "none"
-        work.report.outcomes[outcome] += watched - len(reached)
+        work.report.outcomes[outcome] += len(watched) - len(reached)
         atr_memo: dict = {}
         for entry in reached:
             _walk(work, book.with_distance(entry, atr_memo), entry.stored, fresh, latest)

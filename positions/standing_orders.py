@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from positions.choices import CloseReason
 from positions.closes import CloseRequest
 from positions.exit_plan import BREAKEVEN, PARTIAL_TP, SIGNAL_EXIT, SL, TP, TRAILING
+from positions.plan_book import Book
 from positions.plan_store import PlanChange, plan_exit_event, plans_partials_hit
 from positions.watched import ExitedSignal, WatchedSignal
 
@@ -34,12 +35,14 @@ def standing_orders(
     *,
     now: datetime,
     changes: list[PlanChange],
-    mine: list[WatchedSignal],
+    signals: list[WatchedSignal],
     exited: list[ExitedSignal],
     dirty: set[int],
     recheck_all: bool,
 ) -> list[CloseRequest]:
-    """Step 5: what every plan says to close now, as rows of one claim.
+    """Step 5: what the plans say to close now, as rows of one claim. ``signals``: the
+    watched plans that changed, have a time exit or are ``dirty`` (all, with
+    ``recheck_all``); the others have nothing new to send.
 
     An exit or a partial reached in this sweep is sent for every open position; after
     that, only for a signal with a position claimable again (``dirty``: a fill, a reopen)
@@ -57,9 +60,9 @@ def standing_orders(
         change.signal_id for change in changes if any(event.kind == PARTIAL_TP for event in change.events)
     }
     partials = plans_partials_hit(
-        s.signal_id for s in mine if s.signal_id in dirty or s.signal_id in reached or recheck_all
+        s.signal_id for s in signals if s.signal_id in dirty or s.signal_id in reached or recheck_all
     )
-    for signal in mine:
+    for signal in signals:
         change = by_signal.get(signal.signal_id)
         exit_event = plan_exit_event(change.events) if change else None
         if exit_event is not None:
@@ -94,3 +97,16 @@ def standing_orders(
                 )
             )
     return requests
+
+
+def signals_with_orders(
+    books: list[Book], changed: set[int], dirty: set[int], *, now: float, recheck_all: bool
+) -> list[WatchedSignal]:
+    """The watched plans whose standing orders a sweep sends: those that changed, those
+    with a time exit, the dirty ones, or (the safety net) all."""
+    signals = []
+    for book in books:
+        watched = book.watched(now)
+        wanted = watched if recheck_all else (changed | book.timed | dirty) & watched
+        signals += [book.running[signal_id].signal for signal_id in sorted(wanted)]
+    return signals
