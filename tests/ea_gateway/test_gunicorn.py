@@ -16,10 +16,12 @@ from django.db import connection
 from ea_gateway.services import IssuedCredentials, device_revoke
 from signals_app.events import Actor
 from tests.ea_helpers import make_device, signed_headers
-from tests.helpers import start_process, stop_process, wait_for
+from tests.helpers import current_database_url, start_process, stop_process, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# The server's connections carry this name, so the test drops those and no other.
+APPLICATION_NAME = "veilstop-test-gunicorn"
 POLL = "/api/v1/client/poll"
 HEARTBEAT = "/api/v1/client/heartbeat"
 
@@ -35,16 +37,16 @@ def _status(url: str, headers: dict[str, str] | None = None) -> int:
 
 @pytest.fixture
 def gunicorn(tmp_path: Path, unused_tcp_port: int, redis_client) -> Iterator[Callable[..., str]]:
-    """Start ``gunicorn config.wsgi --config python:config.gunicorn`` (one worker, command-line
-    arguments on top); its URL."""
+    """Start ``gunicorn config.wsgi --config python:config.gunicorn`` (one worker); its URL."""
     processes = []
 
-    def start(*arguments: str, **environment: str) -> str:
+    def start(**environment: str) -> str:
         process = start_process(
-            ["-m", "gunicorn", "config.wsgi", "--config", "python:config.gunicorn", *arguments],
+            ["-m", "gunicorn", "config.wsgi", "--config", "python:config.gunicorn"],
             tmp_path / "gunicorn.log",
             WEB_PORT=str(unused_tcp_port),
             WEB_CONCURRENCY="1",
+            DATABASE_URL=f"{current_database_url()}?application_name={APPLICATION_NAME}",
             DEBUG="false",
             LOG_LEVEL="WARNING",
             **environment,
@@ -100,12 +102,13 @@ def test_a_revoke_reaches_a_worker_that_cached_the_device(gunicorn):
     assert _poll(url, credentials) == 401
 
 
-def _drop_other_connections() -> int:
+def _drop_server_connections() -> int:
     """What a PostgreSQL restart or an idle timeout does to the worker's kept connection."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "WHERE datname = current_database() AND application_name = %s",
+            [APPLICATION_NAME],
         )
         return cursor.fetchone()[0]
 
@@ -127,7 +130,7 @@ def test_a_dropped_database_connection_costs_at_most_one_request(gunicorn, healt
     # A heartbeat always writes: the worker opens a connection and keeps it.
     assert _heartbeat(url, credentials) == 200
 
-    assert _drop_other_connections() == 1
+    assert _drop_server_connections() == 1
     statuses = [_heartbeat(url, credentials) for _ in range(3)]
 
     failures = [status for status in statuses if status != 200]
