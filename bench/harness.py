@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import json
 import math
 import os
@@ -110,26 +111,28 @@ def setup_django() -> None:
 
 
 def code_version() -> str:
-    """The commit measured, and whether the product's code differed from it (uncommitted
-    changes outside bench/): figures belong to the code they were taken on."""
+    """The commit measured and, when the product's code (outside bench/ and docs/) differs
+    from it, a digest of the difference: figures belong to the code they were taken on,
+    and a run whose code changed under it says so (``scanner_bench`` compares the two)."""
     git = shutil.which("git")
     if git is None:
         return "unknown (no git)"
+
+    def run(*arguments: str) -> str:
+        return subprocess.run(  # noqa: S603 - fixed argv
+            [git, *arguments], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout
+
     try:
-        commit = subprocess.run(  # noqa: S603 - fixed argv
-            [git, "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        changed = subprocess.run(  # noqa: S603 - fixed argv
-            [git, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench", ":!docs"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split("\n")
+        commit = run("rev-parse", "--short", "HEAD").strip()
+        diff = run("diff", "HEAD", "--", ".", ":!bench", ":!docs")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown (no git)"
-    changed = [line[3:] for line in changed if line.strip()]
-    return f"{commit}" + (f" + uncommitted changes to {len(changed)} file(s)" if changed else "")
+        return "unknown (git failed)"
+    if not diff:
+        return commit
+    files = sum(1 for line in diff.splitlines() if line.startswith("diff --git"))
+    digest = hashlib.sha1(diff.encode(), usedforsecurity=False).hexdigest()[:8]
+    return f"{commit} + uncommitted changes to {files} file(s) (diff {digest})"
 
 
 # --- database and Redis ---------------------------------------------------------

@@ -867,10 +867,11 @@ def run_scanner(arguments: argparse.Namespace, markets: list[harness.Market], ru
     timed = bool({"shapes", "memory"} & sections)
     results: list[ShapeResult] = []
     scale_results: list[ScaleOutResult] = []
+    code = harness.code_version()
     print(
         f"\nBreach scanner vs the seed's monitor: {positions:,} positions per book, {harness.INSTRUMENTS} "
         f"instruments, real PostgreSQL + Redis, {os.cpu_count()} CPU(s), load {os.getloadavg()[0]:.1f}; "
-        f"code: {harness.code_version()}",
+        f"code: {code}",
         flush=True,
     )
     seed_baseline.create_tables()
@@ -925,10 +926,9 @@ def run_scanner(arguments: argparse.Namespace, markets: list[harness.Market], ru
         )
         print_scale_out(scale_results)
     print_targets(results)
-    print(
-        f"\ncode: {harness.code_version()}; load at the end: {os.getloadavg()[0]:.1f} "
-        f"on {os.cpu_count()} CPU(s)"
-    )
+    print(f"\ncode: {code}; load at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPU(s)")
+    if (now := harness.code_version()) != code:
+        print(f"WARNING: the code changed during the run ({code} -> {now}): these figures mix both.")
 
 
 def main(argv: list[str] | None = None) -> int:
