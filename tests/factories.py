@@ -136,3 +136,22 @@ def open_book(signal, count: int, *, clients=None, auto_close: bool = True, volu
             for index, (approval, client, device) in enumerate(zip(approvals, clients, devices, strict=True))
         ]
     )
+
+
+def report_fill(*, approval_id: int, client_id: int, device_id: int, price: str, ticket: str = "late-1"):
+    """An EA's fill report through the fill service (what the ack endpoint calls),
+    committed with its on-commit work run (the dirty mark, the sweep it queues)."""
+    from django.test import TestCase
+
+    from positions.fills import Fill, FillReport, approval_fill_report
+
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return approval_fill_report(
+            report=FillReport(
+                approval_id=approval_id,
+                client_id=client_id,
+                device_id=device_id,
+                fill=Fill(broker_ticket=ticket, entry_price=Decimal(price), volume=Decimal("0.10")),
+            ),
+            by=Actor.system("tests"),
+        )

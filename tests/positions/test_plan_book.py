@@ -14,14 +14,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.test import TestCase
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from positions.choices import CloseReason
 from positions.exit_plan import PathQuote, PlanState, plan_advance
-from positions.fills import Fill, FillReport, approval_fill_report
 from positions.models import CloseCommand, OpenPosition, SignalPlan
 from positions.plan_book import Book, Entry
 from positions.plan_index import Extremes
@@ -34,7 +32,7 @@ from signals_app.events import Actor
 from signals_app.hidden_levels import parse_hidden_levels
 from signals_app.models import Approval, Signal
 from signals_app.services import signal_update_hidden_levels
-from tests.factories import make_signal, open_book
+from tests.factories import make_signal, open_book, report_fill
 from tests.helpers import REPO_ROOT, process_environment
 
 PIP = Decimal("0.0001")
@@ -225,16 +223,12 @@ def test_a_late_fill_after_the_ttl_is_watched_at_once(redis_client):
     assert sweep().signals == 0
 
     # when: the EA reports the fill it made in time, late
-    with TestCase.captureOnCommitCallbacks(execute=True):
-        result = approval_fill_report(
-            report=FillReport(
-                approval_id=ticket.approval_id,
-                client_id=ticket.client_id,
-                device_id=ticket.device_id,
-                fill=Fill(broker_ticket="late-1", entry_price=Decimal("1.09990"), volume=Decimal("0.10")),
-            ),
-            by=OWNER,
-        )
+    result = report_fill(
+        approval_id=ticket.approval_id,
+        client_id=ticket.client_id,
+        device_id=ticket.device_id,
+        price="1.09990",
+    )
     put_quote("EURUSD", "1.08990", "1.09000")
     report = sweep()
 

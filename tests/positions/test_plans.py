@@ -14,13 +14,12 @@ from django.utils import timezone
 
 from positions.choices import AlertKind, CloseCommandStatus, CloseReason, PositionStatus
 from positions.close_delivery import CloseResult, close_command_ack, close_commands_deliver
-from positions.fills import Fill, FillReport, approval_fill_report
 from positions.models import Alert, CloseCommand, OpenPosition, SignalPlan
 from positions.scanner import sweep
 from signals_app.choices import ApprovalStatus
 from signals_app.events import Actor
 from signals_app.models import Approval, AuditEvent
-from tests.factories import make_signal, open_book
+from tests.factories import make_signal, open_book, report_fill
 from tests.positions.test_scanner import put_quote
 
 pytestmark = pytest.mark.django_db
@@ -135,16 +134,12 @@ def test_a_fill_after_the_plan_ended_gets_its_close_at_once(redis_client):
     assert CloseCommand.objects.count() == 1
 
     # when: its EA reports the fill (and the report commits)
-    with TestCase.captureOnCommitCallbacks(execute=True):
-        result = approval_fill_report(
-            report=FillReport(
-                approval_id=approval.pk,
-                client_id=approval.client_id,
-                device_id=late_client.device_id,
-                fill=Fill(broker_ticket="late-1", entry_price=Decimal("1.08990"), volume=Decimal("0.10")),
-            ),
-            by=EA,
-        )
+    result = report_fill(
+        approval_id=approval.pk,
+        client_id=approval.client_id,
+        device_id=late_client.device_id,
+        price="1.08990",
+    )
     sweep()  # the sweep the fill queued (a worker runs it; here we call it)
 
     # then: the plan's exit is a standing order
