@@ -4,7 +4,8 @@ the database only when something may be.
 A request for a device's close commands (or its client's approvals):
 
 1. ``_check``: one Redis round trip reads the generation of the device (or
-   client) and its "nothing pending" marker (``core.wake`` raises the
+   client) and its "nothing pending" marker (for an answer without a wait, the
+   authentication's round trip reads them: ``ea_gateway.api.authentication``) (``core.wake`` raises the
    generation after every commit that makes something deliverable). A marker
    equal to the generation means a fetch found nothing at that generation and
    nothing was woken since: answer "nothing" without touching the database,
@@ -81,14 +82,27 @@ _DUE = b":due"  # a marker that ends when a command in backoff becomes due: look
 
 
 @dataclass(frozen=True)
-class _Check:
+class PendingCheck:
     scope: str
+    kind: str
+    key: int
     generation: bytes
     nothing_pending: bool
     look_again_in: float | None  # only for a marker that ends at a due time
 
 
-def _check(scope: str, kind: str, key: int) -> _Check | None:
+def pending_check(
+    scope: str, kind: str, key: int, *, generation: bytes | None, marked: bytes | None, pttl: int
+) -> PendingCheck:
+    """Step 1's answer from what Redis said: the generation, the marker and its PTTL."""
+    generation = generation or b"0"
+    if marked is None or marked.split(b":")[0] != generation:
+        return PendingCheck(scope, kind, key, generation, False, None)
+    look_again_in = max(pttl, 0) / 1000 if marked.endswith(_DUE) else None
+    return PendingCheck(scope, kind, key, generation, True, look_again_in)
+
+
+def _check(scope: str, kind: str, key: int) -> PendingCheck | None:
     """Generation and marker in one round trip; None when Redis cannot say (then fetch)."""
     marker = marker_key(scope, kind, key)
     try:
@@ -99,13 +113,10 @@ def _check(scope: str, kind: str, key: int) -> _Check | None:
         generation, marked, pttl = pipe.execute()
     except RedisError:
         return None
-    generation = generation or b"0"
-    if marked is None or marked.split(b":")[0] != generation:
-        return _Check(scope, generation, False, None)
-    return _Check(scope, generation, True, max(pttl, 0) / 1000 if marked.endswith(_DUE) else None)
+    return pending_check(scope, kind, key, generation=generation, marked=marked, pttl=pttl)
 
 
-def _mark_empty(check: _Check, kind: str, key: int, seconds: float, *, due: bool) -> None:
+def _mark_empty(check: PendingCheck, kind: str, key: int, seconds: float, *, due: bool) -> None:
     # Without a marker the next request fetches, as after a Redis restart.
     with contextlib.suppress(RedisError):
         get_redis().set(
@@ -115,14 +126,24 @@ def _mark_empty(check: _Check, kind: str, key: int, seconds: float, *, due: bool
         )
 
 
-def fetch_unless_empty(*, kind: str, key: int, fetch: Fetch) -> tuple[list[Any], float | None]:
+def fetch_unless_empty(
+    *, kind: str, key: int, fetch: Fetch, checked: PendingCheck | None = None
+) -> tuple[list[Any], float | None]:
     """Steps 1 and 2: what is deliverable now; when nothing is, the seconds until a command
     in backoff becomes due (look again then), or None (only a wake can change it).
+
+    ``checked``: step 1 already done in another round trip of this request (the
+    authentication's, ``ea_gateway.api.authentication``), before any fetch of it.
 
     Inside an open transaction (never a request's own: no ATOMIC_REQUESTS; a test's)
     rows can be visible whose wake-ups are only published at its commit: markers are
     neither trusted nor written there."""
-    check = None if connection.in_atomic_block else _check(database_scope(), kind, key)
+    if connection.in_atomic_block:
+        check = None
+    elif checked is not None and (checked.kind, checked.key) == (kind, key):
+        check = checked
+    else:
+        check = _check(database_scope(), kind, key)
     if check is not None and check.nothing_pending:
         return [], check.look_again_in
     items, due_in = fetch()
@@ -135,15 +156,25 @@ def fetch_unless_empty(*, kind: str, key: int, fetch: Fetch) -> tuple[list[Any],
 
 
 def long_poll(
-    *, kind: str, key: int, wait: float, fetch: Fetch, client_gone: Callable[[], bool] = lambda: False
+    *,
+    kind: str,
+    key: int,
+    wait: float,
+    fetch: Fetch,
+    client_gone: Callable[[], bool] = lambda: False,
+    checked: PendingCheck | None = None,
 ) -> list[Any]:
     """What is deliverable, as soon as there is some or after ``wait`` seconds (step 3).
+
+    ``checked`` (step 1 done already) serves an answer without a wait only: a waiting
+    request must register for wakes before its first look, or a wake published
+    between that look and the registration would be missed.
 
     An empty answer comes up to DEADLINE_SPREAD of the wait early, at random: EAs that
     started together (after a restart) then drift apart instead of asking again as one
     herd every wait."""
     if wait <= 0:
-        return fetch_unless_empty(kind=kind, key=key, fetch=fetch)[0]
+        return fetch_unless_empty(kind=kind, key=key, fetch=fetch, checked=checked)[0]
     deadline = time.monotonic() + wait * (1 - random.uniform(0, DEADLINE_SPREAD))  # noqa: S311
     hub = _hub()
     # Registered before the first look: a wake from here on is never missed.

@@ -16,7 +16,11 @@ Every failure is the same 401. A request, step by step:
    the skew window), the request is counted against the device's rate (a 429 with
    Retry-After, raised by ``ea_gateway.api.throttling``), and the last-seen mark is
    taken if free. Only a verified request consumes its nonce, so a forged one cannot
-   burn a nonce that a genuine one is about to use;
+   burn a nonce that a genuine one is about to use. For a long-poll view answering
+   without a wait (``pending_topic``), the same round trip reads its wake generation
+   and "nothing pending" marker (``ea_gateway.wake`` step 1): an idle EA's request
+   then costs one round trip, not two. It is read before any fetch of the request,
+   as step 1 requires, and the view ignores it inside an open transaction;
 5. ``last_seen_at`` is written when the mark was free: at most once every
    LAST_SEEN_RESOLUTION_SECONDS per device, whichever process answers.
 If Redis cannot answer, the request is refused with 503: never let a replay
@@ -32,12 +36,14 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 
 from core.redis import get_redis, get_script
+from core.wake import database_scope, generation_key, marker_key
 from ea_gateway.api.throttling import device_rate
 from ea_gateway.models import Device
 from ea_gateway.selectors import (
@@ -46,6 +52,7 @@ from ea_gateway.selectors import (
     device_entry_cached,
     device_entry_load,
 )
+from ea_gateway.wake import PendingCheck, pending_check
 from ea_protocol import signing
 
 logger = logging.getLogger(__name__)
@@ -62,11 +69,12 @@ LAST_SEEN_RESOLUTION_SECONDS = 10
 # revoke) is refused as unavailable after this many reads, not looped on.
 MAX_DEVICE_READS = 3
 
-# KEYS: generation, nonce, throttle log, last-seen mark.
+# KEYS: generation, nonce, throttle log, last-seen mark; for a view that answers without
+# waiting, also its wake generation and "nothing pending" marker (ea_gateway.wake, step 1).
 # ARGV: generation the device was read under, nonce TTL (s), requests allowed, window (ms),
 # last-seen resolution (s).
 # Returns {0, generation} (stale: nothing consumed), {1} (nonce replayed) or
-# {2, retry_after_ms (0: allowed), last_seen_free (1/0)}.
+# {2, retry_after_ms (0: allowed), last_seen_free (1/0)[, wake generation, marker, marker PTTL]}.
 # The throttle is DRF's sliding log: the times (Redis clock, ms) of the requests allowed
 # in the last window, newest first; a request beyond the limit is refused until the oldest
 # leaves the window, and is not logged.
@@ -95,9 +103,13 @@ else
   redis.call('PEXPIRE', KEYS[3], window)
 end
 local last_seen_free = redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[5]) and 1 or 0
+if KEYS[6] then
+  return {2, retry_after, last_seen_free,
+          redis.call('GET', KEYS[5]), redis.call('GET', KEYS[6]), redis.call('PTTL', KEYS[6])}
+end
 return {2, retry_after, last_seen_free}
 """
-_STALE, _REPLAYED = 0, 1
+_STALE, _REPLAYED, _ADMITTED = 0, 1, 2
 # Verifying against this when the key is unknown keeps the timing of
 # "unknown key" and "bad signature" alike.
 _DUMMY_SECRET = "veilstop-no-such-device"  # noqa: S105 - not a credential
@@ -115,6 +127,7 @@ class DevicePrincipal:
 
     device: Device
     retry_after_ms: int = 0  # > 0: over the device's rate (ea_gateway.api.throttling)
+    pending: PendingCheck | None = None  # read with the admission (step 4), for the view
     is_authenticated: bool = True
     is_active: bool = True
     is_staff: bool = False
@@ -174,7 +187,7 @@ class HMACDeviceAuthentication(BaseAuthentication):
         for _read in range(MAX_DEVICE_READS):
             refusal = _refusal(entry, skew=skew, canonical=canonical, signature=signature)
             if refusal is None:
-                outcome = _unavailable_if_down(_admit, entry, nonce)
+                outcome = _unavailable_if_down(_admit, entry, nonce, _wake_topic(request, entry.device))
                 if outcome[0] != _STALE:
                     return _admitted(entry, outcome)
                 generation = outcome[1].decode()
@@ -210,28 +223,43 @@ def _admitted(entry: DeviceEntry, outcome: list) -> tuple[DevicePrincipal, Devic
     device = entry.device
     if outcome[0] == _REPLAYED:
         raise _fail("nonce replayed", device.key_id)
-    _, retry_after_ms, last_seen_free = outcome
+    _, retry_after_ms, last_seen_free, *pending = outcome
     if last_seen_free:
         Device.objects.filter(pk=device.pk).update(last_seen_at=timezone.now())
     # A copy per request: nothing a view does to it reaches the cached one.
     device = copy.copy(device)
-    return DevicePrincipal(device, retry_after_ms=retry_after_ms), device
+    check = pending[0] if pending else None
+    return DevicePrincipal(device, retry_after_ms=retry_after_ms, pending=check), device
 
 
 def _generation(key_id: str) -> str:
     return (get_redis().get(DEVICE_GENERATION_KEY.format(key_id=key_id)) or b"").decode()
 
 
-def _admit(entry: DeviceEntry, nonce: str) -> list:
+def _wake_topic(request, device: Device) -> tuple[str, int] | None:
+    """The wake (kind, key) whose step 1 the view will need (its ``pending_topic``), or
+    None: it waits, looks at nothing, or runs inside a transaction (a test's)."""
+    view = (getattr(request, "parser_context", None) or {}).get("view")
+    topic = getattr(view, "pending_topic", None)
+    if topic is None or connection.in_atomic_block:
+        return None
+    return topic(request, device)
+
+
+def _admit(entry: DeviceEntry, nonce: str, wake_topic: tuple[str, int] | None) -> list:
     device = entry.device
     limit, window_seconds = device_rate(device)
-    return get_script(ADMIT)(
-        keys=[
-            DEVICE_GENERATION_KEY.format(key_id=device.key_id),
-            NONCE_KEY.format(device=device.pk, nonce=nonce),
-            THROTTLE_KEY.format(device=device.pk),
-            LAST_SEEN_KEY.format(device=device.pk),
-        ],
+    keys = [
+        DEVICE_GENERATION_KEY.format(key_id=device.key_id),
+        NONCE_KEY.format(device=device.pk, nonce=nonce),
+        THROTTLE_KEY.format(device=device.pk),
+        LAST_SEEN_KEY.format(device=device.pk),
+    ]
+    scope = database_scope() if wake_topic else ""
+    if wake_topic:
+        keys += [generation_key(scope, *wake_topic), marker_key(scope, *wake_topic)]
+    outcome = get_script(ADMIT)(
+        keys=keys,
         args=[
             entry.generation,
             2 * settings.HMAC_CLOCK_SKEW_SECONDS + 60,
@@ -240,6 +268,11 @@ def _admit(entry: DeviceEntry, nonce: str) -> list:
             LAST_SEEN_RESOLUTION_SECONDS,
         ],
     )
+    if wake_topic and outcome[0] == _ADMITTED:
+        _, retry_after_ms, last_seen_free, generation, marked, pttl = outcome
+        check = pending_check(scope, *wake_topic, generation=generation, marked=marked, pttl=pttl)
+        return [_ADMITTED, retry_after_ms, last_seen_free, check]
+    return outcome
 
 
 def _unavailable_if_down(call, *args):

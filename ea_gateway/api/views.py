@@ -17,6 +17,7 @@ from ea_gateway.api import serializers as io
 from ea_gateway.api.authentication import HMACDeviceAuthentication
 from ea_gateway.api.permissions import IsEADevice, IsFeedDevice
 from ea_gateway.api.throttling import DeviceRateThrottle
+from ea_gateway.models import Device
 from ea_gateway.selectors import approvals_for_poll
 from ea_gateway.services import Fill, approval_ack, device_actor, device_heartbeat
 from ea_gateway.wake import long_poll, peer_closed
@@ -74,15 +75,25 @@ class DeviceAPIView(APIView):
 class LongPollView(DeviceAPIView):
     """``?wait=N`` (``ea_gateway.wake``): the answer waits for something to deliver."""
 
-    def waited(self, request: Request, *, kind: str, key: int, fetch) -> list:
+    def wake_topic(self, device: Device) -> tuple[str, int]:
+        raise NotImplementedError
+
+    def pending_topic(self, request: Request, device: Device) -> tuple[str, int] | None:
+        """For the authentication: the wake topic whose "anything pending?" it may read in
+        its own round trip (``ea_gateway.wake`` step 1), for an answer without a wait only."""
+        return self.wake_topic(device) if request.query_params.getlist("wait") in ([], ["0"]) else None
+
+    def waited(self, request: Request, *, fetch) -> list:
         query = io.WaitQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
+        kind, key = self.wake_topic(request.auth)
         return long_poll(
             kind=kind,
             key=key,
             wait=query.validated_data.get("wait", 0),
             fetch=fetch,
             client_gone=lambda: peer_closed(request.META.get("gunicorn.socket")),
+            checked=getattr(request.user, "pending", None),
         )
 
 
@@ -93,14 +104,12 @@ class PollView(LongPollView):
         tags=["ea"],
         operation_id="client_poll",
     )
+    def wake_topic(self, device: Device) -> tuple[str, int]:
+        return wake.CLIENT, device.client_id
+
     def get(self, request: Request) -> Response:
         device = request.auth
-        approvals = self.waited(
-            request,
-            kind=wake.CLIENT,
-            key=device.client_id,
-            fetch=lambda: (list(approvals_for_poll(device=device)), None),
-        )
+        approvals = self.waited(request, fetch=lambda: (list(approvals_for_poll(device=device)), None))
         return Response(io.PollOutput({"approvals": approvals}).data)
 
 
@@ -136,6 +145,9 @@ class CloseCommandsView(LongPollView):
         tags=["ea"],
         operation_id="client_close_commands",
     )
+    def wake_topic(self, device: Device) -> tuple[str, int]:
+        return wake.DEVICE, device.pk
+
     def get(self, request: Request) -> Response:
         device_id = request.auth.pk
 
@@ -146,7 +158,7 @@ class CloseCommandsView(LongPollView):
             )
             return commands, None if commands else close_commands_next_due(device_id=device_id, after=now)
 
-        commands = self.waited(request, kind=wake.DEVICE, key=device_id, fetch=deliver)
+        commands = self.waited(request, fetch=deliver)
         return Response(io.CloseCommandsOutput({"commands": commands}).data)
 
 

@@ -34,6 +34,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 CLOSES = "/api/v1/client/close-commands"
 POLL = "/api/v1/client/poll"
 OWNER = Actor.system("tests")
+HANDSHAKE = {"HELLO", "SELECT", "CLIENT", "AUTH"}
 
 
 class Waiting:
@@ -196,6 +197,33 @@ def test_an_idle_request_does_not_touch_the_close_command_table(book):
 
     assert response.json() == {"commands": []}
     assert not [query for query in queries.captured_queries if "positions_closecommand" in query["sql"]]
+
+
+@pytest.mark.parametrize("path", [CLOSES, POLL])
+def test_an_idle_request_without_a_wait_is_one_redis_round_trip(book, redis_client, path):
+    # given: the device read and cached, its "nothing pending" marker written
+    _, position, _ = book
+    ea = _ea_for_book_device(position)
+    assert ea.request("GET", path).status_code == 200
+    db = redis_client.connection_pool.connection_kwargs.get("db", 0)
+
+    # when
+    with redis_client.monitor() as monitor:
+        response = ea.request("GET", path)
+        redis_client.echo("veilstop-test-done")
+        sent = []
+        for command in monitor.listen():
+            if "veilstop-test-done" in command["command"]:
+                break
+            name = command["command"].split()[0].upper()
+            # (a connection opened meanwhile says hello first: not a round trip of the request's)
+            if command["db"] == db and command["client_type"] != "lua" and name not in HANDSHAKE:
+                sent.append(name)
+
+    # then: authentication and "anything pending?" in the one script, nothing else
+    assert response.status_code == 200
+    assert response.json() in ({"commands": []}, {"approvals": []})
+    assert sent == ["EVALSHA"]
 
 
 def test_without_the_marker_the_database_is_asked_again(book, redis_client):
