@@ -84,13 +84,16 @@ class LongPollView(DeviceAPIView):
         return self.wake_topic(device) if request.query_params.getlist("wait") in ([], ["0"]) else None
 
     def waited(self, request: Request, *, fetch) -> list:
-        query = io.WaitQuery(data=request.query_params)
-        query.is_valid(raise_exception=True)
+        wait = 0  # no query string: nothing to validate (an idle EA's request, the common one)
+        if request.META.get("QUERY_STRING"):
+            query = io.WaitQuery(data=request.query_params)
+            query.is_valid(raise_exception=True)
+            wait = query.validated_data.get("wait", 0)
         kind, key = self.wake_topic(request.auth)
         return long_poll(
             kind=kind,
             key=key,
-            wait=query.validated_data.get("wait", 0),
+            wait=wait,
             fetch=fetch,
             client_gone=lambda: peer_closed(request.META.get("gunicorn.socket")),
             checked=getattr(request.user, "pending", None),
@@ -110,7 +113,8 @@ class PollView(LongPollView):
     def get(self, request: Request) -> Response:
         device = request.auth
         approvals = self.waited(request, fetch=lambda: (list(approvals_for_poll(device=device)), None))
-        return Response(io.PollOutput({"approvals": approvals}).data)
+        # Nothing to hand out (an idle EA): the output serializer would only copy its fields.
+        return Response(io.PollOutput({"approvals": approvals}).data if approvals else {"approvals": []})
 
 
 class AckView(DeviceAPIView):
@@ -159,7 +163,7 @@ class CloseCommandsView(LongPollView):
             return commands, None if commands else close_commands_next_due(device_id=device_id, after=now)
 
         commands = self.waited(request, fetch=deliver)
-        return Response(io.CloseCommandsOutput({"commands": commands}).data)
+        return Response(io.CloseCommandsOutput({"commands": commands}).data if commands else {"commands": []})
 
 
 class CloseAckView(DeviceAPIView):
