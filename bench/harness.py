@@ -110,10 +110,14 @@ def setup_django() -> None:
     django.setup()
 
 
+SWEEP_CODE = ("positions", "signals_app", "core", "config")  # what a sweep runs
+
+
 def code_version() -> str:
-    """The commit measured and, when the product's code (outside bench/ and docs/) differs
-    from it, a digest of the difference: figures belong to the code they were taken on,
-    and a run whose code changed under it says so (``scanner_bench`` compares the two)."""
+    """The commit measured and a digest of the code a sweep runs (``SWEEP_CODE`` as
+    committed, plus any uncommitted change to it): figures belong to the code they were
+    taken on, and a run whose sweep code changed under it says so (``scanner_bench``
+    compares the two; changes elsewhere, in the EA gateway say, do not count)."""
     git = shutil.which("git")
     if git is None:
         return "unknown (no git)"
@@ -125,14 +129,13 @@ def code_version() -> str:
 
     try:
         commit = run("rev-parse", "--short", "HEAD").strip()
-        diff = run("diff", "HEAD", "--", ".", ":!bench", ":!docs")
+        trees = run("rev-parse", *(f"HEAD:{path}" for path in SWEEP_CODE))
+        diff = run("diff", "HEAD", "--", *SWEEP_CODE)
     except (OSError, subprocess.CalledProcessError):
         return "unknown (git failed)"
-    if not diff:
-        return commit
-    files = sum(1 for line in diff.splitlines() if line.startswith("diff --git"))
-    digest = hashlib.sha1(diff.encode(), usedforsecurity=False).hexdigest()[:8]
-    return f"{commit} + uncommitted changes to {files} file(s) (diff {digest})"
+    digest = hashlib.sha1((trees + diff).encode(), usedforsecurity=False).hexdigest()[:8]
+    changed = sum(1 for line in diff.splitlines() if line.startswith("diff --git"))
+    return f"{commit}, sweep code {digest}" + (f" ({changed} file(s) uncommitted)" if changed else "")
 
 
 # --- database and Redis ---------------------------------------------------------

@@ -927,8 +927,8 @@ def run_scanner(arguments: argparse.Namespace, markets: list[harness.Market], ru
         print_scale_out(scale_results)
     print_targets(results)
     print(f"\ncode: {code}; load at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPU(s)")
-    if (now := harness.code_version()) != code:
-        print(f"WARNING: the code changed during the run ({code} -> {now}): these figures mix both.")
+    if (now := harness.code_version()).split(", ")[-1] != code.split(", ")[-1]:
+        print(f"WARNING: the sweep code changed during the run ({code} -> {now}): these figures mix both.")
 
 
 def main(argv: list[str] | None = None) -> int:
