@@ -32,6 +32,8 @@ class StrictJSONParser(JSONParser):
             text = stream.read().decode(encoding)
         except UnicodeDecodeError:
             raise ParseError(f"The body is not valid {encoding}.") from None
+        except LookupError:  # a charset Python knows no text codec for (or none at all)
+            raise ParseError(f"Unsupported charset: {encoding}.") from None
         try:
             data = json.loads(text, parse_constant=_refuse_constant)
         except RecursionError:

@@ -7,7 +7,10 @@ in a circle:
 1. an instrument's sweep lock: a transaction-scoped advisory lock, *tried* by
    sweeps (a sweep skips an instrument another sweep holds, it never waits) and
    waited for only by the strategy's exit;
-2. the signal's plan row (``SignalPlan``: sweeps, the strategy's exit);
+2. the signal's plan row (``SignalPlan``: sweeps, the strategy's exit), then the
+   instrument's row (``Instrument.plans_version``, renewed by a sweep that saved
+   plans, the strategy's exit, a publication or an edit of levels: they wait at
+   most one sweep);
 3. approval rows (a fill report; the withdrawal when a plan ends, which skips
    rows a fill holds);
 4. position rows;

@@ -114,6 +114,15 @@ class Book:
     _watched: set[int] | None = None  # kept until the first TTL of an unfilled signal runs out
     _watched_until: float = 0.0
 
+    ttl_ends_at: float = math.inf  # when the first TTL of a plan watched for its TTL alone runs out
+
+    def mark_live(self, signal_ids: set[int]) -> None:
+        """Plans with a position just filled or reopened (their dirty marks): watched past
+        their TTL. A re-read when the TTL runs out would say so too; this is at once."""
+        for signal_id in signal_ids & self.running.keys():
+            self.running[signal_id].live = True
+            self._watched = None
+
     def watched(self, now: float) -> set[int]:
         """The running plans watched at ``now``: within their TTL or with live positions.
         Recounted only when a TTL runs out or the book changed, not on every sweep."""
@@ -212,18 +221,26 @@ def books_current(
     clock = time.monotonic()
     for instrument_id, symbol, pip_size, version in instruments:
         book = _BOOKS.get(instrument_id)
-        if book is None or book.pip_size != pip_size:
+        if book is None or book.pip_size != pip_size or book.symbol != symbol:
             book = _BOOKS[instrument_id] = Book(instrument_id, symbol, pip_size)
-        if book.version != version or instrument_id in stale or clock - book.refreshed_at > REFRESH_SECONDS:
+        if (
+            book.version != version
+            or instrument_id in stale
+            or clock - book.refreshed_at > REFRESH_SECONDS
+            # A TTL ran out: whether that signal still has live positions (filled within
+            # its TTL, say) is read again, never assumed from the last read.
+            or now.timestamp() >= book.ttl_ends_at
+        ):
             _refresh(book, now=now)
             book.version, book.refreshed_at = version, clock
         books.append(book)
     return books
 
 
-def books_known(now: float) -> set[int]:
-    """Every signal some book watches at ``now`` (running or ended)."""
-    return {signal_id for book in _BOOKS.values() for signal_id in (*book.watched(now), *book.ended)}
+def books_known(now: float, instrument_ids: set[int]) -> set[int]:
+    """Every signal the books of these instruments watch at ``now`` (running or ended)."""
+    books = [_BOOKS[i] for i in instrument_ids if i in _BOOKS]
+    return {signal_id for book in books for signal_id in (*book.watched(now), *book.ended)}
 
 
 def books_saved(saved: dict[int, SavedPlans], books: list[Book]) -> None:
@@ -314,3 +331,6 @@ def _refresh(book: Book, *, now: datetime) -> None:
         )
         book.running[signal_id] = entry
         book.index(entry)
+    book.ttl_ends_at = min(
+        (entry.watched_until for entry in book.running.values() if not entry.live), default=math.inf
+    )

@@ -132,7 +132,7 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
             locked = instruments_try_lock(instruments)
             report.skipped_locked_instruments = len(set(instruments) - locked)
             dirty = plans_dirty()
-            unknown = books_unknown_here(dirty - books_known(work.now), locked) if dirty else {}
+            unknown = books_unknown_here(dirty - books_known(work.now, locked), locked) if dirty else {}
             books = books_current(
                 instruments_versions(locked), now=_at(work.now), stale=set(unknown.values())
             )
@@ -145,8 +145,10 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
                 # Taken before the claim: a position marked after this is seen by the claim
                 # or marks again for the next sweep. Marks of signals of these instruments
                 # that no book watches even after a re-read (nothing live) are dropped.
-                held = books_known(work.now) if dirty else set()
+                held = books_known(work.now, locked) if dirty else set()
                 taken = plans_take_dirty(dirty & (held | set(unknown)))
+                for book in books:
+                    book.mark_live(taken)
                 recheck_all = _recheck_all(symbols)
                 requests = standing_orders(
                     now=_at(work.now),

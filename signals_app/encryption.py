@@ -16,7 +16,7 @@ from core.errors import DomainError
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit
 from signals_app.models import Signal
-from signals_app.services import signal_validate
+from signals_app.services import instrument_plans_changed, signal_validate
 
 LEGACY_LEVEL_KEYS = {"sl": "sl", "tp": "tp", "stop_loss": "sl", "take_profit": "tp"}
 
@@ -74,6 +74,7 @@ def _backfill_one(signal: Signal, *, dry_run: bool, by: Actor) -> BackfillChange
         Signal.objects.filter(pk=signal.pk).update(
             payload=payload, owner_only=parsed.to_dict(), updated_at=timezone.now()
         )
+        instrument_plans_changed(signal.instrument_id)
         audit(
             by=by,
             action=AuditAction.SIGNAL_LEVELS_BACKFILLED,

@@ -45,6 +45,16 @@ class Instrument(models.Model):
     def __str__(self) -> str:
         return self.symbol
 
+    def save(self, *args, **kwargs) -> None:
+        # plans_version is renewed only by an UPDATE of its own (instrument_plans_changed,
+        # positions.plan_store): saving an instrument read earlier (the admin) must never
+        # write an older value back over a newer one.
+        if not self._state.adding and kwargs.get("update_fields") is None and not kwargs.get("force_insert"):
+            kwargs["update_fields"] = [
+                f.name for f in self._meta.concrete_fields if not f.primary_key and f.name != "plans_version"
+            ]
+        super().save(*args, **kwargs)
+
 
 class Client(models.Model):
     """A subscriber. Every active client receives each published signal."""

@@ -170,3 +170,13 @@ def test_money_fields_still_parse_as_decimals(ea):
     response = ea.heartbeat({"balance": Decimal("1000.50"), "equity": "990", "open_tickets": []})
 
     assert response.status_code == 200, response.content
+
+
+@pytest.mark.parametrize("charset", ["rot13", "hex", "base64"])
+def test_a_charset_that_is_no_text_encoding_is_a_400(bot, charset):
+    body = json.dumps(_signal({"note": "x"}))
+
+    response = bot.post("/api/v1/signals", body, content_type=f"application/json; charset={charset}")
+
+    assert response.status_code == 400, response.content
+    assert Signal.objects.count() == 0

@@ -30,7 +30,7 @@ from positions.watched import watched_signal
 from signals_app.choices import ApprovalStatus
 from signals_app.events import Actor
 from signals_app.hidden_levels import parse_hidden_levels
-from signals_app.models import Approval, Signal
+from signals_app.models import Approval, Instrument, Signal
 from signals_app.services import signal_update_hidden_levels
 from tests.factories import make_signal, open_book, report_fill
 from tests.helpers import REPO_ROOT, process_environment
@@ -235,3 +235,74 @@ def test_a_late_fill_after_the_ttl_is_watched_at_once(redis_client):
     # then: its plan is watched again, and the stop closes it
     assert report.signals == 1
     assert CloseCommand.objects.get(position_id=result.position_id).reason == CloseReason.STOP_LOSS
+
+
+@pytest.mark.django_db
+def test_a_fill_within_the_ttl_is_still_watched_after_the_ttl(redis_client):
+    # given: a signal with a 5-minute TTL, swept while it had no position
+    signal = make_signal(
+        symbol="EURUSD", side="buy", entry="1.10000", sl="1.09000", tp="1.11000", ttl_minutes=5
+    )
+    ticket = open_book(signal, 1)[0]
+    OpenPosition.objects.filter(pk=ticket.pk).delete()
+    Approval.objects.filter(pk=ticket.approval_id).update(status=ApprovalStatus.APPROVED)
+    put_quote("EURUSD", "1.09500", "1.09510")
+    sweep()
+
+    # when: the EA fills within the TTL, a sweep runs, and the stop is crossed after the TTL
+    result = report_fill(
+        approval_id=ticket.approval_id,
+        client_id=ticket.client_id,
+        device_id=ticket.device_id,
+        price="1.09990",
+    )
+    sweep()
+    later = time.time() + 6 * 60
+    quote_store(Quote("EURUSD", Decimal("1.08990"), Decimal("1.09000"), later), received_at=later)
+    report = sweep(now=later)
+
+    # then: the live position's plan is still watched, and closed at its stop
+    assert report.signals == 1
+    assert CloseCommand.objects.get(position_id=result.position_id).reason == CloseReason.STOP_LOSS
+
+
+@pytest.mark.django_db
+def test_a_sweep_of_one_instrument_leaves_other_instruments_marks(redis_client):
+    # given: a GBPUSD signal whose plan ended, a late client's approval still fillable
+    gbp = make_signal(symbol="GBPUSD", side="buy", entry="1.26500", sl="1.26000", tp="1.27000")
+    open_book(gbp, 1)
+    late = open_book(gbp, 1)[0]
+    OpenPosition.objects.filter(pk=late.pk).delete()
+    Approval.objects.filter(pk=late.approval_id).update(status=ApprovalStatus.APPROVED)
+    eur = make_signal(symbol="EURUSD", side="buy", entry="1.10000", sl="1.09000", tp="1.11000")
+    open_book(eur, 1)
+    put_quote("GBPUSD", "1.25990", "1.26000")
+    put_quote("EURUSD", "1.09500", "1.09510")
+    assert sweep().commands_created == 1
+
+    # when: the late fill comes, and a sweep of EURUSD only runs before GBPUSD's
+    result = report_fill(
+        approval_id=late.approval_id, client_id=late.client_id, device_id=late.device_id, price="1.26010"
+    )
+    sweep(symbols={"EURUSD"})
+    sweep(symbols={"GBPUSD"})
+
+    # then: GBPUSD's sweep still sends the ended plan's close for the new position
+    assert CloseCommand.objects.get(position_id=result.position_id).reason == CloseReason.STOP_LOSS
+
+
+@pytest.mark.django_db
+def test_saving_an_instrument_never_writes_an_older_plans_version_back(redis_client):
+    instrument = Instrument.objects.get(symbol="EURUSD")  # read, as the admin's form does
+    signal_update_hidden_levels(
+        signal=make_signal(symbol="EURUSD", side="buy", entry="1.10000", sl="1.09000", tp="1.11000"),
+        owner_only={"sl": "1.09500", "tp": "1.11000"},
+        by=OWNER,
+    )
+    renewed = Instrument.objects.get(pk=instrument.pk).plans_version
+
+    instrument.description = "Euro / US dollar"
+    instrument.save()
+
+    assert Instrument.objects.get(pk=instrument.pk).plans_version == renewed != instrument.plans_version
+    assert Instrument.objects.get(pk=instrument.pk).description == "Euro / US dollar"
