@@ -408,6 +408,7 @@ def profile_sweep(book: Book, shape: Shape, sweeps: int = 10) -> None:
 
     profiler = cProfile.Profile()
     statements: dict[str, list[float]] = {}
+    first: dict[str, tuple[str, Any]] = {}  # each statement as first run, for EXPLAIN
 
     def timed(execute, sql, params, many, context):
         started = time.perf_counter()
@@ -416,6 +417,8 @@ def profile_sweep(book: Book, shape: Shape, sweeps: int = 10) -> None:
         finally:
             key = " ".join(sql.split())[:90]
             statements.setdefault(key, []).append(time.perf_counter() - started)
+            if not many:
+                first.setdefault(key, (sql, params))
 
     total = 0.0
     for _ in range(sweeps):
@@ -426,6 +429,12 @@ def profile_sweep(book: Book, shape: Shape, sweeps: int = 10) -> None:
             sweep(symbols=shape.symbols)
             profiler.disable()
             total += time.perf_counter() - started
+    heaviest = max(statements, key=lambda key: sum(statements[key]), default=None)
+    if shape.breach and heaviest in first:
+        # Its plan on this data: the sweep's state again (reset, settled, quotes moved), then
+        # the statement as the sweep ran it, under EXPLAIN ANALYZE in a rolled-back transaction.
+        _prepare_veilstop(book, shape, settle=lambda: sweep(symbols=shape.symbols))
+        explain(*first[heaviest])
     if shape.breach:
         harness.reset_breaches()
     sql = sum(sum(times) for times in statements.values())
@@ -439,6 +448,16 @@ def profile_sweep(book: Book, shape: Shape, sweeps: int = 10) -> None:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(order).print_stats(20)
         print(f"\n  cProfile of {shape.key} by {order}:\n{out.getvalue()}")
+
+
+def explain(sql: str, params: Any) -> None:
+    from django.db import connection, transaction
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", params)
+        plan = "\n".join(f"      {row[0]}" for row in cursor.fetchall())
+        transaction.set_rollback(True)
+    print(f"\n  EXPLAIN ANALYZE of the heaviest statement ({' '.join(sql.split())[:60]}...):\n{plan}")
 
 
 # --- scale-out -----------------------------------------------------------------------------
