@@ -98,7 +98,6 @@ class Runs:
 class Shape:
     key: str
     title: str
-    book: str  # which book it runs on
     symbols: set[str] | None  # None: a full sweep
     move: Decimal | None  # None: no breach
     hot: bool = False
@@ -115,10 +114,6 @@ class Book:
     positions: int
     markets: list[harness.Market]
     client_ids: list[int] = field(default_factory=list)
-
-    @property
-    def hot_market(self) -> harness.Market:
-        return next(market for market in self.markets if market.symbol == harness.HOT_SYMBOL)
 
     def signals_on(self, symbols: set[str] | None) -> list[harness.BenchSignal]:
         return [s for s in self.signals if symbols is None or s.market.symbol in symbols]
@@ -196,9 +191,8 @@ def halve(book: Book) -> Book:
         f"\nbook {book.name}/2: {positions:,} open positions, the same {len(book.signals):,} signals",
         flush=True,
     )
-    return Book(
-        f"{book.name}/2", book.signals, positions, book.markets, book.client_ids[: len(book.client_ids) // 2]
-    )
+    kept = book.client_ids[: len(book.client_ids) - len(gone)]
+    return Book(f"{book.name}/2", book.signals, positions, book.markets, kept)
 
 
 # --- one shape -----------------------------------------------------------------------------
@@ -898,9 +892,7 @@ def run_scanner(arguments: argparse.Namespace, markets: list[harness.Market], ru
     def shape(key: str, book: Book, title: str, symbols=None, move=None, hot=False) -> None:
         if timed and key in wanted:
             results.append(
-                run_shape(
-                    Shape(key, title, book.name, symbols, move, hot), book, runs, profile=arguments.profile
-                )
+                run_shape(Shape(key, title, symbols, move, hot), book, runs, profile=arguments.profile)
             )
 
     for key, signals in (("A", 500), ("B", 2_000)):
