@@ -442,6 +442,18 @@ def profile_sweep(book: Book, shape: Shape, sweeps: int = 10) -> None:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(order).print_stats(20)
         print(f"\n  cProfile of {shape.key} by {order}:\n{out.getvalue()}")
+    # The cold sweep: the first of a fresh process (what a worker pays after a start).
+    process = harness.SweepProcess.start()
+    try:
+        _prepare_veilstop(book, shape)
+        answer = process.call(
+            op="sweep", symbols=sorted(shape.symbols) if shape.symbols else None, profile=True
+        )
+    finally:
+        process.close()
+    if shape.breach:
+        harness.reset_breaches()
+    print(f"\n  cProfile of {shape.key}, the first sweep of a fresh process:\n{answer['profile']}")
 
 
 def explain(sql: str, params: Any) -> None:

@@ -6,11 +6,12 @@ Started by ``bench.harness.SweepProcess`` with the bench database's URL and Redi
 db in its environment. Reads commands from stdin and answers on stdout, one JSON
 object per line (anything else the process prints goes to stderr):
 
-* ``{"op": "sweep", "symbols": [...] | null, "tracemalloc": bool}``: one sweep through
-  ``positions.scanner.sweep``, timed; the answer holds its report, its seconds, the
-  process's resident memory before it and its peak during it (Linux ``VmHWM``, reset
-  before the sweep through ``/proc/self/clear_refs``), and with ``tracemalloc`` the
-  peak of Python allocations during the sweep (that run is slower: time it apart);
+* ``{"op": "sweep", "symbols": [...] | null, "tracemalloc": bool, "profile": bool}``: one
+  sweep through ``positions.scanner.sweep``, timed; the answer holds its report, its
+  seconds, the process's resident memory before it and its peak during it (Linux
+  ``VmHWM``, reset before the sweep through ``/proc/self/clear_refs``), with
+  ``tracemalloc`` the peak of Python allocations during the sweep, with ``profile`` its
+  cProfile by cumulative time (both slow it: time it apart);
 * ``{"op": "loop", "mode": "all" | "queue", "start_at": t, "stop_at": t}``: sweeps
   back to back between two wall-clock times. ``all``: ``sweep()`` over every
   instrument, as beat does; ``queue``: ``sweep(symbols={symbol})`` for each symbol
@@ -24,9 +25,12 @@ object per line (anything else the process prints goes to stderr):
 
 from __future__ import annotations
 
+import cProfile
 import gc
+import io
 import json
 import os
+import pstats
 import sys
 import time
 import tracemalloc
@@ -133,18 +137,29 @@ def sweep_once(command: dict[str, Any]) -> dict[str, Any]:
     rss_before = _status_kib("VmRSS")
     hwm_reset = _reset_peak_rss()
     traced = bool(command.get("tracemalloc"))
+    profiler = cProfile.Profile() if command.get("profile") else None
     if traced:
         tracemalloc.start()
         tracemalloc.reset_peak()
     started = time.perf_counter()
     try:
+        if profiler:
+            profiler.enable()
         report = sweep(symbols=symbols)
+        if profiler:
+            profiler.disable()
         seconds = time.perf_counter() - started
         traced_peak = tracemalloc.get_traced_memory()[1] if traced else None
     finally:
         if traced:
             tracemalloc.stop()
+    profile = None
+    if profiler:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("cumulative").print_stats(25)
+        profile = out.getvalue()
     return {
+        "profile": profile,
         "seconds": seconds,
         "report": _report(report),
         "rss_before_kib": rss_before,
