@@ -46,7 +46,7 @@ def gunicorn(tmp_path: Path, unused_tcp_port: int, redis_client) -> Iterator[Cal
             tmp_path / "gunicorn.log",
             WEB_PORT=str(unused_tcp_port),
             WEB_CONCURRENCY="1",
-            DATABASE_URL=f"{current_database_url()}?application_name={APPLICATION_NAME}",
+            DATABASE_URL=_named(current_database_url()),
             DEBUG="false",
             LOG_LEVEL="WARNING",
             **environment,
@@ -60,6 +60,12 @@ def gunicorn(tmp_path: Path, unused_tcp_port: int, redis_client) -> Iterator[Cal
     yield start
     for process in processes:
         stop_process(process)
+
+
+def _named(database_url: str) -> str:
+    """The URL with the server's application_name (the embedded default's URL already has a
+    query: its socket directory)."""
+    return f"{database_url}{'&' if '?' in database_url else '?'}application_name={APPLICATION_NAME}"
 
 
 def _answers(url: str) -> bool:
