@@ -117,12 +117,15 @@ def _check(scope: str, kind: str, key: int) -> PendingCheck | None:
 
 
 def _mark_empty(check: PendingCheck, kind: str, key: int, seconds: float, *, due: bool) -> None:
-    # Without a marker the next request fetches, as after a Redis restart.
+    # Without a marker the next request fetches, as after a Redis restart. A marker that
+    # only bounds a lost wake lives between half and all of its time, at random: devices
+    # first seen together (a restart) do not all go back to the database at once.
+    life = seconds if due else seconds * random.uniform(0.5, 1.0)  # noqa: S311 - not security
     with contextlib.suppress(RedisError):
         get_redis().set(
             marker_key(check.scope, kind, key),
             check.generation + (_DUE if due else b""),
-            px=int(seconds * 1000),
+            px=max(int(life * 1000), 1),
         )
 
 
