@@ -58,9 +58,8 @@ class OpenPosition(models.Model):
             ),
         ]
         indexes = [
-            # The scanner walks the distinct signals with live positions (open, or closing
-            # part of their volume) through this index (a loose index scan), never the
-            # positions themselves.
+            # A signal's live positions (open, or closing part of their volume): the
+            # owner's close of a signal, its plan status.
             models.Index(
                 fields=["signal"],
                 name="position_live_by_signal",

@@ -113,7 +113,6 @@ class _Sweep:
     consumed: dict[str, int] = field(default_factory=dict)
     stale: dict[str, str] = field(default_factory=dict)  # symbol -> what is wrong with its quotes
     spikes: set[str] = field(default_factory=set)
-    symbols: dict[int, str] = field(default_factory=dict)  # instrument id -> symbol
 
 
 def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> SweepReport:
@@ -138,7 +137,6 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
             )
             exited = [exited for book in books for exited in book.ended.values()]
             report.signals = sum(len(book.watched(work.now)) for book in books)
-            work.symbols = {book.instrument_id: book.symbol for book in books}
             _judge(work, books)
             if not report.dry_run:
                 saved = plans_save(work.changes, by=SCANNER)
