@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from types import FrameType
 
 from ea_client.client import (
@@ -19,10 +20,18 @@ from ea_client.client import (
     EAClient,
 )
 from ea_client.executors import ExecutionError, Executor, MT5Executor, SimulatedBroker
+from ea_client.store import ExecutedStore
 from ea_client.transport import SignedTransport
 
 SECRET_ENV = "VEILSTOP_EA_SECRET"  # noqa: S105 -- the name of a variable, not a secret
 MT5_PASSWORD_ENV = "VEILSTOP_MT5_PASSWORD"  # noqa: S105 -- likewise
+STATE_DIR_ENV = "VEILSTOP_EA_STATE_DIR"
+
+
+def default_state_path(key: str) -> Path:
+    """Where a device's executed ids live unless --state says otherwise."""
+    directory = os.environ.get(STATE_DIR_ENV) or Path.home() / ".veilstop-ea"
+    return Path(directory) / f"{key}.sqlite3"
 
 
 def _positive_float(text: str) -> float:
@@ -84,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"{LONG_POLL_TIMEOUT_MARGIN_SECONDS}",
     )
 
+    connection.add_argument(
+        "--state",
+        metavar="PATH",
+        help="SQLite file keeping what was executed for each approval and close command, so a "
+        f"restarted EA never trades twice for one id (default: ${STATE_DIR_ENV} or ~/.veilstop-ea, "
+        "then KEY.sqlite3); ':memory:' keeps it for this run only",
+    )
+
     broker = parser.add_argument_group("broker")
     choice = broker.add_mutually_exclusive_group()
     choice.add_argument(
@@ -106,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_money,
         default=Decimal("10000"),
         help="simulated broker's starting balance (default 10000)",
+    )
+    broker.add_argument(
+        "--simulated-state",
+        metavar="PATH",
+        help="keep the simulated broker's account in this JSON file, so it outlives a restart "
+        "(default: in memory)",
     )
     broker.add_argument(
         "--mt5-login", type=int, metavar="LOGIN", help="MT5 account number (default: the terminal's)"
@@ -157,7 +180,7 @@ def build_executor(args: argparse.Namespace) -> Executor:
         return MT5Executor(
             login=args.mt5_login, password=args.mt5_password, server=args.mt5_server, path=args.mt5_path
         )
-    return SimulatedBroker(balance=args.balance)
+    return SimulatedBroker(balance=args.balance, state_path=args.simulated_state)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, "the MetaTrader5 package is not installed: pip install MetaTrader5 (Windows only)\n")
     except ExecutionError as error:
         parser.exit(2, f"{error}\n")
-    client = EAClient(transport, executor, long_poll_seconds=args.wait)
+    store = ExecutedStore(args.state or default_state_path(args.key))
+    client = EAClient(transport, executor, long_poll_seconds=args.wait, store=store)
 
     try:
         if args.once:
@@ -196,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         client.run_forever(args.interval, stop)
         return 0
     finally:
+        store.close()
         if isinstance(executor, MT5Executor):
             executor.shutdown()
 

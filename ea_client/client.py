@@ -2,13 +2,23 @@
 report the account.
 
 A broker order must never be sent twice for one approval or one close
-command, even when the server's answer to an acknowledgement is lost. The
-client therefore remembers, per approval and per command id, the result it
-got from the broker, and answers a repeated delivery by sending that same
-acknowledgement again (the server treats it as idempotent) instead of trading
-again. The memory lasts as long as the process: a restart between a broker
-fill and its confirmed acknowledgement forgets the fill. An EA trading real
-money should keep these results on disk (docs/ea-protocol.md, section 7).
+command, even when the server's answer to an acknowledgement is lost or the
+EA restarts. Per approval and per command id the client keeps, in an
+``ExecutedStore`` (store.py; a SQLite file with ``--state``), first its
+intent, then the broker's result, then the server's confirmation, and each is
+on disk before the next step starts:
+
+1. A delivery of an id with a result is answered by sending that same
+   acknowledgement again (the server treats it as idempotent), never by
+   trading again.
+2. A delivery of an id with an intent and no result means the process died
+   while the broker had the order. A close is then settled from the broker:
+   the intent holds how many closing fills the ticket had, and a fill since
+   then is the close that was sent (acknowledged as executed, at its price);
+   none means the order never reached the broker, and only then is it sent.
+   A placement cannot be matched that way (the ticket is not known before the
+   fill), so it is acknowledged as failed: a position the owner must look at
+   is better than a second one.
 
 By default the client long-polls (``?wait=N``, docs/ea-protocol.md section
 9): one thread waits on close commands, one on approvals, and the heartbeat
@@ -27,7 +37,8 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Protocol
 
-from ea_client.executors import DIRECTIONS, ExecutionError, Executor
+from ea_client.executors import DIRECTIONS, CloseFill, ExecutionError, Executor
+from ea_client.store import ExecutedStore, Outcome
 from ea_client.transport import ProtocolError, Response, UnavailableError
 
 POLL_PATH = "/api/v1/client/poll"
@@ -75,18 +86,48 @@ class Delivery:
 
 
 class _Outbox:
-    """Acknowledgements by id: every result the broker gave, and which of them
-    the server has not confirmed yet."""
+    """One kind of acknowledgement (approvals or close commands) in the store."""
 
-    def __init__(self, path: str, id_field: str) -> None:
+    def __init__(self, store: ExecutedStore, kind: str, path: str, id_field: str) -> None:
+        self.store = store
+        self.kind = kind
         self.path = path
         self.id_field = id_field
-        self.results: dict[int, dict[str, Any]] = {}
-        self.unconfirmed: set[int] = set()
+
+    def get(self, item_id: int) -> Outcome | None:
+        return self.store.get(self.kind, item_id)
+
+    def begin(self, item_id: int, intent: dict[str, Any]) -> None:
+        self.store.begin(self.kind, item_id, intent)
 
     def record(self, item_id: int, body: dict[str, Any]) -> None:
-        self.results[item_id] = body
-        self.unconfirmed.add(item_id)
+        self.store.record(self.kind, item_id, body)
+
+    def result(self, item_id: int) -> dict[str, Any]:
+        outcome = self.get(item_id)
+        if outcome is None or outcome.result is None:
+            raise RuntimeError(f"{self.id_field} {item_id} has no recorded result")
+        return outcome.result
+
+    def unconfirmed(self) -> list[int]:
+        return self.store.unconfirmed(self.kind)
+
+    def confirm(self, item_id: int) -> None:
+        self.store.confirm(self.kind, item_id)
+
+    def unconfirm(self, item_id: int) -> None:
+        self.store.unconfirm(self.kind, item_id)
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """How one kind of item is executed: the intent kept before the broker is
+    asked (None: do not ask it now), the execution, and the recovery of an
+    intent whose result a dead process never recorded."""
+
+    intent: Callable[[int, Mapping[str, Any]], dict[str, Any] | None]
+    execute: Callable[[int, Mapping[str, Any]], dict[str, Any]]
+    recover: Callable[[int, Mapping[str, Any], dict[str, Any]], dict[str, Any]]
 
 
 class EAClient:
@@ -100,14 +141,19 @@ class EAClient:
         *,
         logger: logging.Logger | None = None,
         long_poll_seconds: int = LONG_POLL_SECONDS,
+        store: ExecutedStore | None = None,
     ) -> None:
         if not 0 <= long_poll_seconds <= LONG_POLL_MAX_SECONDS:
             raise ValueError(f"long_poll_seconds must be 0 to {LONG_POLL_MAX_SECONDS}: {long_poll_seconds}")
         self._transport = transport
         self._executor = executor
         self._log = logger or logging.getLogger("ea_client")
-        self._acks = _Outbox(ACK_PATH, "approval_id")
-        self._close_acks = _Outbox(CLOSE_ACK_PATH, "command_id")
+        # In memory unless the caller keeps it on disk (python -m ea_client --state does).
+        self.store = store or ExecutedStore(":memory:")
+        self._acks = _Outbox(self.store, "approval", ACK_PATH, "approval_id")
+        self._close_acks = _Outbox(self.store, "close", CLOSE_ACK_PATH, "command_id")
+        self._placing = _Steps(intent=_nothing_to_note, execute=self._place, recover=self._recover_place)
+        self._closing = _Steps(intent=self._close_intent, execute=self._close, recover=self._recover_close)
         self.long_poll_seconds = long_poll_seconds
         # The broker is driven from several threads under run_forever: one at a time,
         # and a trade with its acknowledgement before the heartbeat reports the account.
@@ -118,14 +164,14 @@ class EAClient:
         """Acknowledge what is still unconfirmed, then place every newly
         approved signal and acknowledge it. ``wait``: long-poll up to that many
         seconds for one."""
-        return self._work(self._acks, POLL_PATH, "approvals", self._place, wait, self._stopping)
+        return self._work(self._acks, POLL_PATH, "approvals", self._placing, wait, self._stopping)
 
     def execute_close_commands(self, wait: int = 0) -> list[Delivery]:
         """Acknowledge what is still unconfirmed, then carry out every close
         command delivered and acknowledge it. ``wait``: long-poll up to that
         many seconds for one."""
         # A close that arrives while stopping is still carried out: it protects money.
-        return self._work(self._close_acks, CLOSE_COMMANDS_PATH, "commands", self._close, wait, None)
+        return self._work(self._close_acks, CLOSE_COMMANDS_PATH, "commands", self._closing, wait, None)
 
     def send_heartbeat(self) -> int:
         """Report balance, equity and open tickets; returns the server's time."""
@@ -206,7 +252,7 @@ class EAClient:
         outbox: _Outbox,
         path: str,
         key: str,
-        execute: Callable[[int, Mapping[str, Any]], dict[str, Any]],
+        steps: _Steps,
         wait: int,
         stopping: threading.Event | None,
     ) -> list[Delivery]:
@@ -223,14 +269,14 @@ class EAClient:
         if stopping is not None and stopping.is_set():
             return deliveries  # no new trade while stopping; the approval stays for the next run
         with self._broker_lock:
-            return self._execute_all(outbox, path, items, execute, deliveries)
+            return self._execute_all(outbox, path, items, steps, deliveries)
 
     def _execute_all(
         self,
         outbox: _Outbox,
         path: str,
         items: list[Mapping[str, Any]],
-        execute: Callable[[int, Mapping[str, Any]], dict[str, Any]],
+        steps: _Steps,
         deliveries: list[Delivery],
     ) -> list[Delivery]:
         sent = {delivery.item_id for delivery in deliveries}
@@ -239,20 +285,70 @@ class EAClient:
             if item_id is None:
                 self._log.error("%s returned an item without a usable %s: %r", path, outbox.id_field, item)
                 continue
-            if item_id in outbox.results:
+            outcome = outbox.get(item_id)
+            if outcome is not None and outcome.result is not None:
                 # Executed before and delivered again (our ack was lost, or a
                 # close command's lease ran out): answer with the stored result,
                 # never trade a second time.
                 self._log.warning(
                     "%s %s delivered again; re-sending its acknowledgement", outbox.id_field, item_id
                 )
-                outbox.unconfirmed.add(item_id)
+                outbox.unconfirm(item_id)
+            elif outcome is not None:
+                # Begun by a process that died before keeping the broker's answer.
+                self._log.warning(
+                    "%s %s was with the broker when the EA stopped; settling it from the broker",
+                    outbox.id_field,
+                    item_id,
+                )
+                outbox.record(item_id, steps.recover(item_id, item, outcome.intent))
             else:
-                outbox.record(item_id, execute(item_id, item))
+                intent = steps.intent(item_id, item)
+                if intent is None:
+                    continue  # not asked now; the server delivers it again after its lease
+                outbox.begin(item_id, intent)
+                outbox.record(item_id, steps.execute(item_id, item))
             if item_id not in sent:
                 deliveries.append(self._deliver(outbox, item_id))
                 sent.add(item_id)
         return deliveries
+
+    def _recover_place(self, approval_id: int, approval: Mapping[str, Any], intent: dict[str, Any]) -> dict:
+        # Whether the order reached the market is unknown and there is no ticket to
+        # ask about: placing again risks a second position, which is worse.
+        return _failed("approval_id", approval_id, "outcome unknown: the EA stopped while placing it")
+
+    def _close_intent(self, command_id: int, command: Mapping[str, Any]) -> dict[str, Any] | None:
+        ticket = command.get("broker_ticket")
+        if not isinstance(ticket, str) or not ticket:
+            return {"ticket": None}  # _close refuses it without asking the broker
+        try:
+            fills_before = len(self._executor.closing_fills(ticket))
+        except Exception:
+            # Without the count a restart could not tell whether this close went
+            # through; leave the command to its next delivery.
+            self._log.exception("close command %s: cannot read the fills of ticket %s", command_id, ticket)
+            return None
+        return {"ticket": ticket, "fills_before": fills_before}
+
+    def _recover_close(self, command_id: int, command: Mapping[str, Any], intent: dict[str, Any]) -> dict:
+        ticket = intent.get("ticket")
+        if ticket is None:
+            return self._close(command_id, command)
+        fills = self._executor.closing_fills(ticket)[intent["fills_before"] :]
+        if not fills:
+            # No closing fill since the intent: the order never reached the broker,
+            # and this is the only time it is sent.
+            return self._close(command_id, command)
+        fill = _combined(fills)
+        self._log.info(
+            "close command %s had been executed before the restart: ticket %s, %s lots at %s",
+            command_id,
+            ticket,
+            fill.volume,
+            fill.price,
+        )
+        return _executed(command_id, fill)
 
     def _place(self, approval_id: int, approval: Mapping[str, Any]) -> dict[str, Any]:
         try:
@@ -317,18 +413,13 @@ class EAClient:
         self._log.info(
             "close command %s executed: ticket %s, %s lots at %s", command_id, ticket, fill.volume, fill.price
         )
-        return {
-            "command_id": command_id,
-            "status": "executed",
-            "close_price": _decimal_text(fill.price, PRICE_PLACES),
-            "closed_volume": _decimal_text(fill.volume, VOLUME_PLACES),
-        }
+        return _executed(command_id, fill)
 
     def _flush(self, outbox: _Outbox) -> list[Delivery]:
-        return [self._deliver(outbox, item_id) for item_id in sorted(outbox.unconfirmed)]
+        return [self._deliver(outbox, item_id) for item_id in outbox.unconfirmed()]
 
     def _deliver(self, outbox: _Outbox, item_id: int) -> Delivery:
-        body = outbox.results[item_id]
+        body = outbox.result(item_id)
         try:
             reply = self._transport.request("POST", outbox.path, body=body)
         except UnavailableError as error:
@@ -346,7 +437,7 @@ class EAClient:
                 # 409: the server holds a different result for this id; 404: not
                 # ours or gone; 400: the body itself is wrong. Re-sending the same
                 # body cannot change any of these answers.
-                outbox.unconfirmed.discard(item_id)
+                outbox.confirm(item_id)  # settled: nothing left to send
                 self._log.error(
                     "%s %s %s refused, not re-sending: %s (sent %r)",
                     outbox.path,
@@ -356,7 +447,7 @@ class EAClient:
                     body,
                 )
             return Delivery(item_id, body, error=str(error))
-        outbox.unconfirmed.discard(item_id)
+        outbox.confirm(item_id)
         answer = reply.json if isinstance(reply.json, dict) else {}
         self._log.debug("%s %s %s confirmed: %r", outbox.path, outbox.id_field, item_id, answer)
         return Delivery(item_id, body, reply=answer)
@@ -396,6 +487,28 @@ def _decimal_text(value: Decimal, places: int, *, pad: bool = False) -> str:
     if pad or (isinstance(exponent, int) and exponent < -places):
         value = value.quantize(quantum, ROUND_HALF_EVEN)
     return format(value, "f")
+
+
+def _nothing_to_note(item_id: int, item: Mapping[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+def _combined(fills: list[CloseFill]) -> CloseFill:
+    volume = sum((fill.volume for fill in fills), Decimal(0))
+    if len(fills) == 1 or not volume:
+        return CloseFill(price=fills[-1].price, volume=volume)
+    return CloseFill(
+        price=sum((fill.price * fill.volume for fill in fills), Decimal(0)) / volume, volume=volume
+    )
+
+
+def _executed(command_id: int, fill: CloseFill) -> dict[str, Any]:
+    return {
+        "command_id": command_id,
+        "status": "executed",
+        "close_price": _decimal_text(fill.price, PRICE_PLACES),
+        "closed_volume": _decimal_text(fill.volume, VOLUME_PLACES),
+    }
 
 
 def _failed(id_field: str, item_id: int, error: str) -> dict[str, Any]:

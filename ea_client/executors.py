@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
+import json
+import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
 from typing import Any, Protocol
 
 DIRECTIONS = ("buy", "sell")
@@ -61,6 +63,13 @@ class Executor(Protocol):
         """Close ``volume`` lots of the position ``ticket``; raise ExecutionError when refused."""
         ...
 
+    def closing_fills(self, ticket: str) -> list[CloseFill]:
+        """Every fill so far that reduced or closed the position ``ticket``, oldest
+        first (empty for a ticket never closed). A restarted EA compares their
+        number with the one it noted before a close to learn whether that close
+        went through."""
+        ...
+
     def account(self) -> Account: ...
 
 
@@ -82,6 +91,12 @@ class SimulatedBroker:
     opened. Money is kept to the cent, like a broker's statement.
     ``price_source`` is called under the broker's lock, so it must not call
     back into the broker.
+
+    With ``state_path`` the account lives in that JSON file, as a real
+    broker's outlives the terminal: loaded at start (``balance`` is then only
+    for a new file) and replaced atomically (temporary file, fsync, rename)
+    after every order, so an EA restarted on the same file finds its
+    positions and closing fills.
     """
 
     def __init__(
@@ -89,13 +104,18 @@ class SimulatedBroker:
         balance: Decimal = Decimal("10000"),
         price_source: Callable[[str], tuple[Decimal, Decimal]] | None = None,
         contract_sizes: Mapping[str, Decimal] | None = None,
+        state_path: str | Path | None = None,
     ) -> None:
         self._balance = Decimal(balance)
         self._price_source = price_source
         self._contract_sizes = dict(DEFAULT_CONTRACT_SIZES if contract_sizes is None else contract_sizes)
         self._positions: dict[str, SimulatedPosition] = {}
-        self._tickets = itertools.count(1)
+        self._fills: dict[str, list[CloseFill]] = {}
+        self._last_ticket = 0
         self._lock = threading.Lock()
+        self._state_path = None if state_path is None else Path(state_path)
+        if self._state_path is not None and self._state_path.exists():
+            self._load(self._state_path)
 
     def place(self, instrument: str, direction: str, volume: Decimal, entry_price: Decimal) -> Fill:
         if direction not in DIRECTIONS:
@@ -108,8 +128,10 @@ class SimulatedBroker:
             else:
                 bid, ask = self._quote(instrument)
                 price = ask if direction == "buy" else bid
-            ticket = str(next(self._tickets))
+            self._last_ticket += 1
+            ticket = str(self._last_ticket)
             self._positions[ticket] = SimulatedPosition(ticket, instrument, direction, volume, price)
+            self._save()
             return Fill(ticket=ticket, price=price, volume=volume)
 
     def close(self, ticket: str, volume: Decimal) -> CloseFill:
@@ -126,7 +148,14 @@ class SimulatedBroker:
             position.volume -= volume
             if position.volume == 0:
                 del self._positions[ticket]
-            return CloseFill(price=price, volume=volume)
+            fill = CloseFill(price=price, volume=volume)
+            self._fills.setdefault(ticket, []).append(fill)
+            self._save()
+            return fill
+
+    def closing_fills(self, ticket: str) -> list[CloseFill]:
+        with self._lock:
+            return list(self._fills.get(ticket, []))
 
     def account(self) -> Account:
         with self._lock:
@@ -150,6 +179,41 @@ class SimulatedBroker:
                 SimulatedPosition(p.ticket, p.instrument, p.direction, p.volume, p.open_price)
                 for p in sorted(self._positions.values(), key=lambda p: int(p.ticket))
             ]
+
+    def _save(self) -> None:
+        if self._state_path is None:
+            return
+        state = {
+            "balance": str(self._balance),
+            "last_ticket": self._last_ticket,
+            "positions": [
+                [p.ticket, p.instrument, p.direction, str(p.volume), str(p.open_price)]
+                for p in self._positions.values()
+            ],
+            "fills": {
+                ticket: [[str(fill.price), str(fill.volume)] for fill in fills]
+                for ticket, fills in self._fills.items()
+            },
+        }
+        temporary = self._state_path.with_name(f"{self._state_path.name}.{os.getpid()}.tmp")
+        with open(temporary, "w") as file:
+            json.dump(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, self._state_path)
+
+    def _load(self, path: Path) -> None:
+        state = json.loads(path.read_text())
+        self._balance = Decimal(state["balance"])
+        self._last_ticket = int(state["last_ticket"])
+        self._positions = {
+            ticket: SimulatedPosition(ticket, instrument, direction, Decimal(volume), Decimal(open_price))
+            for ticket, instrument, direction, volume, open_price in state["positions"]
+        }
+        self._fills = {
+            ticket: [CloseFill(price=Decimal(price), volume=Decimal(volume)) for price, volume in fills]
+            for ticket, fills in state["fills"].items()
+        }
 
     def _quote(self, instrument: str) -> tuple[Decimal, Decimal]:
         price_source = self._price_source
@@ -276,6 +340,19 @@ class MT5Executor:
             equity=_decimal(info.equity),
             open_tickets=[str(position.ticket) for position in positions],
         )
+
+    def closing_fills(self, ticket: str) -> list[CloseFill]:
+        mt5 = self._mt5
+        # The deals of a position are found by its id (= its ticket) with no date range.
+        deals = mt5.history_deals_get(position=int(ticket))
+        if deals is None:
+            raise ExecutionError(f"history_deals_get failed: {mt5.last_error()}")
+        closing = (mt5.DEAL_ENTRY_OUT, mt5.DEAL_ENTRY_OUT_BY)
+        return [
+            CloseFill(price=_decimal(deal.price), volume=_decimal(deal.volume))
+            for deal in sorted(deals, key=lambda deal: (deal.time_msc, deal.ticket))
+            if deal.entry in closing
+        ]
 
     def shutdown(self) -> None:
         self._mt5.shutdown()

@@ -40,3 +40,9 @@ def serve() -> Iterator[Serve]:
 @pytest.fixture
 def server(serve: Serve) -> SignedServer:
     return serve()
+
+
+@pytest.fixture(autouse=True)
+def _state_in_tmp(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # python -m ea_client keeps its executed ids under $VEILSTOP_EA_STATE_DIR: not in ~ during tests.
+    monkeypatch.setenv("VEILSTOP_EA_STATE_DIR", str(tmp_path / "ea-state"))

@@ -128,6 +128,9 @@ def test_an_unexpected_executor_error_settles_the_approval_as_failed(
         def close(self, ticket: str, volume: Decimal) -> CloseFill:
             raise AssertionError("not called")
 
+        def closing_fills(self, ticket: str) -> list[CloseFill]:
+            raise AssertionError("not called")
+
         def account(self) -> Account:
             raise AssertionError("not called")
 
@@ -371,6 +374,9 @@ def test_broker_float_noise_is_rounded_to_what_the_server_stores(
 
         def close(self, ticket: str, volume: Decimal) -> CloseFill:
             return CloseFill(price=Decimal("1.08195"), volume=Decimal("0.10000000000000001"))
+
+        def closing_fills(self, ticket: str) -> list[CloseFill]:
+            return []
 
         def account(self) -> Account:
             return Account(balance=Decimal("10000.300000000001"), equity=Decimal("1E+4"), open_tickets=["77"])

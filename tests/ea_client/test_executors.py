@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ea_client.executors import ExecutionError, MT5Executor, SimulatedBroker
+from ea_client.executors import CloseFill, ExecutionError, MT5Executor, SimulatedBroker
 
 
 class Prices:
@@ -220,6 +220,10 @@ class FakeMT5:
     ORDER_FILLING_IOC = 1
     ORDER_FILLING_RETURN = 2
     TRADE_RETCODE_DONE = 10009
+    DEAL_ENTRY_IN = 0
+    DEAL_ENTRY_OUT = 1
+    DEAL_ENTRY_INOUT = 2
+    DEAL_ENTRY_OUT_BY = 3
 
     def __init__(self) -> None:
         self.initialize_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None
@@ -258,6 +262,17 @@ class FakeMT5:
 
     def positions_get(self, ticket: int | None = None) -> tuple[SimpleNamespace, ...]:
         return tuple(p for p in self.positions if ticket is None or p.ticket == ticket)
+
+    def history_deals_get(self, position: int) -> tuple[SimpleNamespace, ...]:
+        deal = SimpleNamespace
+        deals = {
+            555: (
+                deal(ticket=3, time_msc=3000, entry=self.DEAL_ENTRY_OUT, price=2651.0, volume=0.05),
+                deal(ticket=1, time_msc=1000, entry=self.DEAL_ENTRY_IN, price=2650.4, volume=0.1),
+                deal(ticket=2, time_msc=2000, entry=self.DEAL_ENTRY_OUT, price=2650.9, volume=0.05),
+            )
+        }
+        return deals.get(position, ())
 
     def account_info(self) -> SimpleNamespace:
         return SimpleNamespace(balance=10000.0, equity=10012.5)
@@ -340,3 +355,32 @@ def test_mt5_account_lists_every_open_ticket(mt5: FakeMT5) -> None:
     assert account.balance == Decimal("10000.0")
     assert account.equity == Decimal("10012.5")
     assert account.open_tickets == ["555"]
+
+
+def test_mt5_closing_fills_are_the_positions_out_deals_oldest_first(mt5: FakeMT5) -> None:
+    executor = MT5Executor()
+
+    assert executor.closing_fills("555") == [
+        CloseFill(price=Decimal("2650.9"), volume=Decimal("0.05")),
+        CloseFill(price=Decimal("2651.0"), volume=Decimal("0.05")),
+    ]
+    assert executor.closing_fills("556") == []
+
+
+def test_a_simulated_broker_with_a_state_file_outlives_its_process(tmp_path) -> None:
+    # given: a broker that opened two positions and closed half of one
+    path = tmp_path / "broker.json"
+    broker = SimulatedBroker(balance=Decimal("5000"), state_path=path)
+    first = broker.place("XAUUSD", "buy", Decimal("0.10"), Decimal("2650.5"))
+    broker.place("XAUUSD", "sell", Decimal("0.20"), Decimal("2650.5"))
+    broker.close(first.ticket, Decimal("0.04"))
+
+    # when: another one starts on the same file
+    again = SimulatedBroker(balance=Decimal("1"), state_path=path)
+
+    # then: same positions, fills, balance, and the ticket numbers go on
+    assert again.open_positions() == broker.open_positions()
+    assert again.closing_fills(first.ticket) == [CloseFill(price=Decimal("2650.5"), volume=Decimal("0.04"))]
+    assert again.account() == broker.account()
+    assert again.place("XAUUSD", "buy", Decimal("0.10"), Decimal("2650.5")).ticket == "3"
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
