@@ -73,3 +73,16 @@ bench-ea: venv
 .PHONY: bench-longpoll
 bench-longpoll: venv
 	DJANGO_ENV=test $(PY) -m config.embedded run -- $(PY) bench/longpoll_bench.py $(BENCH_ARGS)
+
+# Soak (bench/soak.py): gunicorn, two Celery workers and two beats on a database of
+# their own and a redis-server of their own, simulated EAs on the reference client,
+# a real-data and a random-walk feed, and faults (worker and gunicorn SIGKILL, Redis
+# restart, PostgreSQL connections terminated, lost/duplicated/replayed acks, silent
+# EAs); prints the table and fails unless every close happened exactly once.
+# Minutes long, so not in `make test` (tests/e2e/test_soak.py runs --quick there).
+# SOAK_ARGS="--rounds 3 --eas 12", "--quick", "--json out.json", ...
+SOAK_ARGS ?=
+
+.PHONY: soak
+soak: venv
+	DJANGO_ENV=test $(PY) -m config.embedded run -- $(PY) bench/soak.py $(SOAK_ARGS)

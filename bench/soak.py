@@ -279,14 +279,14 @@ class Node:
             return (self.log_dir / f"{name}.log").read_text()[-3000:]
         return "(no log)"
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 20) -> None:
         for process in self.processes.values():
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGTERM)
         for process in self.processes.values():
             try:
-                process.wait(20)
+                process.wait(grace)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
@@ -766,7 +766,17 @@ def print_table(soak: Soak, rows: dict[str, Any], settle: float, server_statuses
 
 def verdict(soak: Soak, rows: dict[str, Any], server_statuses: Counter) -> dict[str, Any]:
     total = soak.wire.between(0, float("inf"))
+    with soak.wire.lock:
+        errors = [(at, path) for at, path, status in soak.wire.attempts if status == 500]
+
+    def during(at: float) -> str:
+        for result in soak.results:
+            if result.started <= at <= (result.recovered or result.ended + RECOVERY_TIMEOUT):
+                return result.name
+        return "no fault"
+
     summary = {
+        "responses_500_at": [[during(at), path] for at, path in errors],
         "duplicate": rows.get("duplicate", 0),
         "missing": rows.get("missing", 0),
         "lost": rows.get("lost", 0),
@@ -807,7 +817,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the verdict as JSON here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.eas, args.per_feed, args.rounds, args.gap = 4, 6, 1, 2.0
+        args.eas, args.per_feed, args.rounds, args.gap = 5, 6, 1, 1.0
     if args.eas < 5:
         args.eas = max(args.eas, 5)  # 3 with faulty acks, 2 that go silent
 
@@ -876,7 +886,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(3)  # anything more that happens now is a duplicate
             rows = soak.accounting(levels, feed)
             soak.stop.set()
-            node.stop()
+            node.stop(grace=3)  # the counts are taken; open long-polls need not be waited for
             server_statuses = access_log_statuses(work / "web.log")
             print_table(soak, rows, settle, server_statuses)
             if feed.refused:
