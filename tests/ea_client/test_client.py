@@ -19,6 +19,7 @@ from ea_client.client import (
     EAClient,
 )
 from ea_client.executors import Account, CloseFill, Fill, SimulatedBroker
+from ea_client.store import ExecutedStore
 from ea_client.transport import SignedTransport
 from tests.ea_client.signed_server import KEY, SECRET, SERVER_NOW, FakeVeilstop, Serve, SignedServer, Sleeps
 
@@ -393,3 +394,47 @@ def test_broker_float_noise_is_rounded_to_what_the_server_stores(
     assert api.close_acks[2][0]["close_price"] == "1.08195"
     assert api.close_acks[2][0]["closed_volume"] == "0.10"
     assert api.heartbeats == [{"balance": "10000.30", "equity": "10000.00", "open_tickets": ["77"]}]
+
+
+def test_an_approval_begun_by_a_process_that_died_is_settled_as_failed_not_placed_again(
+    api_server: SignedServer, api: FakeVeilstop, broker: SimulatedBroker, tmp_path
+) -> None:
+    # given: a store saying approval 1 was being placed when the process died
+    store = ExecutedStore(tmp_path / "ea.sqlite3")
+    store.begin("approval", 1, {})
+    transport = SignedTransport(api_server.url, KEY, SECRET, clock=lambda: SERVER_NOW, sleep=Sleeps())
+    client = EAClient(transport, broker, store=store)
+    api.add_approval(1)
+
+    # when
+    client.run_once()
+
+    # then: no order (a second position would be worse than none), and the owner learns why
+    assert broker.open_positions() == []
+    assert api.acks[1][0] == {
+        "approval_id": 1,
+        "status": "failed",
+        "error": "outcome unknown: the EA stopped while placing it",
+    }
+    assert store.unconfirmed("approval") == []
+
+
+def test_a_close_begun_before_a_restart_with_no_fill_since_is_executed_once(
+    api_server: SignedServer, api: FakeVeilstop, broker: SimulatedBroker, tmp_path
+) -> None:
+    # given: a position, and a store whose close intent was written but the order never left
+    ticket = broker.place("XAUUSD", "buy", Decimal("0.10"), Decimal("2650.5")).ticket
+    store = ExecutedStore(tmp_path / "ea.sqlite3")
+    store.begin("close", 7, {"ticket": ticket, "fills_before": 0})
+    transport = SignedTransport(api_server.url, KEY, SECRET, clock=lambda: SERVER_NOW, sleep=Sleeps())
+    client = EAClient(transport, broker, store=store)
+    api.add_command(7, ticket=ticket)
+
+    # when: delivered, and delivered again after its lease
+    client.run_once()
+    api.expire_leases()
+    client.run_once()
+
+    # then
+    assert len(broker.closing_fills(ticket)) == 1
+    assert api.close_acks[7][0]["status"] == "executed"
