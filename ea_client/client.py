@@ -127,7 +127,7 @@ class _Steps:
 
     intent: Callable[[int, Mapping[str, Any]], dict[str, Any] | None]
     execute: Callable[[int, Mapping[str, Any]], dict[str, Any]]
-    recover: Callable[[int, Mapping[str, Any], dict[str, Any]], dict[str, Any]]
+    recover: Callable[[int, Mapping[str, Any], dict[str, Any]], dict[str, Any] | None]
 
 
 class EAClient:
@@ -301,7 +301,10 @@ class EAClient:
                     outbox.id_field,
                     item_id,
                 )
-                outbox.record(item_id, steps.recover(item_id, item, outcome.intent))
+                recovered = steps.recover(item_id, item, outcome.intent)
+                if recovered is None:
+                    continue  # the broker could not say; asked again at the next delivery
+                outbox.record(item_id, recovered)
             else:
                 intent = steps.intent(item_id, item)
                 if intent is None:
@@ -331,11 +334,17 @@ class EAClient:
             return None
         return {"ticket": ticket, "fills_before": fills_before}
 
-    def _recover_close(self, command_id: int, command: Mapping[str, Any], intent: dict[str, Any]) -> dict:
+    def _recover_close(
+        self, command_id: int, command: Mapping[str, Any], intent: dict[str, Any]
+    ) -> dict[str, Any] | None:
         ticket = intent.get("ticket")
         if ticket is None:
             return self._close(command_id, command)
-        fills = self._executor.closing_fills(ticket)[intent["fills_before"] :]
+        try:
+            fills = self._executor.closing_fills(ticket)[intent["fills_before"] :]
+        except Exception:
+            self._log.exception("close command %s: cannot read the fills of ticket %s", command_id, ticket)
+            return None
         if not fills:
             # No closing fill since the intent: the order never reached the broker,
             # and this is the only time it is sent.
