@@ -220,5 +220,5 @@ class FeedQuotesView(DeviceAPIView):
         data = io.QuotesInput(data=request.data)
         data.is_valid(raise_exception=True)
         quotes = [Quote(**quote) for quote in data.validated_data["quotes"]]
-        result = quotes_ingest(quotes=quotes)
+        result = quotes_ingest(quotes=quotes, source=request.auth.key_id)
         return Response(io.QuotesOutput({"accepted": result.accepted, "ignored": result.ignored}).data)
