@@ -25,7 +25,10 @@ class BreachesLastHourOutput(serializers.Serializer):
 
 
 class MonitorStatusOutput(serializers.Serializer):
-    monitor_running = serializers.BooleanField(help_text="enabled, a recent sweep and a fresh beat heartbeat")
+    monitor_running = serializers.BooleanField(
+        allow_null=True,
+        help_text="enabled, a recent sweep and a fresh beat heartbeat; null while Redis is unreachable",
+    )
     monitor_enabled = serializers.BooleanField()
     dry_run = serializers.BooleanField()
     last_check = serializers.DateTimeField(allow_null=True)
@@ -42,8 +45,13 @@ class MonitorStatusOutput(serializers.Serializer):
     close_success_rate_24h = serializers.FloatField(allow_null=True)
     breach_to_close_latency_ms_median = serializers.FloatField(allow_null=True)
     devices_offline_with_open_positions = serializers.IntegerField()
-    stale_quotes = serializers.ListField(child=serializers.CharField())
+    stale_quotes = serializers.ListField(child=serializers.CharField(), allow_null=True)
     open_alerts = serializers.IntegerField()
+    unavailable = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="the figures that could not be read (kept in Redis, which is unreachable): "
+        "they are null; empty when every figure is read",
+    )
 
 
 class MonitorStatusView(OwnerAPIView):

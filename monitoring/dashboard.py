@@ -3,7 +3,8 @@ the data behind the two pictures that read faster than numbers (breaches and clo
 hour over the last day, the latest sweep times). monitoring.charts draws them.
 
 Everything here reads; nothing writes. Figures come from ``monitor_status()`` so the
-dashboard and ``GET /api/v1/admin/positions/monitor/status`` never disagree.
+dashboard and ``GET /api/v1/admin/positions/monitor/status`` never disagree; the ones
+it could not read (Redis unreachable) say so, in red, and the others are shown.
 """
 
 from __future__ import annotations
@@ -76,33 +77,40 @@ def last_sweep_age_seconds(status: dict, *, now: datetime) -> float | None:
 def figures(status: dict, *, now: datetime) -> list[Figure]:
     """Every figure of ``monitor_status()``, worded, with a state for its colour."""
     interval = settings.POSITION_MONITOR_INTERVAL_SECONDS
-    sweep_age = last_sweep_age_seconds(status, now=now)
     beat_age = status["beat_heartbeat_age_seconds"]
-
-    if status["monitor_running"]:
-        monitor = Figure("monitor", "Monitor", "running", state=OK)
-    elif not status["monitor_enabled"]:
-        monitor = Figure("monitor", "Monitor", "disabled", "POSITION_MONITOR_ENABLED is off", WARN)
-    else:
-        monitor = Figure("monitor", "Monitor", "NOT running", "no recent sweep or no beat heartbeat", BAD)
-    if status["dry_run"]:
-        monitor = Figure(
-            monitor.key,
-            monitor.label,
-            f"{monitor.value} (dry run)",
-            "breaches are audited, nothing is closed",
-            BAD if monitor.state == BAD else WARN,
+    if status["unavailable"]:
+        monitor, last_sweep, sweep_time, stale_quotes = (
+            Figure(key, label, "unavailable", "kept in Redis, which is unreachable", BAD)
+            for key, label in [
+                ("monitor", "Monitor"),
+                ("last_sweep", "Last sweep"),
+                ("sweep_time", "Sweep time"),
+                ("stale_quotes", "Stale quotes"),
+            ]
         )
-
-    items = [
-        monitor,
-        Figure(
+    else:
+        monitor = _monitor_figure(status)
+        sweep_age = last_sweep_age_seconds(status, now=now)
+        last_sweep = Figure(
             "last_sweep",
             "Last sweep",
             _age(sweep_age),
             status["last_check"] or "the scanner has not run",
             OK if sweep_age is not None and sweep_age <= 3 * interval else BAD,
-        ),
+        )
+        sweep_time = _sweep_time_figure(status, interval=interval)
+        stale_quotes = Figure(
+            "stale_quotes",
+            "Stale quotes",
+            str(len(status["stale_quotes"])),
+            ", ".join(status["stale_quotes"])
+            or f"every watched instrument quoted within {settings.QUOTE_MAX_AGE_SECONDS} s",
+            BAD if status["stale_quotes"] else OK,
+        )
+
+    items = [
+        monitor,
+        last_sweep,
         Figure(
             "beat",
             "Beat heartbeat",
@@ -127,7 +135,7 @@ def figures(status: dict, *, now: datetime) -> list[Figure]:
             OK,
             _changelist("positions_closecommand", status__exact=CloseCommandStatus.PENDING),
         ),
-        _sweep_time_figure(status, interval=interval),
+        sweep_time,
         Figure(
             "breaches",
             "Breaches, last hour",
@@ -146,14 +154,7 @@ def figures(status: dict, *, now: datetime) -> list[Figure]:
             BAD if status["devices_offline_with_open_positions"] else OK,
             _changelist("ea_gateway_device"),
         ),
-        Figure(
-            "stale_quotes",
-            "Stale quotes",
-            str(len(status["stale_quotes"])),
-            ", ".join(status["stale_quotes"])
-            or f"every watched instrument quoted within {settings.QUOTE_MAX_AGE_SECONDS} s",
-            BAD if status["stale_quotes"] else OK,
-        ),
+        stale_quotes,
         Figure(
             "open_alerts",
             "Open alerts",
@@ -164,6 +165,24 @@ def figures(status: dict, *, now: datetime) -> list[Figure]:
         ),
     ]
     return items
+
+
+def _monitor_figure(status: dict) -> Figure:
+    if status["monitor_running"]:
+        monitor = Figure("monitor", "Monitor", "running", state=OK)
+    elif not status["monitor_enabled"]:
+        monitor = Figure("monitor", "Monitor", "disabled", "POSITION_MONITOR_ENABLED is off", WARN)
+    else:
+        monitor = Figure("monitor", "Monitor", "NOT running", "no recent sweep or no beat heartbeat", BAD)
+    if status["dry_run"]:
+        monitor = Figure(
+            monitor.key,
+            monitor.label,
+            f"{monitor.value} (dry run)",
+            "breaches are audited, nothing is closed",
+            BAD if monitor.state == BAD else WARN,
+        )
+    return monitor
 
 
 def _closing_figure(status: dict) -> Figure:
@@ -226,19 +245,19 @@ def _latency_figure(median_ms: float | None) -> Figure:
 class InstrumentRow:
     symbol: str
     open_positions: int
-    stale: bool
+    stale: bool | None  # None: unknown, the quotes are in Redis, which is unreachable
     url: str
 
 
 def open_positions_rows(status: dict) -> list[InstrumentRow]:
     by_symbol = status["open_positions_by_instrument"]
     ids = dict(Instrument.objects.filter(symbol__in=list(by_symbol)).values_list("symbol", "pk"))
-    stale = set(status["stale_quotes"])
+    stale = None if status["stale_quotes"] is None else set(status["stale_quotes"])
     return [
         InstrumentRow(
             symbol=symbol,
             open_positions=count,
-            stale=symbol in stale,
+            stale=None if stale is None else symbol in stale,
             url=_changelist(
                 "positions_openposition",
                 instrument__id__exact=str(ids.get(symbol, "")),

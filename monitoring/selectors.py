@@ -1,17 +1,33 @@
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from monitoring.choices import HeartbeatName
 from monitoring.models import Heartbeat
 from positions.choices import STOP_REASONS, TARGET_REASONS, CloseCommandStatus, CloseReason, PositionStatus
 from positions.models import Alert, CloseCommand, OpenPosition
-from positions.quotes import quotes_latest
-from positions.sweep_history import sweep_durations, sweep_last
+from positions.quotes import Quote, quotes_latest
+from positions.sweep_history import SweepSummary, sweep_durations, sweep_last
+
+logger = logging.getLogger(__name__)
+
+# The figures read from Redis (the scanner's sweep history, the feed's latest quotes).
+# While Redis is unreachable they are None and listed in ``unavailable``; the rest,
+# from PostgreSQL, are still shown: the owner most needs the status when a store is down.
+REDIS_FIGURES = (
+    "monitor_running",
+    "last_check",
+    "avg_check_duration_ms",
+    "p95_check_duration_ms",
+    "stale_quotes",
+)
 
 
 def heartbeat_age(*, name: str) -> timedelta | None:
@@ -22,13 +38,31 @@ def heartbeat_age(*, name: str) -> timedelta | None:
     return timezone.now() - last_seen_at
 
 
+@dataclass(frozen=True)
+class _RedisReads:
+    last_sweep: SweepSummary | None
+    durations: list[float]  # seconds, sorted
+    quotes: dict[str, Quote]
+
+
+def _redis_reads(symbols: list[str]) -> _RedisReads | None:
+    """What the status needs from Redis, or None while Redis cannot be read."""
+    try:
+        return _RedisReads(
+            last_sweep=sweep_last(),
+            durations=sorted(sweep_durations(limit=200)),
+            quotes=quotes_latest(symbols),
+        )
+    except RedisError as error:
+        logger.warning("monitor status without Redis: %s: %s", type(error).__name__, error)
+        return None
+
+
 def monitor_status(*, now: datetime | None = None) -> dict:
-    """Everything the dashboard and GET /api/v1/admin/positions/monitor/status show, from real data."""
+    """Everything the dashboard and GET /api/v1/admin/positions/monitor/status show, from
+    real data; the figures kept in Redis are None, and named in ``unavailable``, while
+    Redis is down."""
     now = now or timezone.now()
-    last_sweep = sweep_last()
-    durations = sorted(sweep_durations(limit=200))
-    interval = settings.POSITION_MONITOR_INTERVAL_SECONDS
-    last_sweep_age = now.timestamp() - last_sweep.at if last_sweep else None
     beat_age = heartbeat_age(name=HeartbeatName.BEAT)
 
     hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
@@ -67,23 +101,10 @@ def monitor_status(*, now: datetime | None = None) -> dict:
         .annotate(count=Count("pk"))
         .order_by("instrument__symbol")
     )
-    quotes = quotes_latest(sorted(open_by_instrument))
-    stale = sorted(
-        symbol
-        for symbol in open_by_instrument
-        if symbol not in quotes or now.timestamp() - quotes[symbol].ts > settings.QUOTE_MAX_AGE_SECONDS
-    )
-    return {
-        "monitor_running": bool(
-            settings.POSITION_MONITOR_ENABLED
-            and last_sweep_age is not None
-            and last_sweep_age <= 3 * interval
-            and beat_age is not None
-            and beat_age.total_seconds() <= settings.HEALTH_BEAT_MAX_AGE_SECONDS
-        ),
+    redis = _redis_reads(sorted(open_by_instrument))
+    status = {
         "monitor_enabled": settings.POSITION_MONITOR_ENABLED,
         "dry_run": settings.POSITION_MONITOR_DRY_RUN,
-        "last_check": datetime.fromtimestamp(last_sweep.at, tz=UTC).isoformat() if last_sweep else None,
         "beat_heartbeat_age_seconds": round(beat_age.total_seconds(), 1) if beat_age else None,
         "open_positions_count": sum(open_by_instrument.values()),
         "open_positions_by_instrument": open_by_instrument,
@@ -94,8 +115,6 @@ def monitor_status(*, now: datetime | None = None) -> dict:
         ).count(),
         "pending_closes_count": CloseCommand.objects.filter(status=CloseCommandStatus.PENDING).count(),
         "delivered_closes_count": CloseCommand.objects.filter(status=CloseCommandStatus.DELIVERED).count(),
-        "avg_check_duration_ms": round(1000 * sum(durations) / len(durations), 2) if durations else None,
-        "p95_check_duration_ms": round(1000 * _percentile(durations, 0.95), 2) if durations else None,
         "breaches_last_hour": {
             "sl": breaches.get(CloseReason.STOP_LOSS, 0),
             "tp": breaches.get(CloseReason.TAKE_PROFIT, 0),
@@ -110,8 +129,39 @@ def monitor_status(*, now: datetime | None = None) -> dict:
         if latencies
         else None,
         "devices_offline_with_open_positions": offline_devices,
-        "stale_quotes": stale,
         "open_alerts": Alert.objects.filter(acknowledged_at__isnull=True).count(),
+    }
+    if redis is None:
+        return {**status, **dict.fromkeys(REDIS_FIGURES), "unavailable": list(REDIS_FIGURES)}
+    return {
+        **status,
+        **_redis_figures(redis, open_by_instrument, beat_age=beat_age, now=now),
+        "unavailable": [],
+    }
+
+
+def _redis_figures(
+    redis: _RedisReads, open_by_instrument: dict[str, int], *, beat_age: timedelta | None, now: datetime
+) -> dict:
+    last_sweep, durations = redis.last_sweep, redis.durations
+    last_sweep_age = now.timestamp() - last_sweep.at if last_sweep else None
+    return {
+        "monitor_running": bool(
+            settings.POSITION_MONITOR_ENABLED
+            and last_sweep_age is not None
+            and last_sweep_age <= 3 * settings.POSITION_MONITOR_INTERVAL_SECONDS
+            and beat_age is not None
+            and beat_age.total_seconds() <= settings.HEALTH_BEAT_MAX_AGE_SECONDS
+        ),
+        "last_check": datetime.fromtimestamp(last_sweep.at, tz=UTC).isoformat() if last_sweep else None,
+        "avg_check_duration_ms": round(1000 * sum(durations) / len(durations), 2) if durations else None,
+        "p95_check_duration_ms": round(1000 * _percentile(durations, 0.95), 2) if durations else None,
+        "stale_quotes": sorted(
+            symbol
+            for symbol in open_by_instrument
+            if symbol not in redis.quotes
+            or now.timestamp() - redis.quotes[symbol].ts > settings.QUOTE_MAX_AGE_SECONDS
+        ),
     }
 
 

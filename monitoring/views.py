@@ -52,18 +52,23 @@ def monitor_dashboard(request: HttpRequest) -> TemplateResponse:
         "generated_at": now,
         "interval_seconds": settings.POSITION_MONITOR_INTERVAL_SECONDS,
     }
-    try:
-        status = monitor_status(now=now)
-        durations = dashboard.recent_sweep_durations_ms()
-    except RedisError as error:
-        # The page must still say something useful when Redis is the thing that is down.
-        logger.warning("monitor dashboard: Redis unreachable: %s", error)
-        context["redis_error"] = str(error)
+    status = monitor_status(now=now)
+    durations: list[float] = []
+    if status["unavailable"]:
+        context["redis_error"] = "the figures kept there are marked unavailable"
     else:
+        try:
+            durations = dashboard.recent_sweep_durations_ms()
+        except RedisError as error:  # gone since the status was read: the chart is left out
+            logger.warning("monitor dashboard: Redis unreachable: %s", error)
+            context["redis_error"] = "the sweep chart is left out"
+    context.update(
+        status=status,
+        figures=dashboard.figures(status, now=now),
+        instruments=dashboard.open_positions_rows(status),
+    )
+    if not context.get("redis_error"):
         context.update(
-            status=status,
-            figures=dashboard.figures(status, now=now),
-            instruments=dashboard.open_positions_rows(status),
             sweep_chart=charts.sweep_chart_svg(
                 durations,
                 average_ms=status["avg_check_duration_ms"],

@@ -160,14 +160,27 @@ def test_a_stopped_monitor_and_stale_quotes_show_red(owner_browser, redis_client
 
 
 def test_the_page_still_answers_when_redis_is_down(owner_browser, settings, unused_tcp_port):
-    # A real client pointed at a port where no Redis listens: the connection is refused.
+    # given: 2 open positions in PostgreSQL
+    open_book(make_signal(symbol="EURUSD", entry="1.08500", sl="1.08000", tp="1.09500"), 2)
+    # and a real client pointed at a port where no Redis listens: the connection is refused
     settings.REDIS_URL = f"redis://127.0.0.1:{unused_tcp_port}/0"
 
     response = owner_browser.get(URL)
 
+    # then: every figure is shown; those kept in Redis say they are unavailable, in red
     assert response.status_code == 200
-    assert "Redis is unreachable" in response.content.decode()
-    assert "chart-activity" in response.content.decode()
+    page = response.content.decode()
+    assert "Redis is unreachable" in page
+    assert "chart-activity" in page
+    figures = {figure.key: figure for figure in response.context["figures"]}
+    assert list(figures) == FIGURES
+    for key in ("monitor", "last_sweep", "sweep_time", "stale_quotes"):
+        assert figures[key].value == "unavailable", key
+        assert figures[key].state == dashboard.BAD, key
+    assert figures["open_positions"].value == "2"
+    assert figures["beat"].value == "never"
+    assert 'id="figure-open_positions"' in page
+    assert "EURUSD" in page  # the open positions by instrument, without their quote state
 
 
 def test_hourly_activity_puts_each_command_in_its_hour(redis_client):

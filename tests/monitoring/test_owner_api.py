@@ -122,6 +122,7 @@ def test_status_of_an_idle_system(owner_api, redis_client):
         "devices_offline_with_open_positions": 0,
         "stale_quotes": [],
         "open_alerts": 0,
+        "unavailable": [],
     }
 
 
@@ -249,6 +250,49 @@ def test_the_monitor_is_not_running_without_a_fresh_heartbeat_or_sweep(owner_api
     with override_settings(POSITION_MONITOR_ENABLED=False):
         switched_off = owner_api.get(STATUS_URL).json()
     assert (switched_off["monitor_running"], switched_off["monitor_enabled"]) == (False, False)
+
+
+# --- Redis down ----------------------------------------------------------------------
+
+REDIS_FIGURES = [
+    "monitor_running",
+    "last_check",
+    "avg_check_duration_ms",
+    "p95_check_duration_ms",
+    "stale_quotes",
+]
+
+
+def test_every_figure_is_available_when_redis_is_up(owner_api, gold_book):
+    body = owner_api.get(STATUS_URL).json()
+
+    assert body["unavailable"] == []
+    assert body["stale_quotes"] == ["XAUUSD"]
+
+
+def test_the_status_degrades_when_redis_is_down(owner_api, gold_book, settings, unused_tcp_port):
+    # given: a pending close and an open alert in PostgreSQL
+    position = gold_book[0]
+    CloseCommand.objects.create(
+        position=position, device=position.device, volume=position.volume, next_attempt_at=timezone.now()
+    )
+    Alert.objects.create(kind=AlertKind.SPIKE, dedupe_key="spike:XAUUSD", message="XAUUSD jumped")
+    # and a real Redis client pointed at a port where nothing listens: connections are refused
+    settings.REDIS_URL = f"redis://127.0.0.1:{unused_tcp_port}/0"
+
+    # when
+    response = owner_api.get(STATUS_URL)
+
+    # then: an answer, the figures kept in Redis marked unavailable, the others read
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["unavailable"] == REDIS_FIGURES
+    assert all(body[name] is None for name in REDIS_FIGURES)
+    assert body["open_positions_count"] == 3
+    assert body["open_positions_by_instrument"] == {"XAUUSD": 3}
+    assert body["pending_closes_count"] == 1
+    assert body["open_alerts"] == 1
+    assert body["monitor_enabled"] is True
 
 
 # --- the schema -------------------------------------------------------------------
