@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 from core.errors import DomainError
 from ea_gateway.models import Device
 from ea_gateway.services import IssuedCredentials, device_create, device_revoke, device_rotate_secret
+from positions.handover import positions_left_on
 from signals_app.events import Actor
 
 
@@ -127,4 +128,16 @@ class DeviceAdmin(admin.ModelAdmin):
             self.message_user(request, error.message, messages.ERROR)
             return redirect(reverse("admin:ea_gateway_device_change", args=[device.pk]))
         self.message_user(request, f"Device {device.key_id} revoked; its requests are refused from now on.")
+        left = positions_left_on(device_id=device.pk)
+        if left:
+            self.message_user(
+                request,
+                f"{left} live position(s) stay on it: the client has no single active EA to take them "
+                "and their closes cannot be delivered (see the open alerts).",
+                messages.WARNING,
+            )
+        elif device.client_id is not None:
+            self.message_user(
+                request, "The client's live positions and their closes now go to its active EA."
+            )
         return redirect(reverse("admin:ea_gateway_device_change", args=[device.pk]))

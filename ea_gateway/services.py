@@ -20,6 +20,7 @@ from ea_gateway.choices import DeviceRole
 from ea_gateway.models import Device
 from ea_gateway.selectors import DEVICE_GENERATION_KEY
 from positions.fills import AckResult, Fill, FillReport, approval_fill_report, positions_reconcile
+from positions.handover import Handover, positions_hand_over
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit
 from signals_app.models import Client
@@ -102,7 +103,28 @@ def device_create(*, name: str, role: str, client: Client | None, by: Actor) -> 
     audit(
         by=by, action=AuditAction.DEVICE_CREATED, subject=device, data={"role": role, "key_id": device.key_id}
     )
+    if client is not None:
+        # A replacement: what waits on the client's revoked EAs comes to this one.
+        _client_positions_hand_over(client_id=client.pk, by=by)
     return IssuedCredentials(device, secret)
+
+
+def _client_positions_hand_over(*, client_id: int, by: Actor) -> Handover:
+    """The live positions on the client's revoked EA devices, and their close commands,
+    go to its active EA device (``positions.handover``). Inside the caller's transaction."""
+    devices = Device.objects.filter(client_id=client_id, role=DeviceRole.EA)
+    revoked = list(devices.filter(revoked_at__isnull=False).values_list("pk", flat=True))
+    if not revoked:
+        return Handover(0, 0, 0, 0)
+    active_tickets = {
+        device_id: frozenset(str(ticket) for ticket in (account or {}).get("open_tickets", []))
+        for device_id, account in devices.filter(active=True, revoked_at__isnull=True).values_list(
+            "pk", "last_account"
+        )
+    }
+    return positions_hand_over(
+        client_id=client_id, from_device_ids=revoked, active_tickets=active_tickets, by=by
+    )
 
 
 def device_rotate_secret(*, device: Device, by: Actor) -> IssuedCredentials:
@@ -120,13 +142,17 @@ def device_rotate_secret(*, device: Device, by: Actor) -> IssuedCredentials:
 
 
 def device_revoke(*, device: Device, by: Actor) -> Device:
-    """The device's requests are refused from the moment this returns, in every process."""
+    """The device's requests are refused from the moment this returns, in every process.
+    Its client's live positions, and their close commands, go to the client's active EA
+    device; with none to take them the owner is alerted (``positions.handover``)."""
     with _credentials_change(device):
         changed = Device.objects.filter(pk=device.pk, revoked_at__isnull=True).update(
             active=False, revoked_at=timezone.now()
         )
         if changed == 1:
             audit(by=by, action=AuditAction.DEVICE_REVOKED, subject=device, data={"key_id": device.key_id})
+            if device.client_id is not None:
+                _client_positions_hand_over(client_id=device.client_id, by=by)
     device.refresh_from_db()
     return device
 
