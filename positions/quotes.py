@@ -7,7 +7,9 @@ Lua script), so batches arriving out of order never move the price back.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -15,6 +17,8 @@ from decimal import Decimal
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
 
 from core.errors import DomainError
 from core.redis import get_redis, get_script
@@ -22,6 +26,8 @@ from positions.candles import candles_record
 from positions.choices import PositionStatus
 from positions.models import OpenPosition
 from signals_app.models import Instrument
+
+logger = logging.getLogger(__name__)
 
 KEY = "veilstop:quote:{symbol}"
 # Every accepted quote since the sweeps last looked (positions.quote_path reads it).
@@ -239,10 +245,21 @@ def _batch_digest(source: str, ordered: list[Quote]) -> str:
 
 def sweep_instrument_soon(symbol: str) -> None:
     """After the commit, queue a sweep of one instrument unless one is already queued
-    (debounce). Sent by name: the task module imports this one, not the other way."""
+    (debounce). Sent by name: the task module imports this one, not the other way.
+
+    Best effort: what it follows (a stored quote, a fill, a close) is committed, and
+    the periodic sweep judges the instrument within POSITION_MONITOR_INTERVAL_SECONDS
+    anyway, so a broker or Redis that is down costs that delay, not an error answer
+    for a write that happened."""
 
     def queue() -> None:
-        if get_redis().set(SWEEP_QUEUED_KEY.format(symbol=symbol), 1, nx=True, ex=5):
-            current_app.send_task(SWEEP_INSTRUMENT_TASK, args=[symbol])
+        debounce = SWEEP_QUEUED_KEY.format(symbol=symbol)
+        try:
+            if get_redis().set(debounce, 1, nx=True, ex=5):
+                current_app.send_task(SWEEP_INSTRUMENT_TASK, args=[symbol])
+        except (BrokerError, RedisError) as error:
+            logger.warning("sweep of %s not queued (the periodic sweep will judge it): %s", symbol, error)
+            with contextlib.suppress(RedisError):
+                get_redis().delete(debounce)  # so the next quote tries again
 
     transaction.on_commit(queue)

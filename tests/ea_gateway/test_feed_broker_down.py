@@ -1,5 +1,6 @@
 """Found by the soak (bench/soak.py, "Redis restart"): a quote arriving while the Celery
-broker is unreachable is answered 500.
+broker is unreachable was answered 500 (fixed: the sweep's queueing is best effort,
+positions.quotes.sweep_instrument_soon; the periodic sweep judges the quote).
 
 The quote is stored (the quote path is written first), then the on-commit hook that
 queues the instrument's sweep fails in ``send_task`` with
@@ -25,11 +26,6 @@ from tests.factories import make_signal, open_book
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: kombu OperationalError from the on-commit sweep queueing escapes the feed API as a 500 "
-    "(positions.quotes.sweep_instrument_soon / core.errors.UNAVAILABLE)",
-)
 def test_a_quote_arriving_while_the_celery_broker_is_unreachable_is_not_answered_500(
     redis_client, monkeypatch
 ) -> None:
