@@ -11,9 +11,10 @@ server must accept at least 95 % of them per operation, with no server error:
 
 Nothing is bent towards acceptance except what the schema states in words because JSON Schema
 cannot say it (``_documented_cross_field_rules``: ask not below bid, a quote not from the future,
-hidden levels on the right side of the entry), and ids: path and body ids are existing rows
-half of the time (ids are state). Long-poll waits are sent as 0 here (a wait only delays the
-answer); every ``wait`` the schema allows is checked against the view's own validation directly.
+hidden levels on the right side of the entry), and references to rows: path ids are existing
+rows, body ids and instruments are existing ones half of the time. Long-poll waits are sent as 0
+here (a wait only delays the answer); every ``wait`` the schema allows is checked against the
+view's own validation directly.
 
 Requests go in-process over WSGI against the real PostgreSQL and Redis: EA and feed requests
 signed by the ``before_call`` hook of test_schemathesis, owner requests with a DRF token.
@@ -35,8 +36,10 @@ from schemathesis import GenerationMode
 
 from ea_gateway.api import serializers as io
 from signals_app.hidden_levels import ATR_TIMEFRAME_MINUTES
+from signals_app.payload_guard import payload_problems
 from tests.ea_gateway.test_schemathesis import (  # noqa: F401  (fixtures)
     HIGH_RATES,
+    SEEDED_SYMBOLS,
     api_schema,
     signer,
     world,
@@ -107,6 +110,7 @@ def _apply_rules(path: str, body) -> None:
         body["bid"], body["ask"] = _ordered(body["bid"], body["ask"])
     elif path == "/api/v1/signals":
         _levels_around_entry(body)
+        _payload_without_levels(body)
 
 
 def _levels_around_entry(body: dict) -> None:
@@ -124,7 +128,10 @@ def _levels_around_entry(body: dict) -> None:
     ]
     current = {"entry": body["entry_price"], "sl": levels.get("sl"), "tp": levels.get("tp")}
     prices = sorted({Decimal(current[s] if isinstance(s, str) else s["price"]) for s in slots})
-    if len(prices) == len(slots):  # the same price twice: no order holds, left as generated
+    if len(prices) < len(slots):  # the same price twice: no order holds; whole steps from the lowest
+        lowest = prices[0] if prices[0] + len(slots) < 10**10 else Decimal(1)
+        prices = [lowest + step for step in range(len(slots))]
+    if True:
         for slot, price in zip(slots, prices if body["side"] == "buy" else prices[::-1], strict=True):
             if slot == "entry":
                 body["entry_price"] = str(price)
@@ -148,6 +155,15 @@ def _levels_around_entry(body: dict) -> None:
         trailing["atr_period"] = min(trailing["atr_period"], kept)
 
 
+def _configured_instruments(body: dict, data) -> None:
+    """Half of the time, the instruments a body names are configured ones (instruments are rows)."""
+    quotes = body.get("quotes") if isinstance(body.get("quotes"), list) else []
+    named = [item for item in [body, *quotes] if isinstance(item, dict) and "instrument" in item]
+    if named and data.draw(st.booleans(), label="configured instruments"):
+        for item in named:
+            item["instrument"] = data.draw(st.sampled_from(SEEDED_SYMBOLS), label="instrument")
+
+
 def _fuzz(operation, path: str, path_ids: dict, body_ids: dict, token: str) -> tuple[Counter, list[str]]:
     tally: Counter = Counter()
     failures: list[str] = []
@@ -161,6 +177,7 @@ def _fuzz(operation, path: str, path_ids: dict, body_ids: dict, token: str) -> t
             for name, ids in body_ids.items():
                 if name in case.body and data.draw(st.booleans(), label=f"existing {name}"):
                     case.body[name] = data.draw(st.sampled_from(ids), label=name)
+            _configured_instruments(case.body, data)
         if case.query and "wait" in case.query:
             case.query["wait"] = 0
         _documented_cross_field_rules(path, case.body)
@@ -182,6 +199,21 @@ def _fuzz(operation, path: str, path_ids: dict, body_ids: dict, token: str) -> t
     with override_settings(**HIGH_RATES):
         call()
     return tally, failures
+
+
+def _payload_without_levels(body: dict) -> None:
+    """Payload keys (OpenAPI 3.0 has no schema for keys) name no level and hold no U+0000, and no
+    value equals a hidden level: keys that break either are left out."""
+    payload = body.get("payload") or {}
+    hidden = [Decimal(price) for price in _level_prices(body["owner_only"])]
+    for key in list(payload):
+        if "\x00" in key or payload_problems({key: payload[key]}, hidden_prices=hidden):
+            del payload[key]
+
+
+def _level_prices(levels: dict) -> list[str]:
+    partials = levels.get("partial_take_profits") or []
+    return [levels[name] for name in ("sl", "tp") if name in levels] + [p["price"] for p in partials]
 
 
 def test_every_wait_the_schema_allows_is_one_the_view_takes(api_schema):  # noqa: F811
@@ -220,17 +252,20 @@ def test_positive_examples_are_accepted(api_schema, world, signer, capsys):  # n
 
     rows = []
     for method, path in OPERATIONS:
+        started = time.monotonic()
         tally, failures = _fuzz(api_schema[path][method], path, path_ids, body_ids, token)
+        tally["seconds"] = round(time.monotonic() - started)
         rows.append((f"{method} {path}", tally, failures))
 
-    table = [f"{'operation':58} {'n':>4} {'2xx':>4} {'state':>5} {'refused':>7} {'5xx':>4} {'ok %':>6}"]
+    columns = f"{'n':>4} {'2xx':>4} {'state':>5} {'refused':>7} {'5xx':>4} {'ok %':>6} {'s':>3}"
+    table = [f"{'operation':58} {columns}"]
     bad = []
     for name, tally, failures in rows:
-        total = sum(tally.values())
+        total = sum(tally.values()) - tally["seconds"]
         accepted = (tally["2xx"] + tally["state"]) / total
         table.append(
             f"{name:58} {total:4} {tally['2xx']:4} {tally['state']:5} {tally['refused']:7} "
-            f"{tally['5xx']:4} {100 * accepted:6.1f}"
+            f"{tally['5xx']:4} {100 * accepted:6.1f} {tally['seconds']:3}"
         )
         if accepted < MIN_ACCEPTED or tally["5xx"]:
             bad.append(f"{name}: " + "\n  ".join(failures))
