@@ -105,22 +105,18 @@ class PositionCloseView(OwnerAPIView):
 class BreachTestInput(StrictInputSerializer):
     """Either one price (used as bid and ask) or a bid/ask pair."""
 
+    one_group_of = (("simulated_price",), ("bid", "ask"))
+
     simulated_price = serializers.DecimalField(**PRICE, min_value=MIN_PRICE, required=False)
     bid = serializers.DecimalField(**PRICE, min_value=MIN_PRICE, required=False)
-    ask = serializers.DecimalField(**PRICE, min_value=MIN_PRICE, required=False)
+    ask = serializers.DecimalField(**PRICE, min_value=MIN_PRICE, required=False, help_text="not below bid")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Decimal]:
-        price = attrs.get("simulated_price")
-        bid, ask = attrs.get("bid"), attrs.get("ask")
-        if price is not None:
-            if bid is not None or ask is not None:
-                raise serializers.ValidationError("Send either simulated_price or bid and ask, not both.")
-            return {"bid": price, "ask": price}
-        if bid is None or ask is None:
-            raise serializers.ValidationError("Send simulated_price, or both bid and ask.")
-        if ask < bid:
+        if "simulated_price" in attrs:
+            return {"bid": attrs["simulated_price"], "ask": attrs["simulated_price"]}
+        if attrs["ask"] < attrs["bid"]:
             raise serializers.ValidationError({"ask": ["ask must not be lower than bid."]})
-        return {"bid": bid, "ask": ask}
+        return {"bid": attrs["bid"], "ask": attrs["ask"]}
 
 
 class _Price(serializers.DecimalField):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.urls import path
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.permissions import IsAdminUser
@@ -20,20 +20,31 @@ from rest_framework.views import APIView
 from core.serializers import StrictInputSerializer
 from signals_app.choices import ActorKind, Side
 from signals_app.events import Actor
+from signals_app.hidden_levels_schema import HIDDEN_LEVELS_SCHEMA, PAYLOAD_SCHEMA
 from signals_app.models import MAX_TTL_MINUTES
 from signals_app.selectors import signal_approval_counts, signal_get_for_owner, user_sees_hidden_levels
 from signals_app.services import signal_submit
 
 
+@extend_schema_field(HIDDEN_LEVELS_SCHEMA)
+class HiddenLevelsField(serializers.DictField):
+    """Parsed by the service (signals_app.hidden_levels), with the side rules and the payload."""
+
+
+@extend_schema_field(PAYLOAD_SCHEMA)
+class PayloadField(serializers.DictField):
+    """Checked by the service (signals_app.payload_guard) against the hidden levels."""
+
+
 class SignalCreateInput(StrictInputSerializer):
-    instrument = serializers.CharField(max_length=20)
+    instrument = serializers.CharField(max_length=20, help_text="a configured instrument's symbol")
     side = serializers.ChoiceField(choices=Side.choices)
     entry_price = serializers.DecimalField(
         max_digits=20, decimal_places=10, min_value=Decimal("0.0000000001"), coerce_to_string=True
     )
     ttl_minutes = serializers.IntegerField(min_value=1, max_value=MAX_TTL_MINUTES)
-    payload = serializers.DictField(required=False, default=dict)
-    owner_only = serializers.DictField(help_text="hidden levels: sl, tp, partial_take_profits, trailing, ...")
+    payload = PayloadField(required=False, default=dict)
+    owner_only = HiddenLevelsField()
     publish = serializers.BooleanField(default=True)
 
 

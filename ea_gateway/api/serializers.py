@@ -15,7 +15,7 @@ from django.core.validators import RegexValidator
 from django.utils import timezone
 from rest_framework import serializers
 
-from core.serializers import StrictInputSerializer
+from core.serializers import PlainDecimalField, StrictInputSerializer
 from positions.choices import CLIENT_REASON_FOR, CloseReason
 
 # Prices keep the precision they were sent with (2644.80 stays 2644.80), up to 10 decimals.
@@ -23,7 +23,7 @@ from positions.choices import CLIENT_REASON_FOR, CloseReason
 # a value beyond them is a 400 here, never a database error.
 PRICE = {
     "max_digits": 20,
-    "decimal_places": None,
+    "places": 10,
     "min_value": Decimal("0.0000000001"),
     "max_value": Decimal("9999999999"),
 }
@@ -43,19 +43,6 @@ TICKET = {
     "allow_blank": False,
     "validators": [RegexValidator(r"^[\x21-\x7e]+$", "printable ASCII without spaces")],
 }
-
-
-def _at_most_10_decimals(value: Decimal) -> None:
-    if value.as_tuple().exponent < -10:  # type: ignore[operator]
-        raise serializers.ValidationError("at most 10 decimal places")
-
-
-def _require_for_status(data: dict, status: str, fields: tuple[str, ...]) -> dict:
-    """Fields optional in general but required for one status (a fill needs its price)."""
-    missing = [name for name in fields if data["status"] == status and name not in data]
-    if missing:
-        raise serializers.ValidationError({name: [f"Required when status is {status}."] for name in missing})
-    return data
 
 
 LONG_POLL_MAX_SECONDS = 30  # the protocol's bound (docs/ea-protocol.md); a request beyond it is a 400
@@ -110,15 +97,14 @@ class PollOutput(serializers.Serializer):
 
 
 class AckInput(StrictInputSerializer):
+    required_when = {"status": {"placed": ("broker_ticket", "entry_price", "volume")}}
+
     approval_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
     status = serializers.ChoiceField(choices=["placed", "failed"])
     broker_ticket = serializers.CharField(required=False, **TICKET)
-    entry_price = serializers.DecimalField(required=False, validators=[_at_most_10_decimals], **PRICE)
-    volume = serializers.DecimalField(required=False, **VOLUME)
+    entry_price = PlainDecimalField(required=False, **PRICE)
+    volume = serializers.DecimalField(required=False, help_text="at most the approval's volume", **VOLUME)
     error = serializers.CharField(required=False, allow_blank=True, max_length=500)
-
-    def validate(self, data):
-        return _require_for_status(data, "placed", ("broker_ticket", "entry_price", "volume"))
 
 
 class AckOutput(serializers.Serializer):
@@ -143,14 +129,15 @@ class CloseCommandsOutput(serializers.Serializer):
 
 
 class CloseAckInput(StrictInputSerializer):
+    required_when = {"status": {"executed": ("close_price", "closed_volume")}}
+
     command_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
     status = serializers.ChoiceField(choices=["executed", "failed"])
-    close_price = serializers.DecimalField(required=False, validators=[_at_most_10_decimals], **PRICE)
-    closed_volume = serializers.DecimalField(required=False, **VOLUME)
+    close_price = PlainDecimalField(required=False, **PRICE)
+    closed_volume = serializers.DecimalField(
+        required=False, help_text="at most the position's open volume", **VOLUME
+    )
     error = serializers.CharField(required=False, allow_blank=True, max_length=500)
-
-    def validate(self, data):
-        return _require_for_status(data, "executed", ("close_price", "closed_volume"))
 
 
 class CloseAckOutput(serializers.Serializer):
@@ -174,10 +161,13 @@ class HeartbeatOutput(serializers.Serializer):
 
 
 class QuoteInput(StrictInputSerializer):
-    instrument = serializers.CharField(max_length=20)
-    bid = serializers.DecimalField(validators=[_at_most_10_decimals], **PRICE)
-    ask = serializers.DecimalField(validators=[_at_most_10_decimals], **PRICE)
-    ts = serializers.FloatField(min_value=946684800, help_text="unix seconds when quoted (fractions allowed)")
+    instrument = serializers.CharField(max_length=20, help_text="a configured instrument's symbol")
+    bid = PlainDecimalField(**PRICE)
+    ask = PlainDecimalField(help_text="not below bid", **PRICE)
+    ts = serializers.FloatField(
+        min_value=946684800,
+        help_text="unix seconds when quoted (fractions allowed), not in the future (5 s of clock skew taken)",
+    )
 
     def validate(self, data):
         if data["ask"] < data["bid"]:
@@ -191,14 +181,14 @@ class QuoteInput(StrictInputSerializer):
 class QuotesInput(StrictInputSerializer):
     quotes = QuoteInput(many=True, allow_empty=False)
 
-    def validate_quotes(self, quotes):
+    def get_fields(self):
         from django.conf import settings
 
-        if len(quotes) > settings.FEED_MAX_QUOTES_PER_BATCH:
-            raise serializers.ValidationError(
-                f"at most {settings.FEED_MAX_QUOTES_PER_BATCH} quotes per batch"
-            )
-        return quotes
+        fields = super().get_fields()
+        # Read per request (a setting), and before any quote is looked at: a batch too long
+        # is refused whole. The schema's maxItems comes from the same attribute.
+        fields["quotes"].max_length = settings.FEED_MAX_QUOTES_PER_BATCH
+        return fields
 
 
 class QuotesOutput(serializers.Serializer):

@@ -52,7 +52,7 @@ ERRORS = {401: _ERROR, 403: _ERROR, 413: _ERROR, 429: _ERROR, 503: _ERROR}
 WRITE_ERRORS = {**ERRORS, 400: _ERROR, 404: _ERROR, 409: _ERROR}
 WAIT = OpenApiParameter(
     "wait",
-    int,
+    {"type": "integer", "minimum": 0, "maximum": io.LONG_POLL_MAX_SECONDS},
     description=(
         f"Long-poll: answer as soon as something is deliverable, or with an empty list after this many "
         f"seconds (0 to {io.LONG_POLL_MAX_SECONDS}; default 0, answer at once). Anything else is a 400."
@@ -101,15 +101,15 @@ class LongPollView(DeviceAPIView):
 
 
 class PollView(LongPollView):
+    def wake_topic(self, device: Device) -> tuple[str, int]:
+        return wake.CLIENT, device.client_id
+
     @extend_schema(
         parameters=[WAIT],
         responses={200: io.PollOutput, 400: _ERROR, **ERRORS},
         tags=["ea"],
         operation_id="client_poll",
     )
-    def wake_topic(self, device: Device) -> tuple[str, int]:
-        return wake.CLIENT, device.client_id
-
     def get(self, request: Request) -> Response:
         device = request.auth
         approvals = self.waited(request, fetch=lambda: (list(approvals_for_poll(device=device)), None))
@@ -143,15 +143,15 @@ class AckView(DeviceAPIView):
 
 
 class CloseCommandsView(LongPollView):
+    def wake_topic(self, device: Device) -> tuple[str, int]:
+        return wake.DEVICE, device.pk
+
     @extend_schema(
         parameters=[WAIT],
         responses={200: io.CloseCommandsOutput, 400: _ERROR, **ERRORS},
         tags=["ea"],
         operation_id="client_close_commands",
     )
-    def wake_topic(self, device: Device) -> tuple[str, int]:
-        return wake.DEVICE, device.pk
-
     def get(self, request: Request) -> Response:
         device_id = request.auth.pk
 
