@@ -208,7 +208,7 @@ class HMACDeviceAuthentication(BaseAuthentication):
 
         canonical = signing.canonical_string(
             method=request.method,
-            path=request.path,
+            path=signing.encode_path(request.path),  # WSGI gives it decoded
             query_string=meta.get("QUERY_STRING", ""),
             timestamp=timestamp,
             nonce=nonce,
