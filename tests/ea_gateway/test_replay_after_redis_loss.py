@@ -7,8 +7,10 @@ before the primary's last writes reached it lacks them, exactly as in production
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -83,11 +85,14 @@ class RedisServer:
 
 
 @pytest.fixture
-def private_redis(tmp_path):
+def private_redis():
+    # Its own temporary folder, not pytest's tmp_path: the servers write nothing there
+    # (no persistence), and pytest's base folder stays as other tests expect it.
     servers: list[RedisServer] = []
+    folder = Path(tempfile.mkdtemp(prefix="veilstop-redis-"))
 
     def start(name: str = "primary") -> RedisServer:
-        directory = tmp_path / name
+        directory = folder / name
         directory.mkdir()
         server = RedisServer(directory)
         servers.append(server)
@@ -96,6 +101,7 @@ def private_redis(tmp_path):
     yield start
     for server in servers:
         server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _send(ea, headers: dict):
