@@ -261,6 +261,10 @@ CLOSE_ACK_TIMEOUT_SECONDS = env.int("CLOSE_ACK_TIMEOUT_SECONDS", 30, minimum=1)
 CLOSE_MAX_ATTEMPTS = env.int("CLOSE_MAX_ATTEMPTS", 5, minimum=1, maximum=100)
 DEVICE_OFFLINE_SECONDS = env.int("DEVICE_OFFLINE_SECONDS", 120, minimum=1)
 HMAC_CLOCK_SKEW_SECONDS = env.int("HMAC_CLOCK_SKEW_SECONDS", 300, minimum=1, maximum=3600)
+# How far ahead of a device's request its durable timestamp bound is raised: one write per
+# device at most this often, and after Redis loses its nonces the device is refused until
+# its clock passes the bound (at most this long). docs/ea-protocol.md, section 2.
+HMAC_REPLAY_FENCE_SECONDS = env.int("HMAC_REPLAY_FENCE_SECONDS", 30, minimum=1, maximum=600)
 CLOSE_COMMANDS_PER_POLL = env.int("CLOSE_COMMANDS_PER_POLL", 20, minimum=1, maximum=500)
 # A heartbeat closes as "external" only positions older than this (a fresh
 # fill may be missing from the EA's account snapshot).

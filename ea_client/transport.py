@@ -144,7 +144,9 @@ class SignedTransport:
         method = method.upper()
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
-        full_path = self._prefix + path
+        # Requested and signed as the same text, percent-encoded once (protocol, section
+        # 3): a prefix given as "/veil stop" or as "/veil%20stop" is "/veil%20stop".
+        full_path = signing.canonical_path(self._prefix + path)
         query_string = urlencode(query, doseq=True, quote_via=quote) if query else ""
         body_bytes = encode_body(body) if body is not None else b""
 
@@ -206,7 +208,7 @@ class SignedTransport:
         }
         if method != "GET":
             headers["Content-Type"] = "application/json"
-        url = self._origin + quote(path) + (f"?{query_string}" if query_string else "")
+        url = self._origin + path + (f"?{query_string}" if query_string else "")
         request = urllib.request.Request(  # noqa: S310 -- the scheme is checked in __init__
             url, data=body if method != "GET" else None, headers=headers, method=method
         )

@@ -38,3 +38,23 @@ class Device(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.role}, {self.key_id})"
+
+
+class ReplayFence(models.Model):
+    """What survives of a device's replay protection when Redis loses its nonces.
+
+    ``bound``: no request of the device accepted so far was signed (X-Timestamp, unix s)
+    after it; it is raised before a request above it is accepted. ``floor``: the bound
+    as it stood when the Redis server named ``redis_server`` (run id and replication id)
+    first raised it; requests signed at or below it may have been accepted by an earlier
+    server, whose nonces this one may lack, so it refuses them
+    (``ea_gateway.api.authentication``, step 4).
+    """
+
+    device = models.OneToOneField(Device, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    redis_server = models.CharField(max_length=100)
+    floor = models.BigIntegerField()
+    bound = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"replay fence of device {self.device_id}: ({self.floor}, {self.bound}]"

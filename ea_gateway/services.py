@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -155,6 +155,34 @@ def device_revoke(*, device: Device, by: Actor) -> Device:
                 _client_positions_hand_over(client_id=device.client_id, by=by)
     device.refresh_from_db()
     return device
+
+
+_RAISE_REPLAY_FENCE = """
+INSERT INTO ea_gateway_replayfence AS fence (device_id, redis_server, floor, bound)
+SELECT id, %(server)s, 0, %(bound)s FROM ea_gateway_device WHERE id = %(device_id)s
+ON CONFLICT (device_id) DO UPDATE SET
+    redis_server = EXCLUDED.redis_server,
+    floor = CASE WHEN fence.redis_server = EXCLUDED.redis_server THEN fence.floor ELSE fence.bound END,
+    bound = GREATEST(fence.bound, EXCLUDED.bound)
+RETURNING floor, bound
+"""
+
+
+def replay_fence_raise(*, device_id: int, redis_server: str, at_least: int) -> tuple[int, int] | None:
+    """Raise the device's bound of accepted timestamps to ``at_least`` for the Redis server
+    ``redis_server``; return its (floor, bound) there, or None if the device is gone.
+
+    The first raise for another server makes the bound so far its floor
+    (``ea_gateway.models.ReplayFence``). One statement: outside a transaction it has
+    committed when this returns, before the request it makes room for is accepted
+    (``ea_gateway.api.authentication``, step 4). The row lock orders concurrent raises.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RAISE_REPLAY_FENCE, {"server": redis_server, "bound": at_least, "device_id": device_id}
+        )
+        row = cursor.fetchone()
+    return (int(row[0]), int(row[1])) if row else None
 
 
 def approval_ack(*, device: Device, approval_id: int, fill: Fill | None, error: str = "") -> AckResult:

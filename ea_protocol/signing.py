@@ -8,6 +8,12 @@ C#, ...) can check itself.
     canonical = METHOD "\\n" PATH "\\n" CANONICAL_QUERY "\\n" TIMESTAMP "\\n" NONCE "\\n" SHA256_HEX(body)
     signature = lowercase hex HMAC-SHA256(secret (UTF-8), canonical (UTF-8))
 
+PATH: the path as requested, percent-decoded (UTF-8) and encoded again the
+same way, except that ``/`` is kept: ``/veil%20stop/caf%c3%a9/api/v1/client/%70oll``
+and ``/veil stop/café/api/v1/client/poll`` are both
+``/veil%20stop/caf%C3%A9/api/v1/client/poll``. A server that sees the path
+decoded (WSGI) encodes it (``encode_path``) and gets the same line.
+
 CANONICAL_QUERY: the query string's ``key=value`` pairs, each part decoded
 and then percent-encoded (RFC 3986: everything but ``A-Z a-z 0-9 - _ . ~``,
 upper-case hex), sorted by key then value, joined with ``&``; empty when
@@ -18,7 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from urllib.parse import parse_qsl, quote
+import re
+from urllib.parse import parse_qsl, quote, unquote
 
 HEADER_KEY = "X-Device-Key"
 HEADER_TIMESTAMP = "X-Timestamp"
@@ -29,6 +36,24 @@ HEADER_SERVER_TIME = "X-Server-Time"
 
 def _encode(text: str) -> str:
     return quote(text, safe="-_.~")
+
+
+# A path of these characters only is its own canonical form (every path the API serves).
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/._~-]*")
+
+
+def encode_path(decoded_path: str) -> str:
+    """The PATH line from a path already percent-decoded (a WSGI server's)."""
+    if _PLAIN_PATH.fullmatch(decoded_path):
+        return decoded_path
+    return quote(decoded_path, safe="/-_.~")
+
+
+def canonical_path(path: str) -> str:
+    """The PATH line from the path as requested (percent-encoded or not)."""
+    if _PLAIN_PATH.fullmatch(path):
+        return path
+    return encode_path(unquote(path, encoding="utf-8", errors="replace"))
 
 
 def canonical_query(query_string: str) -> str:
@@ -42,7 +67,7 @@ def canonical_string(
     return "\n".join(
         [
             method.upper(),
-            path,
+            canonical_path(path),
             canonical_query(query_string),
             timestamp,
             nonce,

@@ -16,7 +16,16 @@ Every failure is the same 401. A request, step by step:
    the skew window), the request is counted against the device's rate (a 429 with
    Retry-After, raised by ``ea_gateway.api.throttling``), and the last-seen mark is
    taken if free. Only a verified request consumes its nonce, so a forged one cannot
-   burn a nonce that a genuine one is about to use. For a long-poll view answering
+   burn a nonce that a genuine one is about to use. Before the nonce, the replay fence:
+   nonces live only in Redis, so the timestamps a device had accepted so far have a
+   bound in PostgreSQL (``ea_gateway.models.ReplayFence``), raised (one statement,
+   committed) HMAC_REPLAY_FENCE_SECONDS ahead before a request signed above it is
+   accepted. Redis keeps a copy per device stamped with the server's identity (run id
+   and replication id, read by the script itself); a copy from another identity (a
+   restart, a promoted replica: either may have lost nonces) or none is replaced from
+   PostgreSQL, and requests signed at or below the bound the earlier servers left (the
+   floor) are refused: any of them may have been accepted with a nonce that this server
+   does not hold. For a long-poll view answering
    without a wait (``pending_topic``), the same round trip reads its wake generation
    and "nothing pending" marker (``ea_gateway.wake`` step 1): an idle EA's request
    then costs one round trip, not two. It is read before any fetch of the request,
@@ -52,6 +61,7 @@ from ea_gateway.selectors import (
     device_entry_cached,
     device_entry_load,
 )
+from ea_gateway.services import replay_fence_raise
 from ea_gateway.wake import PendingCheck, pending_check
 from ea_protocol import signing
 
@@ -64,16 +74,21 @@ SIGNATURE_PATTERN = re.compile(r"[0-9a-f]{64}")
 NONCE_KEY = "veilstop:nonce:{device}:{nonce}"
 THROTTLE_KEY = "veilstop:throttle:{device}"
 LAST_SEEN_KEY = "veilstop:last-seen:{device}"
+FENCE_KEY = "veilstop:replay-fence:{device}"
 LAST_SEEN_RESOLUTION_SECONDS = 10
 # A generation that moves again while a request re-reads its device (a rotation racing a
 # revoke) is refused as unavailable after this many reads, not looped on.
 MAX_DEVICE_READS = 3
 
-# KEYS: generation, nonce, throttle log, last-seen mark; for a view that answers without
-# waiting, also its wake generation and "nothing pending" marker (ea_gateway.wake, step 1).
+# KEYS: generation, nonce, throttle log, last-seen mark, replay fence; for a view that
+# answers without waiting, also its wake generation and "nothing pending" marker
+# (ea_gateway.wake, step 1).
 # ARGV: generation the device was read under, nonce TTL (s), requests allowed, window (ms),
-# last-seen resolution (s).
-# Returns {0, generation} (stale: nothing consumed), {1} (nonce replayed) or
+# last-seen resolution (s), the request's timestamp, and (after a {3}: '' before) the
+# server identity it named with the device's ReplayFence floor and bound for it.
+# Returns {0, generation} (stale: nothing consumed), {1} (nonce replayed), {3, identity}
+# (the durable bound is needed: nothing consumed), {4} (fenced: signed at or below the
+# bound found after Redis lost data) or
 # {2, retry_after_ms (0: allowed), last_seen_free (1/0)[, wake generation, marker, marker PTTL]}.
 # The throttle is DRF's sliding log: the times (Redis clock, ms) of the requests allowed
 # in the last window, newest first; a request beyond the limit is refused until the oldest
@@ -82,6 +97,26 @@ ADMIT = """
 local generation = redis.call('GET', KEYS[1]) or ''
 if generation ~= ARGV[1] then
   return {0, generation}
+end
+local server = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') .. ':' ..
+  string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+local fence = redis.call('HMGET', KEYS[5], 'server', 'floor', 'bound')
+local floor, bound = tonumber(fence[2]), tonumber(fence[3])
+if ARGV[7] == server then
+  floor = tonumber(ARGV[8])
+  bound = math.max(fence[1] == server and bound or 0, tonumber(ARGV[9]))
+  redis.call('HSET', KEYS[5], 'server', server,
+             'floor', string.format('%.0f', floor), 'bound', string.format('%.0f', bound))
+  redis.call('EXPIRE', KEYS[5], ARGV[2])
+elseif fence[1] ~= server then
+  return {3, server}
+end
+local timestamp = tonumber(ARGV[6])
+if timestamp <= floor then
+  return {4}
+end
+if timestamp > bound then
+  return {3, server}
 end
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
   return {1}
@@ -103,13 +138,13 @@ else
   redis.call('PEXPIRE', KEYS[3], window)
 end
 local last_seen_free = redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[5]) and 1 or 0
-if KEYS[6] then
+if KEYS[7] then
   return {2, retry_after, last_seen_free,
-          redis.call('GET', KEYS[5]), redis.call('GET', KEYS[6]), redis.call('PTTL', KEYS[6])}
+          redis.call('GET', KEYS[6]), redis.call('GET', KEYS[7]), redis.call('PTTL', KEYS[7])}
 end
 return {2, retry_after, last_seen_free}
 """
-_STALE, _REPLAYED, _ADMITTED = 0, 1, 2
+_STALE, _REPLAYED, _ADMITTED, _UNBOUNDED, _FENCED = 0, 1, 2, 3, 4
 # Verifying against this when the key is unknown keeps the timing of
 # "unknown key" and "bad signature" alike.
 _DUMMY_SECRET = "veilstop-no-such-device"  # noqa: S105 - not a credential
@@ -173,7 +208,7 @@ class HMACDeviceAuthentication(BaseAuthentication):
 
         canonical = signing.canonical_string(
             method=request.method,
-            path=request.path,
+            path=signing.encode_path(request.path),  # WSGI gives it decoded
             query_string=meta.get("QUERY_STRING", ""),
             timestamp=timestamp,
             nonce=nonce,
@@ -187,7 +222,8 @@ class HMACDeviceAuthentication(BaseAuthentication):
         for _read in range(MAX_DEVICE_READS):
             refusal = _refusal(entry, skew=skew, canonical=canonical, signature=signature)
             if refusal is None:
-                outcome = _unavailable_if_down(_admit, entry, nonce, _wake_topic(request, entry.device))
+                topic = _wake_topic(request, entry.device)
+                outcome = _unavailable_if_down(_admit, entry, nonce, int(timestamp), topic)
                 if outcome[0] != _STALE:
                     return _admitted(entry, outcome)
                 generation = outcome[1].decode()
@@ -223,6 +259,8 @@ def _admitted(entry: DeviceEntry, outcome: list) -> tuple[DevicePrincipal, Devic
     device = entry.device
     if outcome[0] == _REPLAYED:
         raise _fail("nonce replayed", device.key_id)
+    if outcome[0] == _FENCED:
+        raise _fail("signed before Redis lost its nonces (replay fence)", device.key_id)
     _, retry_after_ms, last_seen_free, *pending = outcome
     if last_seen_free:
         Device.objects.filter(pk=device.pk).update(last_seen_at=timezone.now())
@@ -246,7 +284,7 @@ def _wake_topic(request, device: Device) -> tuple[str, int] | None:
     return topic(request, device)
 
 
-def _admit(entry: DeviceEntry, nonce: str, wake_topic: tuple[str, int] | None) -> list:
+def _admit(entry: DeviceEntry, nonce: str, timestamp: int, wake_topic: tuple[str, int] | None) -> list:
     device = entry.device
     limit, window_seconds = device_rate(device)
     keys = [
@@ -254,20 +292,35 @@ def _admit(entry: DeviceEntry, nonce: str, wake_topic: tuple[str, int] | None) -
         NONCE_KEY.format(device=device.pk, nonce=nonce),
         THROTTLE_KEY.format(device=device.pk),
         LAST_SEEN_KEY.format(device=device.pk),
+        FENCE_KEY.format(device=device.pk),
     ]
     scope = database_scope() if wake_topic else ""
     if wake_topic:
         keys += [generation_key(scope, *wake_topic), marker_key(scope, *wake_topic)]
-    outcome = get_script(ADMIT)(
-        keys=keys,
-        args=[
-            entry.generation,
-            2 * settings.HMAC_CLOCK_SKEW_SECONDS + 60,
-            limit,
-            window_seconds * 1000,
-            LAST_SEEN_RESOLUTION_SECONDS,
-        ],
-    )
+    args = [
+        entry.generation,
+        2 * settings.HMAC_CLOCK_SKEW_SECONDS + 60,
+        limit,
+        window_seconds * 1000,
+        LAST_SEEN_RESOLUTION_SECONDS,
+        timestamp,
+    ]
+    fence = ["", "", ""]
+    for _read in range(MAX_DEVICE_READS):
+        outcome = get_script(ADMIT)(keys=keys, args=[*args, *fence])
+        if outcome[0] != _UNBOUNDED:
+            break
+        # Once per HMAC_REPLAY_FENCE_SECONDS per device, and after Redis lost its copy.
+        server = outcome[1].decode()
+        bounds = replay_fence_raise(
+            device_id=device.pk, redis_server=server, at_least=timestamp + settings.HMAC_REPLAY_FENCE_SECONDS
+        )
+        if bounds is None:
+            raise _fail("device deleted", device.key_id)
+        fence = [server, *bounds]
+    else:
+        logger.warning("EA authentication unavailable: Redis kept changing while read")
+        raise AuthenticationUnavailable()
     if wake_topic and outcome[0] == _ADMITTED:
         _, retry_after_ms, last_seen_free, generation, marked, pttl = outcome
         check = pending_check(scope, *wake_topic, generation=generation, marked=marked, pttl=pttl)

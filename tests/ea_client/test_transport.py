@@ -86,6 +86,19 @@ def test_a_path_prefix_in_the_server_url_is_signed(server: SignedServer, sleeps:
     assert seen.authenticated
 
 
+@pytest.mark.parametrize("prefix", ["/veil stop/café", "/veil%20stop/caf%C3%A9", "/veil%20stop/caf%c3%a9"])
+def test_a_prefix_that_needs_encoding_is_requested_and_signed_encoded_once(
+    server: SignedServer, sleeps: Sleeps, prefix: str
+) -> None:
+    transport = SignedTransport(server.url + prefix, KEY, SECRET, clock=lambda: SERVER_NOW, sleep=sleeps)
+
+    transport.request("GET", "/api/v1/client/poll")
+
+    [seen] = server.seen
+    assert seen.path == "/veil%20stop/caf%C3%A9/api/v1/client/poll"
+    assert seen.authenticated
+
+
 def test_a_401_corrects_the_clock_and_retries_once(server: SignedServer, sleeps: Sleeps) -> None:
     # given a local clock two days behind the server's
     transport = transport_for(server, sleeps, clock=lambda: SERVER_NOW - 2 * 86400 + 0.4)

@@ -154,3 +154,60 @@ def test_any_encoding_of_the_same_pairs_canonicalizes_the_same(pairs: list[tuple
     assert canonical == signing.canonical_query(percent_encoded)
     expected = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(pairs))
     assert canonical == expected
+
+
+# --- PATH: the path as requested, decoded, encoded again with "/" kept ----------------
+
+
+@pytest.mark.parametrize(
+    ("path", "canonical"),
+    [
+        ("/api/v1/client/poll", "/api/v1/client/poll"),
+        ("/api/v1/client/%70oll", "/api/v1/client/poll"),  # an unreserved character encoded
+        ("/veil%20stop/api/v1/client/poll", "/veil%20stop/api/v1/client/poll"),
+        ("/veil stop/api/v1/client/poll", "/veil%20stop/api/v1/client/poll"),
+        ("/caf%c3%a9/x", "/caf%C3%A9/x"),  # lower-case hex
+        ("/café/x", "/caf%C3%A9/x"),
+        ("/a+b/x", "/a%2Bb/x"),  # "+" is not a space in a path
+        ("/100%25/x", "/100%25/x"),  # a literal "%" is sent, and signed, as %25
+        ("/a%2Fb/", "/a/b/"),  # an encoded "/" is a "/" (WSGI cannot tell them apart)
+        ("/api/v1/client/poll/", "/api/v1/client/poll/"),  # nothing added or removed
+    ],
+)
+def test_the_path_is_decoded_then_encoded_with_slashes_kept(path: str, canonical: str) -> None:
+    assert signing.canonical_path(path) == canonical
+    assert (
+        signing.canonical_string(
+            method="GET", path=path, query_string="", timestamp="1", nonce="n", body=b""
+        ).split("\n")[1]
+        == canonical
+    )
+
+
+def _encodings(text: str, draw) -> str:
+    """Some way a client may write ``text`` in a URL path: each character kept as it is
+    (when that is unambiguous) or percent-encoded, with either case of hex digits."""
+    written = []
+    for character in text:
+        must_encode = character in "%?#" or not character.isprintable()
+        if must_encode or draw(st.booleans()):
+            encoded = "".join(f"%{byte:02X}" for byte in character.encode("utf-8"))
+            written.append(encoded.lower() if draw(st.booleans()) else encoded)
+        else:
+            written.append(character)
+    return "".join(written)
+
+
+path_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=20).map(
+    lambda text: "/" + text
+)
+
+
+@given(decoded=path_text, data=st.data())
+def test_every_way_of_writing_a_path_signs_as_the_server_sees_it(decoded: str, data) -> None:
+    # given: the path a WSGI server hands to Django (decoded), and one way an EA wrote it
+    written = _encodings(decoded, data.draw)
+
+    # then: the EA's PATH line (from what it wrote) is the server's (from what it got)
+    assert signing.canonical_path(written) == signing.encode_path(decoded)
+    assert signing.canonical_path(signing.encode_path(decoded)) == signing.encode_path(decoded)

