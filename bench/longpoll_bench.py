@@ -449,7 +449,9 @@ class Fleet:
         ]
 
 
-async def run_rounds(node: Node, book: Book, *, warmup: int, with_poll: bool, database: str) -> Report:
+async def run_rounds(
+    node: Node, book: Book, *, warmup: int, with_poll: bool, database: str, round_timeout: float
+) -> Report:
     fleet = Fleet(node.port, book, with_poll)
     tasks = fleet.start()
     expected_in_flight = len(tasks)
@@ -481,7 +483,7 @@ async def run_rounds(node: Node, book: Book, *, warmup: int, with_poll: bool, da
                 raise RuntimeError(f"feed refused the quote: HTTP {status} {payload[:300]!r}")
             await _until(
                 lambda holders=holders: all(index in fleet.received for index in holders),
-                ROUND_TIMEOUT_SECONDS,
+                round_timeout,
                 f"round {round_index}: not every holder got its command\n{node.log_tail('worker')}",
             )
             strays = set(fleet.received) - set(holders)
@@ -597,6 +599,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2, as make run)")
     parser.add_argument("--no-poll", action="store_true", help="EAs wait on close commands only")
     parser.add_argument(
+        "--round-timeout",
+        type=float,
+        default=ROUND_TIMEOUT_SECONDS,
+        help=f"seconds a round may take before the run fails (default {ROUND_TIMEOUT_SECONDS:.0f})",
+    )
+    parser.add_argument(
         "--trace", action="store_true", help="per-stage timestamps of each round (bench/longpoll_trace.py)"
     )
     arguments = parser.parse_args(argv)
@@ -615,7 +623,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"node up on 127.0.0.1:{node.port} (logs in {node.log_dir}); EAs connecting", flush=True)
             report = asyncio.run(
                 run_rounds(
-                    node, book, warmup=arguments.warmup, with_poll=not arguments.no_poll, database=database
+                    node,
+                    book,
+                    warmup=arguments.warmup,
+                    with_poll=not arguments.no_poll,
+                    database=database,
+                    round_timeout=arguments.round_timeout,
                 )
             )
         except RuntimeError:

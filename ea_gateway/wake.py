@@ -209,7 +209,8 @@ def long_poll(
             if not hub.connected:
                 timeout = min(timeout, HUB_DOWN_RECHECK_SECONDS)
             with slot_given_back(woken=event.is_set):
-                woken = event.wait(timeout)
+                event.wait(timeout)
+            woken = event.is_set()  # a wake while the slot was taken back counts too
             event.clear()
             if client_gone():
                 return []
