@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -119,6 +119,7 @@ class Credentials:
 class Book:
     eas: list[Credentials]
     feed: Credentials
+    probe: Credentials  # an EA of its own that never waits: its requests queue as the EAs' do
     stops: list[Decimal]  # round r crosses stops[r]
     holders: list[list[int]]  # round r: indexes of the EAs with a position on its signal
 
@@ -169,6 +170,14 @@ def build_book(*, eas: int, rounds: int, per_round: int) -> Book:
     )
     feed_secret = secrets.token_hex(16)
     Device.objects.create(name="bench feed", role="feed", key_id="vsk_lp_feed", secret=feed_secret)
+    probe_secret = secrets.token_hex(16)
+    Device.objects.create(
+        name="bench probe",
+        role="ea",
+        client=Client.objects.create(name="longpoll-probe"),
+        key_id="vsk_lp_probe",
+        secret=probe_secret,
+    )
     holders = [[(r * per_round + k) % eas for k in range(per_round)] for r in range(rounds)]
     expires = timezone.now() + timedelta(hours=4)
     volume = Decimal("0.10")
@@ -210,6 +219,7 @@ def build_book(*, eas: int, rounds: int, per_round: int) -> Book:
     return Book(
         eas=[Credentials(f"vsk_lp_{index}", secret) for index, secret in enumerate(secrets_by_index)],
         feed=Credentials("vsk_lp_feed", feed_secret),
+        probe=Credentials("vsk_lp_probe", probe_secret),
         stops=stops,
         holders=holders,
     )
@@ -227,6 +237,7 @@ def _free_port() -> int:
 @dataclass
 class Node:
     workers: int
+    trace: bool = False
     port: int = field(default_factory=_free_port)
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="veilstop-longpoll-")))
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -252,12 +263,14 @@ class Node:
         return environment
 
     def start(self) -> None:
-        self._spawn("web", ["-m", "gunicorn", "config.wsgi", "--config", "python:config.gunicorn"])
+        config = "python:bench.longpoll_trace" if self.trace else "python:config.gunicorn"
+        self._spawn("web", ["-m", "gunicorn", "config.wsgi", "--config", config])
         hostname = f"longpoll-{os.getpid()}@{socket.gethostname()}"
+        celery = ["-m", "bench.longpoll_trace"] if self.trace else ["-m", "celery", "-A", "config"]
         self._spawn(
             "worker",
             [
-                "-m", "celery", "-A", "config", "worker", "--pool=solo", "-l", "WARNING",
+                *celery, "worker", "--pool=solo", "-l", "WARNING",
                 f"--hostname={hostname}", "--without-gossip", "--without-mingle", "--without-heartbeat",
             ],
         )  # fmt: skip
@@ -353,7 +366,13 @@ def database_connections(name: str) -> int:
 
 
 async def signed_request(
-    port: int, credentials: Credentials, method: str, path: str, query: str = "", body: bytes = b""
+    port: int,
+    credentials: Credentials,
+    method: str,
+    path: str,
+    query: str = "",
+    body: bytes = b"",
+    sent: Callable[[], None] = lambda: None,
 ) -> tuple[int, bytes]:
     """One signed request on its own connection (as the reference client makes them)."""
     timestamp = str(int(time.time()))
@@ -373,6 +392,7 @@ async def signed_request(
     try:
         writer.write(head.encode() + body)
         await writer.drain()
+        sent()
         raw = await reader.read()  # Connection: close: the answer ends with the connection
     finally:
         writer.close()
@@ -391,6 +411,7 @@ class Fleet:
     received: dict[int, float] = field(default_factory=dict)  # EA index -> when its command came
     errors: list[str] = field(default_factory=list)
     in_flight: int = 0
+    first_sent: set[tuple[int, str]] = field(default_factory=set)  # (EA, path) whose first request is out
     answered: int = 0
 
     async def _keep_waiting(self, index: int, path: str) -> None:
@@ -398,7 +419,14 @@ class Fleet:
         while True:
             self.in_flight += 1
             try:
-                status, payload = await signed_request(self.port, self.book.eas[index], "GET", path, query)
+                status, payload = await signed_request(
+                    self.port,
+                    self.book.eas[index],
+                    "GET",
+                    path,
+                    query,
+                    sent=lambda: self.first_sent.add((index, path)),
+                )
             except OSError as error:
                 self.errors.append(f"EA {index} {path}: {error}")
                 await asyncio.sleep(0.5)
@@ -421,14 +449,18 @@ class Fleet:
         ]
 
 
-async def run_rounds(node: Node, book: Book, *, warmup: int, with_poll: bool, database: str) -> Report:
+async def run_rounds(
+    node: Node, book: Book, *, warmup: int, with_poll: bool, database: str, round_timeout: float
+) -> Report:
     fleet = Fleet(node.port, book, with_poll)
     tasks = fleet.start()
     expected_in_flight = len(tasks)
     report = Report(eas=len(book.eas), per_round=len(book.holders[0]), with_poll=with_poll)
     try:
-        await _until(lambda: fleet.in_flight == expected_in_flight, 30, "the EAs did not all connect")
-        await _until_served_at_once(node.port, book.feed)
+        # Every EA's first long-poll written (a loaded machine takes a while), then the node
+        # through them.
+        await _until(lambda: len(fleet.first_sent) == expected_in_flight, 120, "the EAs did not all connect")
+        await _until_served_at_once(node.port, book.probe)
         # The market between every level first: the crossing quotes then move 2 pips each.
         baseline = {"instrument": SYMBOL, "bid": str(MID), "ask": str(MID + PIP * 2), "ts": time.time()}
         body = json.dumps({"quotes": [baseline]}, separators=(",", ":")).encode()
@@ -444,14 +476,14 @@ async def run_rounds(node: Node, book: Book, *, warmup: int, with_poll: bool, da
             bid = stop - PIP
             quote = {"instrument": SYMBOL, "bid": str(bid), "ask": str(bid + PIP * 2), "ts": time.time()}
             body = json.dumps({"quotes": [quote]}, separators=(",", ":")).encode()
-            started = time.perf_counter()
+            started, started_wall = time.perf_counter(), time.time()
             status, payload = await signed_request(node.port, book.feed, "POST", FEED, body=body)
             feed_answered = time.perf_counter() - started
             if status != 200:
                 raise RuntimeError(f"feed refused the quote: HTTP {status} {payload[:300]!r}")
             await _until(
                 lambda holders=holders: all(index in fleet.received for index in holders),
-                ROUND_TIMEOUT_SECONDS,
+                round_timeout,
                 f"round {round_index}: not every holder got its command\n{node.log_tail('worker')}",
             )
             strays = set(fleet.received) - set(holders)
@@ -461,6 +493,7 @@ async def run_rounds(node: Node, book: Book, *, warmup: int, with_poll: bool, da
                 latencies = [fleet.received[index] - started for index in holders]
                 report.samples.extend(latencies)
                 report.rounds.append((round_index, feed_answered, max(latencies)))
+                report.marks.append((round_index, started_wall, sorted(latencies)))
             await asyncio.sleep(0.3)
         elapsed = time.monotonic() - clock_before
         report.web_cpu_share = (cpu_seconds(node.web_pids()) - cpu_before) / elapsed
@@ -477,12 +510,12 @@ async def _until_served_at_once(port: int, credentials: Credentials) -> None:
     """Until the node has taken in the EAs' first long-polls (each looks once before it
     waits): a request queued behind them is slow, so wait for three quick answers in a row."""
     quick = 0
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    deadline = time.monotonic() + 2 * START_TIMEOUT_SECONDS
     while quick < 3:
         if time.monotonic() > deadline:
             raise RuntimeError("the node did not settle after the EAs connected")
         started = time.perf_counter()
-        await signed_request(port, credentials, "GET", "/healthz")
+        await signed_request(port, credentials, "GET", CLOSES)
         quick = quick + 1 if time.perf_counter() - started < 0.05 else 0
         await asyncio.sleep(0.2)
 
@@ -511,6 +544,7 @@ class Report:
     db_connections_waiting: int = 0
     web_cpu_share: float = 0.0  # CPU seconds the web processes used per second of the rounds
     ea_requests_per_second: float = 0.0
+    marks: list[tuple[int, float, list[float]]] = field(default_factory=list)  # (round, sent, latencies)
 
     def ms(self, fraction: float) -> float:
         ordered = sorted(self.samples)
@@ -564,6 +598,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-round", type=int, default=10, help="EAs closed by each quote (default 10)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2, as make run)")
     parser.add_argument("--no-poll", action="store_true", help="EAs wait on close commands only")
+    parser.add_argument(
+        "--round-timeout",
+        type=float,
+        default=ROUND_TIMEOUT_SECONDS,
+        help=f"seconds a round may take before the run fails (default {ROUND_TIMEOUT_SECONDS:.0f})",
+    )
+    parser.add_argument(
+        "--trace", action="store_true", help="per-stage timestamps of each round (bench/longpoll_trace.py)"
+    )
     arguments = parser.parse_args(argv)
     setup_django()
     with bench_database() as database:
@@ -574,17 +617,32 @@ def main(argv: list[str] | None = None) -> int:
         book = build_book(
             eas=arguments.eas, rounds=arguments.warmup + arguments.rounds, per_round=arguments.per_round
         )
-        node = Node(workers=arguments.workers)
+        node = Node(workers=arguments.workers, trace=arguments.trace)
         try:
             node.start()
             print(f"node up on 127.0.0.1:{node.port} (logs in {node.log_dir}); EAs connecting", flush=True)
             report = asyncio.run(
                 run_rounds(
-                    node, book, warmup=arguments.warmup, with_poll=not arguments.no_poll, database=database
+                    node,
+                    book,
+                    warmup=arguments.warmup,
+                    with_poll=not arguments.no_poll,
+                    database=database,
+                    round_timeout=arguments.round_timeout,
                 )
             )
+        except RuntimeError:
+            if arguments.trace:
+                from bench.longpoll_trace import stages_dump
+
+                stages_dump()
+            raise
         finally:
             node.stop()
+        if arguments.trace:
+            from bench.longpoll_trace import stages_print
+
+            stages_print(report.marks)
     return 0 if report.print(arguments.workers) else 1
 
 

@@ -19,6 +19,12 @@ request pays a new connection.
 3. ``slot_given_back()``: a request about to wait (a long-poll,
    ``ea_gateway.wake``) gives back its slot and with it its connection, and
    takes a slot again when it wakes. A waiting request holds neither.
+4. A slot coming back goes to the first request queued at the most urgent
+   ``Priority``: the owner's side (the price feed, the console, everything
+   not under ``EA_PATH_PREFIX``) first, then a long-poll woken with something
+   to deliver, then any other EA request. A thousand EAs asking again at once
+   (a restart, their waits running out together) then never hold back the
+   crossing quote, nor the close commands it queued.
 
 Elsewhere (sync workers, Django's test client) a slot is only a place in the
 queue, connections are Django's usual ones, and a request about to wait
@@ -30,11 +36,24 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from enum import IntEnum
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
+
+# The EAs' own requests: any other path is the owner's side.
+EA_PATH_PREFIX = "/api/v1/client/"
+
+
+class Priority(IntEnum):
+    """Who gets a slot coming back first (module docstring, 4): the lowest value."""
+
+    OWNER = 0  # the price feed and the owner: never queued behind EAs
+    WOKEN = 1  # a long-poll woken with something to deliver
+    EA = 2  # every other EA request
 
 
 def _under_gevent() -> bool:
@@ -60,15 +79,39 @@ class _Slot:
         del connections[DEFAULT_DB_ALIAS]
 
 
+class _Queued:
+    """A request waiting for a slot: the slot is handed to it, then its event set."""
+
+    def __init__(self) -> None:
+        self.handed: _Slot | None = None
+        self.event = threading.Event()
+
+
 class RequestSlots:
     def __init__(self, size: int) -> None:
         self.pooled = _under_gevent()
-        self._free = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
         self._idle = [_Slot() for _ in range(size)]
+        self._queues: tuple[deque[_Queued], ...] = tuple(deque() for _ in Priority)
 
-    def take(self) -> _Slot:
-        self._free.acquire()
-        slot = self._idle.pop()
+    def take(self, priority: Priority = Priority.EA) -> _Slot:
+        with self._lock:
+            # An idle slot means nobody queues (a slot coming back goes to a queued request).
+            slot = self._idle.pop() if self._idle else None
+            if slot is None:
+                queued = _Queued()
+                self._queues[priority].append(queued)
+        if slot is None:
+            try:
+                queued.event.wait()
+            except BaseException:  # killed while queued (a worker stopping): no slot may leak
+                with self._lock:
+                    if queued.handed is None:
+                        self._queues[priority].remove(queued)
+                if queued.handed is not None:
+                    self._release(queued.handed)
+                raise
+            slot = queued.handed
         if self.pooled:
             slot.install()
         return slot
@@ -80,8 +123,17 @@ class RequestSlots:
             # A waiting request closes its connection; at the end of a request a connection
             # meant to persist (CONN_MAX_AGE) stays, as Django would keep it.
             _close_connection(unless_persistent=not to_wait)
-        self._idle.append(slot)
-        self._free.release()
+        self._release(slot)
+
+    def _release(self, slot: _Slot) -> None:
+        with self._lock:
+            for queue in self._queues:
+                if queue:
+                    queued = queue.popleft()
+                    queued.handed = slot
+                    queued.event.set()
+                    return
+            self._idle.append(slot)
 
 
 def _close_connection(*, unless_persistent: bool) -> None:
@@ -102,7 +154,8 @@ class RequestSlotsMiddleware:
         self.slots = RequestSlots(settings.WEB_REQUEST_SLOTS)
 
     def __call__(self, request):
-        token = _held.set((self.slots, self.slots.take()))
+        priority = Priority.EA if request.path_info.startswith(EA_PATH_PREFIX) else Priority.OWNER
+        token = _held.set((self.slots, self.slots.take(priority)))
         try:
             return self.get_response(request)
         finally:
@@ -113,8 +166,10 @@ class RequestSlotsMiddleware:
 
 
 @contextlib.contextmanager
-def slot_given_back() -> Iterator[None]:
-    """While a request waits: no request slot, no database connection."""
+def slot_given_back(*, woken: Callable[[], bool] = lambda: False) -> Iterator[None]:
+    """While a request waits: no request slot, no database connection. Once it is over,
+    ``woken()`` says whether the request has something to deliver (it then takes a slot
+    ahead of other EA requests)."""
     held = _held.get()
     if held is None:  # not under the middleware (a direct call)
         _close_connection(unless_persistent=False)
@@ -126,4 +181,4 @@ def slot_given_back() -> Iterator[None]:
     try:
         yield
     finally:
-        _held.set((slots, slots.take()))
+        _held.set((slots, slots.take(Priority.WOKEN if woken() else Priority.EA)))

@@ -12,7 +12,9 @@ A request for a device's close commands (or its client's approvals):
    so an idle EA's request takes no lock. No marker (it expired, Redis was
    restarted) or an older one: fetch from the database.
 2. A fetch that found nothing writes the marker with the generation read in
-   step 1, *before* the fetch. A claim that commits after the fetch read the
+   step 1, *before* the fetch; so does one that handed out everything there was
+   (``Fetched.drained``: the EA asks again as soon as it has its answer, and that
+   request then skips the database). A claim that commits after the fetch read the
    table raises the generation after that read, so the marker it leaves can
    never equal the generation: the next request fetches again. That race costs
    one database look, never a hidden command. The marker lives at most
@@ -21,8 +23,11 @@ A request for a device's close commands (or its client's approvals):
 3. Nothing found and time left: the request gives back its request slot and
    database connection (``core.request_slots``: a waiting request holds
    neither), waits on this process's hub for a wake of its id, a command in
-   backoff becoming due, or the deadline, then goes back to 1. A wake after
-   the client hung up answers at once, leasing nothing.
+   backoff becoming due, or the deadline. Woken, it takes a slot ahead of the
+   EA requests that were not (``Priority.WOKEN``) and goes back to 1; at the
+   deadline with no wake it answers "nothing" without looking again (the
+   EA's next request looks). A wake after the client hung up answers at once,
+   leasing nothing.
 
 A wake that is lost (``core.wake``: Redis unreachable for the publisher, a
 process killed between commit and publish) delays a command by at most the
@@ -50,7 +55,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from django.conf import settings
@@ -74,8 +79,18 @@ MIN_RECHECK_SECONDS = 0.05
 DEADLINE_SPREAD = 0.2
 _HUB_RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0)
 
-# A fetch: (what to hand out, seconds until something not yet due becomes due, or None).
-Fetch = Callable[[], tuple[list[Any], float | None]]
+
+class Fetched(NamedTuple):
+    """A fetch's answer. ``drained``: what it hands out is all there was to deliver,
+    ``due_in`` saying when something in backoff becomes due, as for an empty answer
+    (the EA's next request, as soon as it has this answer, then skips the database)."""
+
+    items: list[Any]
+    due_in: float | None  # seconds until something not yet due becomes due, or None
+    drained: bool = False
+
+
+Fetch = Callable[[], tuple]  # a Fetched, or a plain (items, due_in)
 
 
 _DUE = b":due"  # a marker that ends when a command in backoff becomes due: look again then
@@ -149,12 +164,14 @@ def fetch_unless_empty(
         check = _check(database_scope(), kind, key)
     if check is not None and check.nothing_pending:
         return [], check.look_again_in
-    items, due_in = fetch()
-    if items:
+    items, due_in, drained = Fetched(*fetch())
+    if items and not drained:
         return items, None
     holds = EMPTY_MARKER_SECONDS if due_in is None else min(float(EMPTY_MARKER_SECONDS), due_in)
     if check is not None and holds >= MIN_RECHECK_SECONDS:
         _mark_empty(check, kind, key, holds, due=due_in is not None)
+    if items:
+        return items, None
     return [], None if due_in is None else max(holds, MIN_RECHECK_SECONDS)
 
 
@@ -191,10 +208,16 @@ def long_poll(
             timeout = remaining if look_again_in is None else min(remaining, look_again_in)
             if not hub.connected:
                 timeout = min(timeout, HUB_DOWN_RECHECK_SECONDS)
-            with slot_given_back():
+            with slot_given_back(woken=event.is_set):
                 event.wait(timeout)
+            woken = event.is_set()  # a wake while the slot was taken back counts too
             event.clear()
             if client_gone():
+                return []
+            if not woken and hub.connected and time.monotonic() >= deadline:
+                # The wait ran out with no wake: nothing changed since the last look, and the
+                # EA's next request looks anyway. Not looking spares the database the wave
+                # of a thousand waits that started together running out together.
                 return []
     finally:
         hub.unregister(event)

@@ -20,7 +20,7 @@ from ea_gateway.api.throttling import DeviceRateThrottle
 from ea_gateway.models import Device
 from ea_gateway.selectors import approvals_for_poll
 from ea_gateway.services import Fill, approval_ack, device_actor, device_heartbeat
-from ea_gateway.wake import long_poll, peer_closed
+from ea_gateway.wake import Fetched, long_poll, peer_closed
 from ea_protocol.signing import HEADER_SERVER_TIME
 from positions.close_delivery import (
     CloseResult,
@@ -155,12 +155,14 @@ class CloseCommandsView(LongPollView):
     def get(self, request: Request) -> Response:
         device_id = request.auth.pk
 
-        def deliver() -> tuple[list, float | None]:
+        def deliver() -> Fetched:
             now = timezone.now()
-            commands = close_commands_deliver(
-                device_id=device_id, limit=settings.CLOSE_COMMANDS_PER_POLL, now=now
-            )
-            return commands, None if commands else close_commands_next_due(device_id=device_id, after=now)
+            limit = settings.CLOSE_COMMANDS_PER_POLL
+            commands = close_commands_deliver(device_id=device_id, limit=limit, now=now)
+            if len(commands) == limit:  # maybe more: the next request looks
+                return Fetched(commands, None)
+            # All that was due, leased: "nothing pending" holds until a wake or the next due.
+            return Fetched(commands, close_commands_next_due(device_id=device_id, after=now), drained=True)
 
         commands = self.waited(request, fetch=deliver)
         return Response(io.CloseCommandsOutput({"commands": commands}).data if commands else {"commands": []})
