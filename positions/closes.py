@@ -10,21 +10,20 @@ positions:
    of the original volume and its index in the plan; for a time exit the
    latest opening time that is due; a priority when rows name one position
    twice);
-2. ``matched``: the positions they name in a claimable status whose client
-   allows it, that have no active command (and, for a partial, have not had
-   that partial);
-3. ``sized`` / ``chosen``: the volume of each row: the whole remainder, or the
-   fraction of the original volume rounded down to the 0.01 lot step, at most
-   the remainder; then one row per position, the first by priority among those
-   with something to close (a partial that rounds to 0 closes nothing and
-   leaves the next one its turn);
-4. ``locked`` / ``claimed``: those positions locked in id order
+2. ``chosen``: per row, the positions it names (a probe of the key's index, never
+   a scan of every position) in a claimable status whose client allows it, that
+   have no active command (and, for a partial, have not had that partial), with
+   the volume to close: the whole remainder, or the fraction of the original
+   volume rounded down to the 0.01 lot step, at most the remainder; then one row
+   per position, the first by priority among those with something to close (a
+   partial that rounds to 0 closes nothing and leaves the next one its turn);
+3. ``locked`` / ``claimed``: those positions locked in id order
    (``positions.locks``), then the guarded update to ``closing``;
-5. ``commands``: one pending close command each (``ON CONFLICT DO NOTHING``
+4. ``commands``: one pending close command each (``ON CONFLICT DO NOTHING``
    on the partial unique indexes of active commands and of partials: the
    database, not this code, makes it exactly one);
-6. ``audited``: one ``position.close_requested`` audit event per command;
-7. after the commit, the devices of the new commands are woken
+5. ``audited``: one ``position.close_requested`` audit event per command;
+6. after the commit, the devices of the new commands are woken
    (``core.wake``): their EAs' waiting long-polls answer at once.
 
 However many callers race, each position gets one active close command, and
@@ -85,40 +84,42 @@ WITH wanted(key, reason, trigger_quote, note, fraction, partial_index, opened_be
                          %(fractions)s::numeric[], %(partials)s::smallint[], %(opened_before)s::timestamptz[],
                          %(priorities)s::int[])
 ),
-matched AS (
-    SELECT p.id, w.reason, w.trigger_quote, w.note, w.fraction, w.partial_index, w.priority
-      FROM positions_openposition p
-      JOIN wanted w ON {match} = w.key
-      JOIN signals_app_client c ON c.id = p.client_id
-     WHERE p.status = ANY(%(statuses)s) AND (c.auto_close_enabled OR NOT %(auto_close_only)s)
-       AND (w.opened_before IS NULL OR p.opened_at <= w.opened_before)
-       -- never claim a position whose command could not be inserted below
-       AND NOT EXISTS (SELECT 1 FROM positions_closecommand a
-                        WHERE a.position_id = p.id AND a.status IN ('pending', 'delivered'))
-       AND (w.partial_index IS NULL
-            OR NOT EXISTS (SELECT 1 FROM positions_closecommand d
-                            WHERE d.position_id = p.id AND d.partial_index = w.partial_index
-                              AND d.status IN ('pending', 'delivered', 'executed')))
-),
-sized AS (
-    SELECT k.*, CASE WHEN k.fraction IS NULL THEN p.remaining_volume
-                     ELSE LEAST(p.remaining_volume,
-                                floor(p.volume * k.fraction / %(lot_step)s) * %(lot_step)s)
-                END AS volume
-      FROM matched k JOIN positions_openposition p ON p.id = k.id
-),
 chosen AS (
-    SELECT DISTINCT ON (id) * FROM sized WHERE volume > 0 ORDER BY id, priority, partial_index
+    SELECT DISTINCT ON (k.id) k.*
+      FROM wanted w
+     CROSS JOIN LATERAL (
+        SELECT p.id, p.device_id, w.reason, w.trigger_quote, w.note, w.partial_index, w.priority,
+               CASE WHEN w.fraction IS NULL THEN p.remaining_volume
+                    ELSE LEAST(p.remaining_volume,
+                               floor(p.volume * w.fraction / %(lot_step)s) * %(lot_step)s)
+               END AS volume
+          FROM positions_openposition p
+          JOIN signals_app_client c ON c.id = p.client_id
+         WHERE {match} = w.key AND p.status = ANY(%(statuses)s)
+           AND (c.auto_close_enabled OR NOT %(auto_close_only)s)
+           AND (w.opened_before IS NULL OR p.opened_at <= w.opened_before)
+           -- never claim a position whose command could not be inserted below
+           AND NOT EXISTS (SELECT 1 FROM positions_closecommand a
+                            WHERE a.position_id = p.id AND a.status IN ('pending', 'delivered'))
+           AND (w.partial_index IS NULL
+                OR NOT EXISTS (SELECT 1 FROM positions_closecommand d
+                                WHERE d.position_id = p.id AND d.partial_index = w.partial_index
+                                  AND d.status IN ('pending', 'delivered', 'executed')))
+        -- a probe of the key's index per row asked for, never a scan of every position
+        OFFSET 0
+     ) k
+     WHERE k.volume > 0
+     ORDER BY k.id, k.priority, k.partial_index
 ),
 locked AS (
-    SELECT p.id FROM positions_openposition p JOIN chosen s ON s.id = p.id
+    SELECT s.* FROM positions_openposition p JOIN chosen s ON s.id = p.id
      {lock}
 ),
 claimed AS (
     UPDATE positions_openposition p
        SET status = 'closing', updated_at = now()
-      FROM chosen s
-     WHERE p.id = s.id AND p.id IN (SELECT id FROM locked) AND p.status = ANY(%(statuses)s)
+      FROM locked s
+     WHERE p.id = s.id AND p.status = ANY(%(statuses)s)
     RETURNING p.id, p.device_id, s.volume, s.reason, s.trigger_quote, s.note, s.partial_index
 ),
 commands AS (

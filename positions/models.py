@@ -26,8 +26,12 @@ class OpenPosition(models.Model):
 
     signal = models.ForeignKey(Signal, on_delete=models.PROTECT, related_name="positions")
     approval = models.OneToOneField(Approval, on_delete=models.PROTECT, related_name="position")
-    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="positions")
-    device = models.ForeignKey(DEVICE_MODEL, on_delete=models.PROTECT, related_name="positions")
+    # No index of their own: (client, status) and (device, status) below lead with them, and
+    # every index is one more insert when a sweep moves thousands of positions to closing.
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="positions", db_index=False)
+    device = models.ForeignKey(
+        DEVICE_MODEL, on_delete=models.PROTECT, related_name="positions", db_index=False
+    )
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="positions")
     side = models.CharField(max_length=4, choices=Side.choices)
     requested_entry_price = models.DecimalField(**PRICE)

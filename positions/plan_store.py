@@ -9,6 +9,7 @@ move of the effective stop keeps its old and new price in the encrypted
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from positions.exit_plan import PARTIAL_TP, STOP_MOVED, PlanEvent, PlanState
 from positions.models import SignalPlan
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, AuditEntry, audit_bulk
+from signals_app.fields import json_encrypt
 from signals_app.models import PLANS_VERSION_SEQUENCE, Signal
 from signals_app.services import approvals_withdraw
 
@@ -78,6 +80,24 @@ class PlanChange:
     events: list[PlanEvent]
 
 
+# One upsert for every plan a sweep changed. A plan whose partials did not move keeps its
+# stored token (read back in the statement) rather than a fresh encryption of the same map.
+_SAVE = """
+INSERT INTO positions_signalplan AS sp
+       (signal_id, state, exit_kind, exit_quote, partials_hit, exited_by, book_version, updated_at)
+SELECT w.signal_id, w.state, w.exit_kind, w.exit_quote,
+       coalesce(w.partials_hit,
+                (SELECT kept.partials_hit FROM positions_signalplan kept WHERE kept.signal_id = w.signal_id)),
+       w.exited_by, w.book_version, now()
+  FROM unnest(%s::bigint[], %s::bytea[], %s::text[], %s::jsonb[], %s::bytea[], %s::text[], %s::bigint[])
+       AS w(signal_id, state, exit_kind, exit_quote, partials_hit, exited_by, book_version)
+ON CONFLICT (signal_id) DO UPDATE
+   SET state = EXCLUDED.state, exit_kind = EXCLUDED.exit_kind, exit_quote = EXCLUDED.exit_quote,
+       partials_hit = EXCLUDED.partials_hit, exited_by = EXCLUDED.exited_by,
+       book_version = EXCLUDED.book_version, updated_at = EXCLUDED.updated_at
+"""
+
+
 def plans_save(changes: list[PlanChange], *, by: Actor) -> dict[int, SavedPlans]:
     """Write every changed plan in one upsert, audit their events in one insert, and raise
     their instruments' ``plans_version``; return, per instrument, what was saved."""
@@ -85,49 +105,39 @@ def plans_save(changes: list[PlanChange], *, by: Actor) -> dict[int, SavedPlans]
         return {}
     versions = plans_version_raise(change.instrument_id for change in changes)
     saved = {instrument_id: SavedPlans(*version) for instrument_id, version in versions.items()}
-    rows = []
-    for change in changes:
+    columns: tuple[list, ...] = ([], [], [], [], [], [], [])
+    ended = []
+    # Plan rows are locked in signal order (positions.locks).
+    for change in sorted(changes, key=lambda change: change.signal_id):
         exit_event = plan_exit_event(change.events)
+        hits = [event for event in change.events if event.kind == PARTIAL_TP]
         partials = dict(change.before.partials_hit)
-        for event in change.events:
-            if event.kind == PARTIAL_TP:
-                partials[str(event.partial_index)] = event.quote.as_json(change.symbol)
-        stored = StoredPlan(
-            change.state,
-            change.state.exit_kind,
-            exit_event.quote.as_json(change.symbol) if exit_event else change.before.exit_quote,
-            partials,
-        )
+        for event in hits:
+            partials[str(event.partial_index)] = event.quote.as_json(change.symbol)
+        exit_quote = exit_event.quote.as_json(change.symbol) if exit_event else change.before.exit_quote
+        stored = StoredPlan(change.state, change.state.exit_kind, exit_quote, partials)
         saved[change.instrument_id].plans[change.signal_id] = stored
-        rows.append(
-            SignalPlan(
-                signal_id=change.signal_id,
-                state=stored.state.to_json(),
-                exit_kind=stored.exit_kind,
-                exit_quote=stored.exit_quote,
-                partials_hit=stored.partials_hit,
-                exited_by=by.name if exit_event else "",
-                book_version=versions[change.instrument_id][1],
-            )
-        )
-    ended = [change.signal_id for change in changes if plan_exit_event(change.events)]
+        for column, value in zip(
+            columns,
+            (
+                change.signal_id,
+                json_encrypt(stored.state.to_json()),
+                stored.exit_kind,
+                None if exit_quote is None else json.dumps(exit_quote),
+                json_encrypt(partials) if hits or change.before is EMPTY else None,
+                by.name if exit_event else "",
+                versions[change.instrument_id][1],
+            ),
+            strict=True,
+        ):
+            column.append(value)
+        if exit_event:
+            ended.append(change.signal_id)
     # The owner's trade is over: no client enters it any more (a fill being recorded right
     # now keeps its approval; the ended plan closes that position on the next sweep).
     approvals_withdraw(signal_ids=ended, why="the signal's exit plan ended", by=by, skip_locked=True)
-    SignalPlan.objects.bulk_create(
-        rows,
-        update_conflicts=True,
-        unique_fields=["signal"],
-        update_fields=[
-            "state",
-            "exit_kind",
-            "exit_quote",
-            "partials_hit",
-            "exited_by",
-            "book_version",
-            "updated_at",
-        ],
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_SAVE, list(columns))
     audit_bulk(by=by, entries=[entry for change in changes for entry in _audit_entries(change)])
     return saved
 

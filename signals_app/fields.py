@@ -33,6 +33,17 @@ def current_fernet() -> MultiFernet:
     return _multi_fernet(tuple(settings.FERNET_KEYS))
 
 
+def json_text(value: Any) -> str:
+    """A JSON value as ``EncryptedJSONField`` writes it before encryption."""
+    return json.dumps(value, cls=DjangoJSONEncoder, sort_keys=True, separators=(",", ":"))
+
+
+def json_encrypt(value: Any) -> bytes:
+    """A JSON value as one ``EncryptedJSONField`` token (current first key), for a
+    set-based write that does not build model instances."""
+    return current_fernet().encrypt(json_text(value).encode())
+
+
 class CurrentKeysMixin:
     @property
     def fernet(self) -> MultiFernet:
@@ -49,7 +60,7 @@ class EncryptedJSONField(CurrentKeysMixin, EncryptedTextField):
     def get_prep_value(self, value: Any) -> Any:
         if value is None:
             return None
-        return json.dumps(value, cls=DjangoJSONEncoder, sort_keys=True, separators=(",", ":"))
+        return json_text(value)
 
     def to_python(self, value: Any) -> Any:
         # Called with the decrypted text when a row is read.

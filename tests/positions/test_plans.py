@@ -182,3 +182,43 @@ def test_an_atr_trailing_stop_without_bars_alerts_and_does_not_move(redis_client
     assert Alert.objects.filter(kind=AlertKind.NO_ATR).exists()
     state = SignalPlan.objects.filter(signal=signal).values_list("state", flat=True).first()
     assert state is None or state["moved_stop"] is None
+
+
+def _partials_token(signal) -> bytes:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT partials_hit FROM positions_signalplan WHERE signal_id = %s", [signal.pk])
+        return bytes(cursor.fetchone()[0])
+
+
+def test_a_save_keeps_the_partials_token_until_a_partial_is_hit(redis_client):
+    # given: a trailing plan with a partial, saved once (its stop not moved yet)
+    signal = make_signal(
+        symbol="EURUSD",
+        side="buy",
+        entry="1.10000",
+        sl="1.09000",
+        tp="1.12000",
+        trailing={"distance_pips": "20", "activation_pips": "0"},
+        partial_take_profits=[{"price": "1.10600", "fraction": "0.5"}],
+    )
+    open_book(signal, 2)
+    put_quote("EURUSD", "1.10000", "1.10010")
+    sweep()
+    first = _partials_token(signal)
+
+    # when: a rally trails the stop (the plan is saved again, no partial reached)
+    put_quote("EURUSD", "1.10300", "1.10310")
+    sweep()
+
+    # then: the plan's state moved, its partials' token is the very one stored before
+    assert Decimal(SignalPlan.objects.get(signal=signal).state["moved_stop"]) == Decimal("1.10100")
+    assert _partials_token(signal) == first
+    assert SignalPlan.objects.get(signal=signal).partials_hit == {}
+
+    # when: the partial is reached: a new token, still encrypted, naming the quote that hit it
+    put_quote("EURUSD", "1.10610", "1.10620")
+    sweep()
+    assert _partials_token(signal) != first
+    assert b"1.1061" not in _partials_token(signal)
+    assert SignalPlan.objects.get(signal=signal).partials_hit["0"]["bid"] == "1.10610"
+    assert CloseCommand.objects.filter(reason=CloseReason.PARTIAL_TP).count() == 2
