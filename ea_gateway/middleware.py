@@ -17,34 +17,37 @@ check, frame options) and the request metrics run for these paths too.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.middleware.csrf import CsrfViewMiddleware
-from django.urls import NoReverseMatch, get_script_prefix, get_urlconf, reverse
+from django.urls import NoReverseMatch, get_script_prefix, reverse
 
 from ea_gateway.api import urls as device_api_urls
 
-_paths_by_map: dict[tuple[str | None, str], frozenset[str]] = {}
+_paths_by_map: dict[str, frozenset[str]] = {}
 
 
 def device_api_paths() -> frozenset[str]:
-    """The request paths of the device API under the current URL map and script prefix."""
-    key = (get_urlconf(), get_script_prefix())
-    paths = _paths_by_map.get(key)
+    """The device API's paths (as ``request.path_info``: without the script prefix) under
+    the URL map in force. Read on every request by each class below: a settings
+    attribute and two lookups, nothing that costs what the skipped middleware does."""
+    urlconf = settings.ROOT_URLCONF
+    paths = _paths_by_map.get(urlconf)
     if paths is None:
         found = set()
         for pattern in device_api_urls.urlpatterns:
             try:
-                found.add(reverse(pattern.name))
+                found.add("/" + reverse(pattern.name, urlconf=urlconf).removeprefix(get_script_prefix()))
             except NoReverseMatch:  # a URL map that does not mount the device API
                 continue
-        paths = _paths_by_map[key] = frozenset(found)
+        paths = _paths_by_map[urlconf] = frozenset(found)
     return paths
 
 
 def is_device_api(request) -> bool:
-    return request.path in device_api_paths()
+    return request.path_info in device_api_paths()
 
 
 class _BrowserOnly:
