@@ -77,11 +77,13 @@ MIDDLEWARE = [
     "core.request_slots.RequestSlotsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's session, CSRF, auth and messages middleware, for every path but the signed
+    # device API's (no cookie, no session: ea_gateway.middleware).
+    "ea_gateway.middleware.BrowserSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "ea_gateway.middleware.BrowserCsrfViewMiddleware",
+    "ea_gateway.middleware.BrowserAuthenticationMiddleware",
+    "ea_gateway.middleware.BrowserMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
