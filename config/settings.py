@@ -266,7 +266,7 @@ HMAC_CLOCK_SKEW_SECONDS = env.int("HMAC_CLOCK_SKEW_SECONDS", 300, minimum=1, max
 # How far ahead of a device's request its durable timestamp bound is raised: one write per
 # device at most this often, and after Redis loses its nonces the device is refused until
 # its clock passes the bound (at most this long). docs/ea-protocol.md, section 2.
-HMAC_REPLAY_FENCE_SECONDS = env.int("HMAC_REPLAY_FENCE_SECONDS", 30, minimum=1, maximum=600)
+HMAC_REPLAY_FENCE_SECONDS = env.int("HMAC_REPLAY_FENCE_SECONDS", 10, minimum=1, maximum=600)
 CLOSE_COMMANDS_PER_POLL = env.int("CLOSE_COMMANDS_PER_POLL", 20, minimum=1, maximum=500)
 # A heartbeat closes as "external" only positions older than this (a fresh
 # fill may be missing from the EA's account snapshot).

@@ -89,7 +89,7 @@ class SignedTransport:
     * 401 with ``X-Server-Time``: the local clock is assumed wrong; the offset
       is stored for every later request and the request is retried once.
     * connection errors, timeouts, 5xx, 429: retried up to ``max_retries``
-      times with exponential backoff (429 waits ``Retry-After``, capped).
+      times with exponential backoff (a 429 or 503 waits its ``Retry-After``, capped).
     * any other 4xx: :class:`ProtocolError` at once.
     """
 
@@ -181,7 +181,7 @@ class SignedTransport:
                     code, message, _ = _error_parts(response)
                     raise UnavailableError(f"{code}: {message}", status=response.status)
                 delay = self._backoff(retries)
-                if response.status == 429:
+                if response.status in (429, 503):
                     retry_after = _parse_number(response.header("Retry-After"))
                     if retry_after is not None:
                         delay = min(max(retry_after, 0.0), self._retry_after_cap)

@@ -113,7 +113,7 @@ elseif fence[1] ~= server then
 end
 local timestamp = tonumber(ARGV[6])
 if timestamp <= floor then
-  return {4}
+  return {4, string.format('%.0f', floor)}
 end
 if timestamp > bound then
   return {3, server}
@@ -154,6 +154,16 @@ class AuthenticationUnavailable(exceptions.APIException):
     status_code = 503
     default_detail = "Authentication is temporarily unavailable; retry shortly."
     default_code = "unavailable"
+
+
+class ReplayFenced(AuthenticationUnavailable):
+    """Signed no later than the device's replay fence after Redis lost its nonces: the
+    request may be a replay, so it is refused; a genuine EA signs again once its clock
+    has passed the fence, which ``Retry-After`` (``wait``, seconds) says."""
+
+    def __init__(self, wait: int):
+        super().__init__()
+        self.wait = wait
 
 
 @dataclass(frozen=True)
@@ -225,7 +235,7 @@ class HMACDeviceAuthentication(BaseAuthentication):
                 topic = _wake_topic(request, entry.device)
                 outcome = _unavailable_if_down(_admit, entry, nonce, int(timestamp), topic)
                 if outcome[0] != _STALE:
-                    return _admitted(entry, outcome)
+                    return _admitted(entry, outcome, int(timestamp))
                 generation = outcome[1].decode()
             elif fresh:
                 raise _fail(refusal, key_id)
@@ -255,12 +265,14 @@ def _refusal(entry: DeviceEntry, *, skew: float, canonical: str, signature: str)
     return None
 
 
-def _admitted(entry: DeviceEntry, outcome: list) -> tuple[DevicePrincipal, Device]:
+def _admitted(entry: DeviceEntry, outcome: list, timestamp: int) -> tuple[DevicePrincipal, Device]:
     device = entry.device
     if outcome[0] == _REPLAYED:
         raise _fail("nonce replayed", device.key_id)
     if outcome[0] == _FENCED:
-        raise _fail("signed before Redis lost its nonces (replay fence)", device.key_id)
+        wait = max(1, int(outcome[1]) - timestamp + 1)
+        logger.info("EA request refused by the replay fence for %s s (key %s)", wait, device.key_id[:40])
+        raise ReplayFenced(wait)
     _, retry_after_ms, last_seen_free, *pending = outcome
     if last_seen_free:
         Device.objects.filter(pk=device.pk).update(last_seen_at=timezone.now())

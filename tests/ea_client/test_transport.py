@@ -197,6 +197,20 @@ def test_429_waits_retry_after_capped(serve: Serve, sleeps: Sleeps) -> None:
     assert sleeps == [2.0, 30.0]
 
 
+def test_503_waits_its_retry_after_like_a_replay_fence_asks(serve: Serve, sleeps: Sleeps) -> None:
+    # A 503 with Retry-After (the server's replay fence after Redis lost its nonces says
+    # when the EA's clock will have passed it) is waited out, not backed off at 0.5 s.
+    server = serve(error(503, "unavailable", "fenced", **{"Retry-After": "7"}))
+
+    response = transport_for(server, sleeps).request("GET", "/api/v1/client/poll")
+
+    assert response.status == 200
+    assert sleeps == [7.0]
+    first, second = server.seen
+    assert second.authenticated
+    assert first.headers["x-nonce"] != second.headers["x-nonce"]
+
+
 def test_5xx_gives_up_after_max_retries(serve: Serve, sleeps: Sleeps) -> None:
     server = serve(*[error(503, "unavailable", "down")] * 10)
     transport = transport_for(server, sleeps, max_retries=2)
