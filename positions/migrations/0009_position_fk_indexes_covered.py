@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("ea_gateway", "0001_initial"),
-        ("positions", "0007_plan_book"),
+        ("positions", "0008_alert_no_active_device"),
         ("signals_app", "0007_instrument_plans_version"),
     ]
 
