@@ -63,8 +63,18 @@ bench: venv
 
 # EA requests under gunicorn (as config/gunicorn.py sets it up) next to a bare DRF endpoint:
 # max req/s with wrk, p50/p99 at 300 req/s. BENCH_ARGS="--duration 5", "--only poll", ...
-.PHONY: bench-ea
-bench-ea: venv
+# wrk (Debian's package) is bench-ea's load generator: installed here when missing and we
+# can (root with apt-get), else the bench stops saying how to get it.
+.PHONY: bench-ea wrk
+wrk:
+	@if command -v wrk >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's wrk for bench-ea"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; } >/dev/null 2>&1; \
+	fi; \
+	command -v wrk >/dev/null 2>&1 || { echo "bench-ea needs wrk: apt-get install wrk (or put it on PATH)" >&2; exit 1; }
+
+bench-ea: venv wrk
 	DJANGO_ENV=test $(PY) -m config.embedded run -- $(PY) bench/ea_bench.py $(BENCH_ARGS)
 
 # 1,000 EAs long-polling one node (gunicorn as config/gunicorn.py sets it up, a Celery
