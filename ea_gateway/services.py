@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -168,18 +170,24 @@ RETURNING floor, bound
 """
 
 
-def replay_fence_raise(*, device_id: int, redis_server: str, at_least: int) -> tuple[int, int] | None:
-    """Raise the device's bound of accepted timestamps to ``at_least`` for the Redis server
-    ``redis_server``; return its (floor, bound) there, or None if the device is gone.
+def replay_fence_raise(*, device_id: int, redis_server: str, signed_at: int) -> tuple[int, int] | None:
+    """Raise the device's bound of accepted timestamps past ``signed_at`` for the Redis
+    server ``redis_server``; return its (floor, bound) there, or None if the device is gone.
+
+    The bound goes between half and all of HMAC_REPLAY_FENCE_SECONDS past it, at random:
+    devices first seen together (a fleet after a deploy) do not all come back to write it
+    in the same second, and a loss still fences none longer than the setting.
 
     The first raise for another server makes the bound so far its floor
     (``ea_gateway.models.ReplayFence``). One statement: outside a transaction it has
     committed when this returns, before the request it makes room for is accepted
     (``ea_gateway.api.authentication``, step 4). The row lock orders concurrent raises.
     """
+    fence = settings.HMAC_REPLAY_FENCE_SECONDS
+    ahead = random.randint((fence + 1) // 2, fence)  # noqa: S311 - spreading load, not a secret
     with connection.cursor() as cursor:
         cursor.execute(
-            _RAISE_REPLAY_FENCE, {"server": redis_server, "bound": at_least, "device_id": device_id}
+            _RAISE_REPLAY_FENCE, {"server": redis_server, "bound": signed_at + ahead, "device_id": device_id}
         )
         row = cursor.fetchone()
     return (int(row[0]), int(row[1])) if row else None

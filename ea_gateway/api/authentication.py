@@ -322,11 +322,9 @@ def _admit(entry: DeviceEntry, nonce: str, timestamp: int, wake_topic: tuple[str
         outcome = get_script(ADMIT)(keys=keys, args=[*args, *fence])
         if outcome[0] != _UNBOUNDED:
             break
-        # Once per HMAC_REPLAY_FENCE_SECONDS per device, and after Redis lost its copy.
+        # Once per half to whole HMAC_REPLAY_FENCE_SECONDS per device, and after Redis lost its copy.
         server = outcome[1].decode()
-        bounds = replay_fence_raise(
-            device_id=device.pk, redis_server=server, at_least=timestamp + settings.HMAC_REPLAY_FENCE_SECONDS
-        )
+        bounds = replay_fence_raise(device_id=device.pk, redis_server=server, signed_at=timestamp)
         if bounds is None:
             raise _fail("device deleted", device.key_id)
         fence = [server, *bounds]
