@@ -50,7 +50,6 @@ import logging
 import os
 import random
 import re
-import secrets
 import signal
 import socket
 import subprocess
@@ -66,7 +65,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -75,8 +73,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from ea_client.client import ACK_PATH, CLOSE_ACK_PATH, EAClient  # noqa: E402
 from ea_client.executors import SimulatedBroker  # noqa: E402
 from ea_client.store import ExecutedStore  # noqa: E402
-from ea_client.transport import Response, SignedTransport, UnavailableError, _response  # noqa: E402
-from ea_protocol import signing  # noqa: E402
+from ea_client.transport import Response, SignedTransport, UnavailableError  # noqa: E402
 
 FEED_PATH = "/api/v1/feed/quotes"
 REAL = ("EURUSD", Decimal("0.0001"))  # replayed history
@@ -372,32 +369,12 @@ class SoakTransport(SignedTransport):
 
     def _attempt(self, method: str, path: str, query_string: str, body: bytes, timeout: float) -> Response:
         # SignedTransport._attempt, plus the record of each attempt and the replay of one.
-        timestamp = str(int(self._clock() + self.clock_offset))
-        nonce = secrets.token_urlsafe(24)
-        canonical = signing.canonical_string(
-            method=method, path=path, query_string=query_string, timestamp=timestamp, nonce=nonce, body=body
-        )
-        headers = {
-            signing.HEADER_KEY: self.key,
-            signing.HEADER_TIMESTAMP: timestamp,
-            signing.HEADER_NONCE: nonce,
-            signing.HEADER_SIGNATURE: signing.sign(self._secret, canonical),
-            "Accept": "application/json",
-            "Content-Type": "application/json",
-        }
-        url = self._origin + quote(path) + (f"?{query_string}" if query_string else "")
+        request = self._signed_request(method, path, query_string, body)
         sends = 2 if getattr(self._local, "replay", False) else 1
         response: Response | None = None
         for send in range(sends):
-            request = urllib.request.Request(  # noqa: S310 - our own server
-                url, data=body if method != "GET" else None, headers=headers, method=method
-            )
             try:
-                with self._opener.open(request, timeout=timeout) as reply:
-                    answer = _response(reply.status, reply.headers.items(), reply.read())
-            except urllib.error.HTTPError as error:
-                answer = _response(error.code, error.headers.items(), error.read())
-                error.close()
+                answer = self._send(request, timeout)
             except OSError:
                 self.wire.attempt(path, 0)
                 if send == 0:

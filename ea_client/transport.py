@@ -193,6 +193,12 @@ class SignedTransport:
             raise ProtocolError(response.status, code, message, fields)
 
     def _attempt(self, method: str, path: str, query_string: str, body: bytes, timeout: float) -> Response:
+        return self._send(self._signed_request(method, path, query_string, body), timeout)
+
+    def _signed_request(
+        self, method: str, path: str, query_string: str, body: bytes
+    ) -> urllib.request.Request:
+        """One attempt's request: signed now, with a fresh nonce."""
         timestamp = str(int(self._clock() + self.clock_offset))
         nonce = secrets.token_urlsafe(24)
         canonical = signing.canonical_string(
@@ -209,9 +215,12 @@ class SignedTransport:
         if method != "GET":
             headers["Content-Type"] = "application/json"
         url = self._origin + path + (f"?{query_string}" if query_string else "")
-        request = urllib.request.Request(  # noqa: S310 -- the scheme is checked in __init__
+        return urllib.request.Request(  # noqa: S310 -- the scheme is checked in __init__
             url, data=body if method != "GET" else None, headers=headers, method=method
         )
+
+    def _send(self, request: urllib.request.Request, timeout: float) -> Response:
+        """The server's answer (any status); connection failures raise OSError."""
         try:
             with self._opener.open(request, timeout=timeout) as reply:
                 return _response(reply.status, reply.headers.items(), reply.read())

@@ -40,6 +40,7 @@ from positions.alerts import alert_raise
 from positions.choices import ACTIVE_CLOSE_STATUSES, AlertKind, CloseCommandStatus, PositionStatus
 from positions.locks import close_commands_lock, positions_lock
 from positions.models import CloseCommand, OpenPosition
+from positions.timeouts import close_command_expire
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit
 
@@ -148,38 +149,15 @@ def positions_left_on(*, device_id: int) -> int:
 
 
 def _expire_partial(command: CloseCommand, *, position: OpenPosition, now, by: Actor) -> None:
-    CloseCommand.objects.filter(pk=command.pk).update(
-        status=CloseCommandStatus.EXPIRED, completed_at=now, lease_expires_at=None
-    )
-    audit(
+    close_command_expire(
+        command,
+        now=now,
         by=by,
-        action=AuditAction.CLOSE_COMMAND_EXPIRED,
-        subject=command,
-        data={
-            "position_id": position.pk,
-            "attempts": command.attempts,
-            "why": "delivered to a revoked device, never acknowledged",
-        },
-    )
-    if OpenPosition.objects.filter(pk=position.pk, status=PositionStatus.CLOSING).update(
-        status=PositionStatus.CLOSE_FAILED, updated_at=now
-    ):
-        audit(
-            by=by,
-            action=AuditAction.POSITION_CLOSE_FAILED,
-            subject=position,
-            data={"command_id": command.pk, "why": "partial close delivered to a revoked device"},
-        )
-    metrics.CLOSES.labels(method=metrics.close_method(command.reason), result="expired").inc()
-    alert_raise(
-        kind=AlertKind.CLOSE_FAILED,
-        dedupe_key=f"close_failed:{position.pk}",
-        message=(
+        why="partial close delivered to a revoked device, never acknowledged",
+        alert=(
             f"Position #{position.pk}: partial close command #{command.pk} was delivered to a device "
             "since revoked and never acknowledged; check the volume left at the broker."
         ),
-        position_id=position.pk,
-        device_id=command.device_id,
     )
 
 

@@ -69,7 +69,16 @@ def close_commands_timeout(*, now: datetime | None = None, batch_size: int = 500
         )
         for command in commands:
             if command.attempts >= settings.CLOSE_MAX_ATTEMPTS:
-                _expire(command, now=now, by=by)
+                close_command_expire(
+                    command,
+                    now=now,
+                    by=by,
+                    why="no acknowledgement",
+                    alert=(
+                        f"Position #{command.position_id}: close command #{command.pk} was delivered "
+                        f"{command.attempts} times without an acknowledgement; the position is close_failed."
+                    ),
+                )
                 expired += 1
             else:
                 next_attempt_at = now + timedelta(seconds=_backoff_seconds(command.attempts))
@@ -93,33 +102,29 @@ def close_commands_timeout(*, now: datetime | None = None, batch_size: int = 500
     )
 
 
-def _expire(command: CloseCommand, *, now: datetime, by: Actor) -> None:
+def close_command_expire(command: CloseCommand, *, now: datetime, by: Actor, why: str, alert: str) -> None:
+    """A delivered command given up: expired, its closing position close_failed (both
+    audited with ``why``), counted, and the owner alerted with ``alert``."""
     CloseCommand.objects.filter(pk=command.pk).update(
         status=CloseCommandStatus.EXPIRED, completed_at=now, lease_expires_at=None
     )
+    data = {"command_id": command.pk, "attempts": command.attempts, "why": why}
     if OpenPosition.objects.filter(pk=command.position_id, status=PositionStatus.CLOSING).update(
         status=PositionStatus.CLOSE_FAILED, updated_at=now
     ):
-        audit(
-            by=by,
-            action=AuditAction.POSITION_CLOSE_FAILED,
-            subject=OpenPosition(pk=command.position_id),
-            data={"command_id": command.pk, "attempts": command.attempts, "why": "no acknowledgement"},
-        )
+        position = OpenPosition(pk=command.position_id)
+        audit(by=by, action=AuditAction.POSITION_CLOSE_FAILED, subject=position, data=data)
     audit(
         by=by,
         action=AuditAction.CLOSE_COMMAND_EXPIRED,
         subject=command,
-        data={"position_id": command.position_id, "attempts": command.attempts},
+        data={"position_id": command.position_id, "attempts": command.attempts, "why": why},
     )
     metrics.CLOSES.labels(method=metrics.close_method(command.reason), result="expired").inc()
     alert_raise(
         kind=AlertKind.CLOSE_FAILED,
         dedupe_key=f"close_failed:{command.position_id}",
-        message=(
-            f"Position #{command.position_id}: close command #{command.pk} was delivered "
-            f"{command.attempts} times without an acknowledgement; the position is close_failed."
-        ),
+        message=alert,
         position_id=command.position_id,
         device_id=command.device_id,
     )
