@@ -19,13 +19,13 @@ Every failure is the same 401. A request, step by step:
    burn a nonce that a genuine one is about to use. Before the nonce, the replay fence:
    nonces live only in Redis, so the timestamps a device had accepted so far have a
    bound in PostgreSQL (``ea_gateway.models.ReplayFence``), raised (one statement,
-   committed) HMAC_REPLAY_FENCE_SECONDS ahead before a request signed above it is
-   accepted. Redis keeps a copy per device stamped with the server's identity (run id
-   and replication id, read by the script itself); a copy from another identity (a
-   restart, a promoted replica: either may have lost nonces) or none is replaced from
-   PostgreSQL, and requests signed at or below the bound the earlier servers left (the
-   floor) are refused: any of them may have been accepted with a nonce that this server
-   does not hold. For a long-poll view answering
+   committed) half to all of HMAC_REPLAY_FENCE_SECONDS ahead before a request signed
+   above it is accepted. Redis keeps a copy per device stamped with the server's
+   identity (run id and replication id, read by the script itself); a copy from another
+   identity (a restart, a promoted replica: either may have lost nonces) or none is
+   replaced from PostgreSQL, and requests signed at or below the bound the earlier
+   servers left (the floor) are refused (503 with Retry-After): any of them may have
+   been accepted with a nonce that this server does not hold. For a long-poll view answering
    without a wait (``pending_topic``), the same round trip reads its wake generation
    and "nothing pending" marker (``ea_gateway.wake`` step 1): an idle EA's request
    then costs one round trip, not two. It is read before any fetch of the request,
@@ -87,8 +87,8 @@ MAX_DEVICE_READS = 3
 # last-seen resolution (s), the request's timestamp, and (after a {3}: '' before) the
 # server identity it named with the device's ReplayFence floor and bound for it.
 # Returns {0, generation} (stale: nothing consumed), {1} (nonce replayed), {3, identity}
-# (the durable bound is needed: nothing consumed), {4} (fenced: signed at or below the
-# bound found after Redis lost data) or
+# (the durable bound is needed: nothing consumed), {4, floor} (fenced: signed at or below
+# the bound found after Redis lost data) or
 # {2, retry_after_ms (0: allowed), last_seen_free (1/0)[, wake generation, marker, marker PTTL]}.
 # The throttle is DRF's sliding log: the times (Redis clock, ms) of the requests allowed
 # in the last window, newest first; a request beyond the limit is refused until the oldest
