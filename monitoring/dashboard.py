@@ -109,7 +109,7 @@ def figures(status: dict, *, now: datetime) -> list[Figure]:
         )
 
     items = [
-        monitor,
+        _dry_run_marked(monitor, status),
         last_sweep,
         Figure(
             "beat",
@@ -174,15 +174,20 @@ def _monitor_figure(status: dict) -> Figure:
         monitor = Figure("monitor", "Monitor", "disabled", "POSITION_MONITOR_ENABLED is off", WARN)
     else:
         monitor = Figure("monitor", "Monitor", "NOT running", "no recent sweep or no beat heartbeat", BAD)
-    if status["dry_run"]:
-        monitor = Figure(
-            monitor.key,
-            monitor.label,
-            f"{monitor.value} (dry run)",
-            "breaches are audited, nothing is closed",
-            BAD if monitor.state == BAD else WARN,
-        )
     return monitor
+
+
+def _dry_run_marked(monitor: Figure, status: dict) -> Figure:
+    """A dry run (a setting) is said on the monitor figure, Redis down or not."""
+    if not status["dry_run"]:
+        return monitor
+    return Figure(
+        monitor.key,
+        monitor.label,
+        f"{monitor.value} (dry run)",
+        "breaches are audited, nothing is closed",
+        BAD if monitor.state == BAD else WARN,
+    )
 
 
 def _closing_figure(status: dict) -> Figure:

@@ -159,6 +159,20 @@ def test_a_stopped_monitor_and_stale_quotes_show_red(owner_browser, redis_client
     assert "stale: breaches not judged" in response.content.decode()
 
 
+def test_a_dry_run_is_said_even_while_redis_is_down(owner_browser, settings, unused_tcp_port):
+    # given: the monitor in dry run (a setting, not a Redis figure) and Redis unreachable
+    settings.POSITION_MONITOR_DRY_RUN = True
+    settings.REDIS_URL = f"redis://127.0.0.1:{unused_tcp_port}/0"
+
+    response = owner_browser.get(URL)
+
+    # then: the monitor figure still warns that nothing is closed
+    monitor = {figure.key: figure for figure in response.context["figures"]}["monitor"]
+    assert monitor.value == "unavailable (dry run)"
+    assert monitor.detail == "breaches are audited, nothing is closed"
+    assert monitor.state == dashboard.BAD
+
+
 def test_the_page_still_answers_when_redis_is_down(owner_browser, settings, unused_tcp_port):
     # given: 2 open positions in PostgreSQL
     open_book(make_signal(symbol="EURUSD", entry="1.08500", sl="1.08000", tp="1.09500"), 2)
