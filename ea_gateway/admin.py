@@ -132,8 +132,9 @@ class DeviceAdmin(admin.ModelAdmin):
         if left:
             self.message_user(
                 request,
-                f"{left} live position(s) stay on it: the client has no single active EA to take them "
-                "and their closes cannot be delivered (see the open alerts).",
+                f"{left} live position(s) stay on it: no active EA of the client reports their tickets "
+                "yet, so their closes cannot be delivered; a replacement EA takes them with its first "
+                "heartbeat that does (see the open alerts).",
                 messages.WARNING,
             )
         elif device.client_id is not None:

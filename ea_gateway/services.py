@@ -22,7 +22,8 @@ from ea_gateway.choices import DeviceRole
 from ea_gateway.models import Device
 from ea_gateway.selectors import DEVICE_GENERATION_KEY
 from positions.fills import AckResult, Fill, FillReport, approval_fill_report, positions_reconcile
-from positions.handover import Handover, positions_hand_over
+from positions.handover import LIVE_STATUSES, Handover, positions_hand_over
+from positions.models import OpenPosition
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit
 from signals_app.models import Client
@@ -105,9 +106,8 @@ def device_create(*, name: str, role: str, client: Client | None, by: Actor) -> 
     audit(
         by=by, action=AuditAction.DEVICE_CREATED, subject=device, data={"role": role, "key_id": device.key_id}
     )
-    if client is not None:
-        # A replacement: what waits on the client's revoked EAs comes to this one.
-        _client_positions_hand_over(client_id=client.pk, by=by)
+    # A replacement EA takes the positions stranded on the client's revoked ones only
+    # once its heartbeat reports their tickets (``device_heartbeat``).
     return IssuedCredentials(device, secret)
 
 
@@ -213,6 +213,21 @@ def device_heartbeat(*, device: Device, balance: Decimal, equity: Decimal, open_
         "at": now.isoformat(),
     }
     Device.objects.filter(pk=device.pk).update(last_account=snapshot, last_seen_at=now)
+    if device.client_id is not None and _holds_stranded(device=device, open_tickets=open_tickets):
+        _client_positions_hand_over(client_id=device.client_id, by=device_actor(device))
     return positions_reconcile(
         device_id=device.pk, open_tickets=set(open_tickets), by=device_actor(device), now=now
     )
+
+
+def _holds_stranded(*, device: Device, open_tickets: list[str]) -> bool:
+    """Whether the EA's account reports the ticket of a live position left on one of its
+    client's revoked EAs (one indexed probe; false for nearly every heartbeat)."""
+    if not open_tickets:
+        return False
+    return OpenPosition.objects.filter(
+        client_id=device.client_id,
+        device__revoked_at__isnull=False,
+        status__in=LIVE_STATUSES,
+        broker_ticket__in=open_tickets,
+    ).exists()

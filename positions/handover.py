@@ -2,16 +2,21 @@
 follow the client to its active device, so no close waits on a dead device.
 
 ``ea_gateway.services`` (which knows devices) calls ``positions_hand_over`` in the
-transaction that revokes a device or creates one, with the client's revoked EA
-devices and its active ones. Then, under the locks of ``positions.locks``:
+transaction that revokes a device, and after the heartbeat in which an active EA
+first reports the ticket of a position stranded on a revoked one, with the client's
+revoked EA devices and its active ones. Then, under the locks of ``positions.locks``:
 
 1. the live positions (open, closing, close_failed: still at the broker) of the
    revoked devices are locked in id order, then their active close commands;
-2. each position goes to the one device that can take it: the client's only active
-   EA device, or, with several, the one whose last heartbeat reported the
-   position's ticket (two accounts may hold the same ticket number: never guess).
-   A position no device can take, or whose ticket the device already holds, stays
-   where it is and the owner is alerted: its closes cannot be delivered;
+2. each position goes to the one active EA device whose last heartbeat reported the
+   position's ticket. Never to a device that did not: EAs close by ticket, and
+   another account (a replacement EA on a new account or broker, the client's
+   second account) may hold the same ticket number for an unrelated trade. A
+   position no device can take, or whose ticket the device already holds, stays
+   where it is and the owner is alerted: its closes cannot be delivered. A new
+   EA's heartbeat that later reports a stranded ticket runs the hand-over again
+   (``ea_gateway.services.device_heartbeat``); when nothing is left stranded the
+   alert is acknowledged by the system, audited;
 3. a pending command follows its position, due at once. A delivered one lost its
    lease with the revocation: the old device is refused from now on and can never
    acknowledge it, so whether it executed is unknown. A full close goes back to
@@ -36,10 +41,10 @@ from django.utils import timezone
 
 from core.wake import wake_devices
 from positions import metrics
-from positions.alerts import alert_raise
+from positions.alerts import alert_raise, alerts_acknowledge
 from positions.choices import ACTIVE_CLOSE_STATUSES, AlertKind, CloseCommandStatus, PositionStatus
 from positions.locks import close_commands_lock, positions_lock
-from positions.models import CloseCommand, OpenPosition
+from positions.models import Alert, CloseCommand, OpenPosition
 from positions.timeouts import close_command_expire
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit
@@ -56,8 +61,6 @@ class Handover:
 
 
 def _taker(ticket: str, active_tickets: Mapping[int, frozenset[str]]) -> int | None:
-    if len(active_tickets) == 1:
-        return next(iter(active_tickets))
     seeing = [device_id for device_id, tickets in active_tickets.items() if ticket in tickets]
     return seeing[0] if len(seeing) == 1 else None
 
@@ -139,6 +142,8 @@ def positions_hand_over(
         woken.add(taker)
     if stranded:
         _alert_stranded(client_id=client_id, stranded=stranded)
+    else:
+        _stranded_alert_close(client_id=client_id, by=by)
     wake_devices(woken)
     return Handover(moved, readdressed, expired, len(stranded))
 
@@ -161,13 +166,24 @@ def _expire_partial(command: CloseCommand, *, position: OpenPosition, now, by: A
     )
 
 
+def _stranded_key(client_id: int) -> str:
+    return f"no_active_device:{client_id}"
+
+
+def _stranded_alert_close(*, client_id: int, by: Actor) -> None:
+    """No live position of the client is left on a revoked device: the alert is over."""
+    open_alerts = Alert.objects.filter(dedupe_key=_stranded_key(client_id), acknowledged_at__isnull=True)
+    alerts_acknowledge(alert_ids=list(open_alerts.values_list("pk", flat=True)), by=by)
+
+
 def _alert_stranded(*, client_id: int, stranded: list[OpenPosition]) -> None:
     alert_raise(
         kind=AlertKind.NO_ACTIVE_DEVICE,
-        dedupe_key=f"no_active_device:{client_id}",
+        dedupe_key=_stranded_key(client_id),
         message=(
             f"Client #{client_id} has {len(stranded)} live position(s) on revoked devices and no "
-            "active EA device that can take them: their closes cannot be delivered. "
+            "active EA device whose heartbeat reports their tickets: their closes cannot be "
+            "delivered until one does. "
             f"Positions: {', '.join(f'#{position.pk}' for position in stranded[:20])}."
         ),
         position_id=stranded[0].pk,

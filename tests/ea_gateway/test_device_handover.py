@@ -53,6 +53,7 @@ def test_a_replaced_ea_hands_its_pending_close_to_the_new_one(book):
     command = _close(position)
     new = ea_for(make_device(client=client, name="new EA"))
     assert new.close_commands().json()["commands"] == []
+    _reports(new, position.broker_ticket)  # the new EA runs on the same account
 
     # when: the owner revokes the old EA
     device_revoke(device=old.device, by=OWNER)
@@ -86,6 +87,7 @@ def test_a_close_leased_to_the_revoked_ea_goes_to_the_new_one_once(book):
     command = _close(position)
     assert [c.pk for c in close_commands_deliver(device_id=old.device.pk, limit=10)] == [command.pk]
     new = ea_for(make_device(client=client, name="new EA"))
+    _reports(new, position.broker_ticket)
 
     device_revoke(device=old.device, by=OWNER)
 
@@ -118,6 +120,7 @@ def test_a_partial_close_leased_to_the_revoked_ea_is_not_sent_again(book):
         requested_by="scanner",
     )
     new = ea_for(make_device(client=client, name="new EA"))
+    _reports(new, position.broker_ticket)
 
     device_revoke(device=old.device, by=OWNER)
 
@@ -146,17 +149,77 @@ def test_revoking_the_last_ea_alerts_the_owner_and_a_new_ea_takes_over(
     assert f"Client #{client.pk}" in alert.message
     assert CloseCommand.objects.get(pk=command.pk).device_id == old.device.pk
 
-    # when: the owner creates the client's new EA
+    # when: the owner creates the client's new EA: it has not said what its account holds
     with django_capture_on_commit_callbacks(execute=True):
         new = ea_for(make_device(client=client, name="new EA"))
 
-    # then: it gets the waiting close, and the position is its own from now on
+    # then: nothing moves yet (a new EA may run on another account, where the same
+    # ticket number is someone else's trade)
+    assert new.close_commands().json()["commands"] == []
+    assert OpenPosition.objects.get(pk=position.pk).device_id == old.device.pk
+
+    # when: its first heartbeat reports the position's ticket
+    with django_capture_on_commit_callbacks(execute=True):
+        _reports(new, position.broker_ticket, "77")
+
+    # then: it gets the waiting close, the position is its own from now on, and the
+    # alert is closed by the system, audited
     assert [item["command_id"] for item in new.close_commands().json()["commands"]] == [command.pk]
     assert OpenPosition.objects.get(pk=position.pk).device_id == new.device.pk
+    alert.refresh_from_db()
+    assert alert.acknowledged_at is not None
+    (acknowledged,) = _events(AuditAction.ALERT_ACKNOWLEDGED, alert)
+    assert acknowledged.data["kind"] == AlertKind.NO_ACTIVE_DEVICE
+    (moved,) = _events(AuditAction.POSITION_DEVICE_CHANGED, OpenPosition.objects.get(pk=position.pk))
+    assert moved.actor == new.device.key_id
     # a close queued later goes to the new EA too
     assert ack_failed(new, command) == 200
     later = _close(OpenPosition.objects.get(pk=position.pk))
     assert later.device_id == new.device.pk
+
+
+def _reports(ea, *tickets: str) -> None:
+    """The EA's signed heartbeat: its account holds ``tickets``."""
+    body = {"balance": "1000.00", "equity": "1000.00", "open_tickets": list(tickets)}
+    assert ea.heartbeat(body).status_code == 200
+
+
+def test_a_lone_ea_that_never_reported_the_ticket_does_not_take_it(book):
+    # given: the client's other EA, on another account: its heartbeat lists other tickets
+    client, old, position = book
+    command = _close(position)
+    other = ea_for(make_device(client=client, name="second account"))
+    _reports(other, "123456789")
+
+    # when: the position's EA is revoked
+    device_revoke(device=old.device, by=OWNER)
+
+    # then: the other EA is not handed a ticket it does not hold (closing by ticket
+    # there could close an unrelated trade): the close stays, the owner is alerted
+    assert other.close_commands().json()["commands"] == []
+    assert CloseCommand.objects.get(pk=command.pk).device_id == old.device.pk
+    assert OpenPosition.objects.get(pk=position.pk).device_id == old.device.pk
+    assert Alert.objects.filter(kind=AlertKind.NO_ACTIVE_DEVICE, acknowledged_at__isnull=True).exists()
+
+    # and a heartbeat that still does not report it changes nothing
+    _reports(other, "123456789", "5")
+    assert OpenPosition.objects.get(pk=position.pk).device_id == old.device.pk
+
+
+def test_a_heartbeat_never_takes_a_ticket_of_an_active_device_or_another_client(book):
+    client, old, position = book
+    # given: the position's EA still active; an EA of the same client and one of another
+    # client both report its ticket number (their accounts hold a trade with that number)
+    same = ea_for(make_device(client=client, name="second account"))
+    stranger = ea_for(make_device(client=ClientFactory(), name="someone else"))
+
+    _reports(same, position.broker_ticket)
+    _reports(stranger, position.broker_ticket)
+
+    # then: a position moves only off a revoked device
+    assert OpenPosition.objects.get(pk=position.pk).device_id == old.device.pk
+    device_revoke(device=old.device, by=OWNER)
+    assert OpenPosition.objects.get(pk=position.pk).device_id == same.device.pk
 
 
 def ack_failed(ea, command) -> int:
@@ -209,7 +272,7 @@ def test_the_handover_reveals_no_hidden_level(book):
     client, old, position = book
     command = _close(position)
     close_commands_deliver(device_id=old.device.pk, limit=10)
-    make_device(client=client, name="new EA")
+    _reports(ea_for(make_device(client=client, name="new EA")), position.broker_ticket)
     device_revoke(device=old.device, by=OWNER)
     signal = make_signal(sl=str(SL), tp=str(TP))
     other_client = ClientFactory()
