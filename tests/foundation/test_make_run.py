@@ -146,7 +146,8 @@ def _running(log: Path, environment: dict[str, str]) -> Iterator[Callable[[], st
         assert " ERROR " not in said(), said()[-3000:]
         assert "Traceback" not in said(), said()[-3000:]
     finally:
-        os.killpg(process.pid, signal.SIGINT)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
         try:
             process.wait(30)
         except subprocess.TimeoutExpired:
