@@ -53,7 +53,7 @@ class DeviceAdmin(admin.ModelAdmin):
     list_filter = ["role", "active"]
     list_select_related = ["client"]
     search_fields = ["name", "key_id", "client__name"]
-    raw_id_fields = ["client"]
+    autocomplete_fields = ["client"]  # by name (the client admin's search)
     readonly_fields = [
         "name",
         "role",

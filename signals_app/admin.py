@@ -47,6 +47,13 @@ class ClientAdmin(admin.ModelAdmin):
     search_fields = ["name", "contact_email", "telegram_chat_id"]
 
 
+class OptionalJSONField(forms.JSONField):
+    """A JSON object that may be left out: shown empty, never as ``null``."""
+
+    def prepare_value(self, value):
+        return "" if value is None else super().prepare_value(value)
+
+
 class SignalForm(forms.ModelForm):
     """Signal fields plus the hidden levels, which go through the same validation as the API."""
 
@@ -55,7 +62,7 @@ class SignalForm(forms.ModelForm):
     max_holding_minutes = forms.IntegerField(required=False, min_value=1)
     strategy = forms.CharField(required=False, max_length=500)
     reason = forms.CharField(required=False, max_length=500, widget=forms.Textarea(attrs={"rows": 2}))
-    advanced = forms.JSONField(
+    advanced = OptionalJSONField(
         required=False,
         label="Trade management (hidden)",
         help_text='JSON with any of "partial_take_profits", "trailing", "breakeven".',

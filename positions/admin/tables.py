@@ -12,6 +12,7 @@ from positions.admin.filters import (
     CommandClientIdFilter,
     CommandSignalIdFilter,
     SignalIdFilter,
+    StateFilter,
 )
 from positions.admin.owner_tools import OwnerToolsMixin
 from positions.alerts import alerts_acknowledge
@@ -37,7 +38,7 @@ class OpenPositionAdmin(OwnerToolsMixin, ReadOnlyAdmin):
         "close_price",
         "realized_pnl",
     ]
-    list_filter = ["status", "instrument", "side", ClientIdFilter, SignalIdFilter]
+    list_filter = [StateFilter, "status", "instrument", "side", ClientIdFilter, SignalIdFilter]
     list_select_related = ["client", "instrument"]
     raw_id_fields = ["signal", "approval", "client", "device"]
     search_fields = ["=id", "=broker_ticket", "client__name", "=signal__id"]
@@ -50,7 +51,7 @@ class OpenPositionAdmin(OwnerToolsMixin, ReadOnlyAdmin):
 class CloseCommandAdmin(ReadOnlyAdmin):
     list_display = ["id", "position", "device", "reason", "status", "attempts", "created_at", "completed_at"]
     list_filter = ["status", "reason", CommandClientIdFilter, CommandSignalIdFilter]
-    list_select_related = ["position", "device"]
+    list_select_related = ["position__instrument", "device"]
     raw_id_fields = ["position", "device"]
     search_fields = ["=id", "=position__id"]
     date_hierarchy = "created_at"
