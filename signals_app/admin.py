@@ -9,6 +9,7 @@ from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
+from core import formatting
 from core.admin_base import ReadOnlyAdmin
 from core.errors import DomainError
 from signals_app.choices import DecidedBy
@@ -29,7 +30,15 @@ ADVANCED_KEYS = ("partial_take_profits", "trailing", "breakeven")
 
 @admin.register(Instrument)
 class InstrumentAdmin(admin.ModelAdmin):
-    list_display = ["symbol", "description", "digits", "pip_size", "contract_size", "active"]
+    list_display = [
+        "symbol",
+        "description",
+        "digits",
+        "pip_size",
+        "contract_size",
+        "quote_currency",
+        "active",
+    ]
     list_filter = ["active"]
     search_fields = ["symbol", "description"]
 
@@ -130,7 +139,7 @@ class SignalAdmin(admin.ModelAdmin):
         "id",
         "instrument",
         "side",
-        "entry_price",
+        "entry",
         "status",
         "ttl_minutes",
         "approvals",
@@ -142,6 +151,10 @@ class SignalAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     actions = ["publish_selected"]
     readonly_fields = ["status", "created_by", "created_at", "published_at", "levels"]
+
+    @admin.display(description="entry", ordering="entry_price")
+    def entry(self, signal: Signal) -> str:
+        return formatting.price(signal.entry_price, signal.instrument.digits)
 
     def get_queryset(self, request):
         # The list never decrypts hidden levels: no cost per row, and one signal whose

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 
+from core import formatting
 from core.admin_base import ReadOnlyAdmin
 from positions.admin.filters import (
     AcknowledgedFilter,
@@ -30,13 +31,13 @@ class OpenPositionAdmin(OwnerToolsMixin, ReadOnlyAdmin):
         "client",
         "instrument",
         "side",
-        "entry_price",
-        "remaining_volume",
+        "entry",
+        "lots_open",
         "broker_ticket",
         "status",
         "opened_at",
-        "close_price",
-        "realized_pnl",
+        "close",
+        "pnl",
     ]
     list_filter = [StateFilter, "status", "instrument", "side", ClientIdFilter, SignalIdFilter]
     list_select_related = ["client", "instrument"]
@@ -45,6 +46,22 @@ class OpenPositionAdmin(OwnerToolsMixin, ReadOnlyAdmin):
     date_hierarchy = "opened_at"
     actions = ["close_selected"]
     change_form_template = "admin/positions/openposition/change_form.html"
+
+    @admin.display(description="entry", ordering="entry_price")
+    def entry(self, position: OpenPosition) -> str:
+        return formatting.price(position.entry_price, position.instrument.digits)
+
+    @admin.display(description="lots open", ordering="remaining_volume")
+    def lots_open(self, position: OpenPosition) -> str:
+        return formatting.volume(position.remaining_volume)
+
+    @admin.display(description="close", ordering="close_price")
+    def close(self, position: OpenPosition) -> str:
+        return formatting.price(position.close_price, position.instrument.digits)
+
+    @admin.display(description="realized P&L", ordering="realized_pnl")
+    def pnl(self, position: OpenPosition) -> str:
+        return formatting.money(position.realized_pnl, position.instrument.quote_currency)
 
 
 @admin.register(CloseCommand)
