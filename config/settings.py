@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "import_export",
     "signals_app",
     "positions",
     "ea_gateway",
@@ -178,6 +179,10 @@ WHITENOISE_USE_FINDERS = not IS_PRODUCTION
 
 # Request bodies: EAs and the feed send small JSON; anything big is refused
 # before a view sees it.
+# Console exports (CSV/XLSX of positions, close commands, audit events): for those who may
+# view the table; at most this many rows in one file (it is built in the web request).
+IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
+EXPORT_MAX_ROWS = env.int("EXPORT_MAX_ROWS", 100_000, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", 256 * 1024, minimum=1024)
 
 if IS_PRODUCTION:

@@ -8,10 +8,12 @@ from django.contrib import admin, messages
 from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+from import_export import resources
 
 from core import formatting
 from core.admin_base import ReadOnlyAdmin
 from core.errors import DomainError
+from core.exports import BoundedExportMixin, date_range_filter
 from signals_app.choices import DecidedBy
 from signals_app.events import Actor
 from signals_app.models import Approval, AuditEvent, Client, Instrument, Signal
@@ -281,10 +283,23 @@ class ApprovalAdmin(ReadOnlyAdmin):
         self._decide(request, queryset, approve=False)
 
 
+class AuditEventResource(resources.ModelResource):
+    """The audit log as exported: its public data only, never the encrypted part."""
+
+    class Meta:
+        model = AuditEvent
+        fields = ["id", "occurred_at", "action", "subject_type", "subject_id", "actor_kind", "actor", "data"]
+        export_order = fields
+
+    def dehydrate_data(self, event: AuditEvent) -> str:
+        return json.dumps(event.data, sort_keys=True)
+
+
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
+class AuditEventAdmin(BoundedExportMixin, ReadOnlyAdmin):
     list_display = ["occurred_at", "action", "subject_type", "subject_id", "actor_kind", "actor"]
-    list_filter = ["action", "subject_type", "actor_kind"]
+    list_filter = [date_range_filter("occurred_at", "when (UTC)"), "action", "subject_type", "actor_kind"]
+    resource_classes = [AuditEventResource]
     search_fields = ["=subject_id", "actor"]
     date_hierarchy = "occurred_at"
 

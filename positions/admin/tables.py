@@ -7,6 +7,8 @@ from django.db.models import QuerySet
 
 from core import formatting
 from core.admin_base import ReadOnlyAdmin
+from core.exports import BoundedExportMixin, date_range_filter
+from positions.admin.exports import CloseCommandResource, PositionResource
 from positions.admin.filters import (
     AcknowledgedFilter,
     ClientIdFilter,
@@ -22,7 +24,7 @@ from signals_app.events import Actor
 
 
 @admin.register(OpenPosition)
-class OpenPositionAdmin(OwnerToolsMixin, ReadOnlyAdmin):
+class OpenPositionAdmin(BoundedExportMixin, OwnerToolsMixin, ReadOnlyAdmin):
     """The owner tools (manual close, test-breach) come from ``OwnerToolsMixin``: its
     ``get_urls()`` adds their views and ``close_selected`` is its action."""
 
@@ -39,7 +41,16 @@ class OpenPositionAdmin(OwnerToolsMixin, ReadOnlyAdmin):
         "close",
         "pnl",
     ]
-    list_filter = [StateFilter, "status", "instrument", "side", ClientIdFilter, SignalIdFilter]
+    list_filter = [
+        StateFilter,
+        date_range_filter("opened_at", "opened (UTC)"),
+        "status",
+        "instrument",
+        "side",
+        ClientIdFilter,
+        SignalIdFilter,
+    ]
+    resource_classes = [PositionResource]
     list_select_related = ["client", "instrument"]
     raw_id_fields = ["signal", "approval", "client", "device"]
     search_fields = ["=id", "=broker_ticket", "client__name", "=signal__id"]
@@ -65,9 +76,16 @@ class OpenPositionAdmin(OwnerToolsMixin, ReadOnlyAdmin):
 
 
 @admin.register(CloseCommand)
-class CloseCommandAdmin(ReadOnlyAdmin):
+class CloseCommandAdmin(BoundedExportMixin, ReadOnlyAdmin):
     list_display = ["id", "position", "device", "reason", "status", "attempts", "created_at", "completed_at"]
-    list_filter = ["status", "reason", CommandClientIdFilter, CommandSignalIdFilter]
+    list_filter = [
+        date_range_filter("created_at", "queued (UTC)"),
+        "status",
+        "reason",
+        CommandClientIdFilter,
+        CommandSignalIdFilter,
+    ]
+    resource_classes = [CloseCommandResource]
     list_select_related = ["position__instrument", "device"]
     raw_id_fields = ["position", "device"]
     search_fields = ["=id", "=position__id"]
