@@ -310,3 +310,23 @@ def test_a_redis_that_may_evict_keys_fails_the_system_check(private_redis, maxme
 def test_an_unreachable_redis_is_a_warning_of_the_check():
     with override_settings(REDIS_URL=f"redis://127.0.0.1:{_free_port()}/0"):
         assert [message.id for message in _redis_messages(databases=["default"])] == ["ea_gateway.W002"]
+
+
+def test_a_full_redis_that_does_not_evict_answers_503_never_a_replay(private_redis):
+    server = private_redis()
+    with override_settings(REDIS_URL=server.url):
+        ea = ea_for(make_device())
+        accepted = _signed(ea)
+        assert _send(ea, accepted).status_code == 200
+        # when: Redis is full and refuses writes (noeviction, the required policy)
+        server.client().config_set("maxmemory", "1")
+        assert server.client().config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+
+        # then: a request is refused as unavailable, the replay as well, and nothing was lost
+        for headers in (_signed(ea), accepted):
+            response = _send(ea, headers)
+            assert response.status_code == 503
+            assert response.json()["error"]["code"] == "unavailable"
+        server.client().config_set("maxmemory", "0")
+        assert _send(ea, accepted).status_code == 401
+        assert _send(ea, _signed(ea)).status_code == 200
