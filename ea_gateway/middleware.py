@@ -67,8 +67,10 @@ def device_api_routes(urlconf: str) -> DeviceApiRoutes:
         try:
             path = "/" + reverse(pattern.name, urlconf=urlconf).removeprefix(get_script_prefix())
         except NoReverseMatch:
-            if pattern.name is None or mounts:
-                problems.append(f"{described} has no name, or a name that does not reverse without arguments")
+            if pattern.name is None:
+                problems.append(f"{described} has no name")
+            elif mounts:
+                problems.append(f"{described} does not reverse without arguments (a converter, a namespace)")
             continue
         try:
             resolved = resolve(path, urlconf).func is pattern.callback
