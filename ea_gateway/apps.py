@@ -8,5 +8,6 @@ class EaGatewayConfig(AppConfig):
     verbose_name = "EA gateway"
 
     def ready(self) -> None:
-        # Registers the HMAC scheme with drf-spectacular.
+        # Registers the HMAC scheme with drf-spectacular, and the app's system checks.
+        from ea_gateway import checks  # noqa: F401
         from ea_gateway.api import schema  # noqa: F401

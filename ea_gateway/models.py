@@ -45,10 +45,10 @@ class ReplayFence(models.Model):
 
     ``bound``: no request of the device accepted so far was signed (X-Timestamp, unix s)
     after it; it is raised before a request above it is accepted. ``floor``: the bound
-    as it stood when the Redis server named ``redis_server`` (run id and replication id)
-    first raised it; requests signed at or below it may have been accepted by an earlier
-    server, whose nonces this one may lack, so it refuses them
-    (``ea_gateway.api.authentication``, step 4).
+    as it stood when the Redis server named ``redis_server`` (run id, replication id and
+    epoch marker: ``ea_gateway.api.admission``) first raised it; requests signed at or
+    below it may have been accepted by an earlier server, whose nonces this one may lack,
+    so it refuses them (``ea_gateway.api.authentication``, step 4).
     """
 
     device = models.OneToOneField(Device, primary_key=True, on_delete=models.CASCADE, related_name="+")

@@ -10,26 +10,27 @@ Every failure is the same 401. A request, step by step:
    computed before any is refused, against a dummy secret for an unknown key). A
    refusal from a cached copy first asks Redis whether the generation moved (a copy
    from before a rotation knows only the old secret) and, if it did, reads again;
-4. one Redis round trip (``ADMIT``, a Lua script): if the device's generation moved
-   since the copy was read (revoked, rotated), nothing is consumed and steps 2-3 run
-   again on a fresh read; otherwise the nonce is taken (``SET NX``, kept for twice
-   the skew window), the request is counted against the device's rate (a 429 with
-   Retry-After, raised by ``ea_gateway.api.throttling``), and the last-seen mark is
+4. one Redis round trip (``ea_gateway.api.admission``, a Lua script): if the device's
+   generation moved since the copy was read (revoked, rotated), nothing is consumed and
+   steps 2-3 run again on a fresh read; otherwise the nonce is taken (``SET NX``, kept
+   for twice the skew window), the request is counted against the device's rate (a 429
+   with Retry-After, raised by ``ea_gateway.api.throttling``), and the last-seen mark is
    taken if free. Only a verified request consumes its nonce, so a forged one cannot
    burn a nonce that a genuine one is about to use. Before the nonce, the replay fence:
    nonces live only in Redis, so the timestamps a device had accepted so far have a
    bound in PostgreSQL (``ea_gateway.models.ReplayFence``), raised (one statement,
    committed) half to all of HMAC_REPLAY_FENCE_SECONDS ahead before a request signed
    above it is accepted. Redis keeps a copy per device stamped with the server's
-   identity (run id and replication id, read by the script itself); a copy from another
-   identity (a restart, a promoted replica: either may have lost nonces) or none is
-   replaced from PostgreSQL, and requests signed at or below the bound the earlier
-   servers left (the floor) are refused (503 with Retry-After): any of them may have
-   been accepted with a nonce that this server does not hold. For a long-poll view answering
-   without a wait (``pending_topic``), the same round trip reads its wake generation
-   and "nothing pending" marker (``ea_gateway.wake`` step 1): an idle EA's request
-   then costs one round trip, not two. It is read before any fetch of the request,
-   as step 1 requires, and the view ignores it inside an open transaction;
+   identity (run id, replication id and epoch marker, read by the script itself); a
+   copy from another identity (a restart, a promoted replica, a flush, a lost marker:
+   each may have lost nonces) or none is replaced from PostgreSQL, and requests signed
+   at or below the bound the earlier servers left (the floor) are refused (503 with
+   Retry-After): any of them may have been accepted with a nonce that this server does
+   not hold. For a long-poll view answering without a wait (``pending_topic``), the
+   same round trip reads its wake generation and "nothing pending" marker
+   (``ea_gateway.wake`` step 1): an idle EA's request then costs one round trip, not
+   two. It is read before any fetch of the request, as step 1 requires, and the view
+   ignores it inside an open transaction;
 5. ``last_seen_at`` is written when the mark was free: at most once every
    LAST_SEEN_RESOLUTION_SECONDS per device, whichever process answers.
 If Redis cannot answer, the request is refused with 503: never let a replay
@@ -51,9 +52,8 @@ from redis.exceptions import RedisError
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 
-from core.redis import get_redis, get_script
-from core.wake import database_scope, generation_key, marker_key
-from ea_gateway.api.throttling import device_rate
+from core.redis import get_redis
+from ea_gateway.api.admission import DEVICE_GONE, FENCED, REPLAYED, STALE, UNSETTLED, admit
 from ea_gateway.models import Device
 from ea_gateway.selectors import (
     DEVICE_GENERATION_KEY,
@@ -61,8 +61,7 @@ from ea_gateway.selectors import (
     device_entry_cached,
     device_entry_load,
 )
-from ea_gateway.services import replay_fence_raise
-from ea_gateway.wake import PendingCheck, pending_check
+from ea_gateway.wake import PendingCheck
 from ea_protocol import signing
 
 logger = logging.getLogger(__name__)
@@ -71,80 +70,10 @@ KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,40}")
 TIMESTAMP_PATTERN = re.compile(r"[0-9]{1,12}")
 NONCE_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 SIGNATURE_PATTERN = re.compile(r"[0-9a-f]{64}")
-NONCE_KEY = "veilstop:nonce:{device}:{nonce}"
-THROTTLE_KEY = "veilstop:throttle:{device}"
-LAST_SEEN_KEY = "veilstop:last-seen:{device}"
-FENCE_KEY = "veilstop:replay-fence:{device}"
-LAST_SEEN_RESOLUTION_SECONDS = 10
 # A generation that moves again while a request re-reads its device (a rotation racing a
 # revoke) is refused as unavailable after this many reads, not looped on.
 MAX_DEVICE_READS = 3
 
-# KEYS: generation, nonce, throttle log, last-seen mark, replay fence; for a view that
-# answers without waiting, also its wake generation and "nothing pending" marker
-# (ea_gateway.wake, step 1).
-# ARGV: generation the device was read under, nonce TTL (s), requests allowed, window (ms),
-# last-seen resolution (s), the request's timestamp, and (after a {3}: '' before) the
-# server identity it named with the device's ReplayFence floor and bound for it.
-# Returns {0, generation} (stale: nothing consumed), {1} (nonce replayed), {3, identity}
-# (the durable bound is needed: nothing consumed), {4, floor} (fenced: signed at or below
-# the bound found after Redis lost data) or
-# {2, retry_after_ms (0: allowed), last_seen_free (1/0)[, wake generation, marker, marker PTTL]}.
-# The throttle is DRF's sliding log: the times (Redis clock, ms) of the requests allowed
-# in the last window, newest first; a request beyond the limit is refused until the oldest
-# leaves the window, and is not logged.
-ADMIT = """
-local generation = redis.call('GET', KEYS[1]) or ''
-if generation ~= ARGV[1] then
-  return {0, generation}
-end
-local server = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') .. ':' ..
-  string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
-local fence = redis.call('HMGET', KEYS[5], 'server', 'floor', 'bound')
-local floor, bound = tonumber(fence[2]), tonumber(fence[3])
-if ARGV[7] == server then
-  floor = tonumber(ARGV[8])
-  bound = math.max(fence[1] == server and bound or 0, tonumber(ARGV[9]))
-  redis.call('HSET', KEYS[5], 'server', server,
-             'floor', string.format('%.0f', floor), 'bound', string.format('%.0f', bound))
-  redis.call('EXPIRE', KEYS[5], ARGV[2])
-elseif fence[1] ~= server then
-  return {3, server}
-end
-local timestamp = tonumber(ARGV[6])
-if timestamp <= floor then
-  return {4, string.format('%.0f', floor)}
-end
-if timestamp > bound then
-  return {3, server}
-end
-if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
-  return {1}
-end
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local limit = tonumber(ARGV[3])
-local window = tonumber(ARGV[4])
-local oldest = redis.call('LINDEX', KEYS[3], -1)
-while oldest and tonumber(oldest) <= now - window do
-  redis.call('RPOP', KEYS[3])
-  oldest = redis.call('LINDEX', KEYS[3], -1)
-end
-local retry_after = 0
-if redis.call('LLEN', KEYS[3]) >= limit then
-  retry_after = math.max(1, tonumber(oldest) + window - now)
-else
-  redis.call('LPUSH', KEYS[3], string.format('%.0f', now))
-  redis.call('PEXPIRE', KEYS[3], window)
-end
-local last_seen_free = redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[5]) and 1 or 0
-if KEYS[7] then
-  return {2, retry_after, last_seen_free,
-          redis.call('GET', KEYS[6]), redis.call('GET', KEYS[7]), redis.call('PTTL', KEYS[7])}
-end
-return {2, retry_after, last_seen_free}
-"""
-_STALE, _REPLAYED, _ADMITTED, _UNBOUNDED, _FENCED = 0, 1, 2, 3, 4
 # Verifying against this when the key is unknown keeps the timing of
 # "unknown key" and "bad signature" alike.
 _DUMMY_SECRET = "veilstop-no-such-device"  # noqa: S105 - not a credential
@@ -233,8 +162,10 @@ class HMACDeviceAuthentication(BaseAuthentication):
             refusal = _refusal(entry, skew=skew, canonical=canonical, signature=signature)
             if refusal is None:
                 topic = _wake_topic(request, entry.device)
-                outcome = _unavailable_if_down(_admit, entry, nonce, int(timestamp), topic)
-                if outcome[0] != _STALE:
+                outcome = _unavailable_if_down(
+                    admit, entry=entry, nonce=nonce, timestamp=int(timestamp), wake_topic=topic
+                )
+                if outcome[0] != STALE:
                     return _admitted(entry, outcome, int(timestamp))
                 generation = outcome[1].decode()
             elif fresh:
@@ -267,9 +198,13 @@ def _refusal(entry: DeviceEntry, *, skew: float, canonical: str, signature: str)
 
 def _admitted(entry: DeviceEntry, outcome: list, timestamp: int) -> tuple[DevicePrincipal, Device]:
     device = entry.device
-    if outcome[0] == _REPLAYED:
+    if outcome[0] == REPLAYED:
         raise _fail("nonce replayed", device.key_id)
-    if outcome[0] == _FENCED:
+    if outcome[0] == DEVICE_GONE:
+        raise _fail("device deleted", device.key_id)
+    if outcome[0] == UNSETTLED:
+        raise AuthenticationUnavailable()
+    if outcome[0] == FENCED:
         wait = max(1, int(outcome[1]) - timestamp + 1)
         logger.info("EA request refused by the replay fence for %s s (key %s)", wait, device.key_id[:40])
         raise ReplayFenced(wait)
@@ -296,51 +231,9 @@ def _wake_topic(request, device: Device) -> tuple[str, int] | None:
     return topic(request, device)
 
 
-def _admit(entry: DeviceEntry, nonce: str, timestamp: int, wake_topic: tuple[str, int] | None) -> list:
-    device = entry.device
-    limit, window_seconds = device_rate(device)
-    keys = [
-        DEVICE_GENERATION_KEY.format(key_id=device.key_id),
-        NONCE_KEY.format(device=device.pk, nonce=nonce),
-        THROTTLE_KEY.format(device=device.pk),
-        LAST_SEEN_KEY.format(device=device.pk),
-        FENCE_KEY.format(device=device.pk),
-    ]
-    scope = database_scope() if wake_topic else ""
-    if wake_topic:
-        keys += [generation_key(scope, *wake_topic), marker_key(scope, *wake_topic)]
-    args = [
-        entry.generation,
-        2 * settings.HMAC_CLOCK_SKEW_SECONDS + 60,
-        limit,
-        window_seconds * 1000,
-        LAST_SEEN_RESOLUTION_SECONDS,
-        timestamp,
-    ]
-    fence = ["", "", ""]
-    for _read in range(MAX_DEVICE_READS):
-        outcome = get_script(ADMIT)(keys=keys, args=[*args, *fence])
-        if outcome[0] != _UNBOUNDED:
-            break
-        # Once per half to whole HMAC_REPLAY_FENCE_SECONDS per device, and after Redis lost its copy.
-        server = outcome[1].decode()
-        bounds = replay_fence_raise(device_id=device.pk, redis_server=server, signed_at=timestamp)
-        if bounds is None:
-            raise _fail("device deleted", device.key_id)
-        fence = [server, *bounds]
-    else:
-        logger.warning("EA authentication unavailable: Redis kept changing while read")
-        raise AuthenticationUnavailable()
-    if wake_topic and outcome[0] == _ADMITTED:
-        _, retry_after_ms, last_seen_free, generation, marked, pttl = outcome
-        check = pending_check(scope, *wake_topic, generation=generation, marked=marked, pttl=pttl)
-        return [_ADMITTED, retry_after_ms, last_seen_free, check]
-    return outcome
-
-
-def _unavailable_if_down(call, *args):
+def _unavailable_if_down(call, *args, **kwargs):
     try:
-        return call(*args)
+        return call(*args, **kwargs)
     except RedisError:
         logger.warning("EA authentication unavailable: Redis unreachable")
         raise AuthenticationUnavailable() from None

