@@ -29,8 +29,16 @@ ADVANCED_KEYS = ("partial_take_profits", "trailing", "breakeven")
 
 @admin.register(Instrument)
 class InstrumentAdmin(admin.ModelAdmin):
-    list_display = ["symbol", "description", "digits", "pip_size", "contract_size", "active"]
-    list_filter = ["active"]
+    list_display = [
+        "symbol",
+        "description",
+        "digits",
+        "pip_size",
+        "contract_size",
+        "active",
+        "market_guard_mode",
+    ]
+    list_filter = ["active", "market_guard_mode"]
     search_fields = ["symbol", "description"]
 
 
@@ -42,6 +50,8 @@ class ClientAdmin(admin.ModelAdmin):
         "auto_approve",
         "default_volume",
         "auto_close_enabled",
+        "max_open_positions",
+        "max_volume_per_instrument",
     ]
     list_filter = ["active", "auto_approve", "auto_close_enabled"]
     search_fields = ["name", "contact_email", "telegram_chat_id"]
