@@ -13,6 +13,7 @@ from core.admin_base import ReadOnlyAdmin
 from core.errors import DomainError
 from signals_app.choices import DecidedBy
 from signals_app.events import Actor
+from signals_app.guard_settings import guard_settings_save
 from signals_app.models import Approval, AuditEvent, Client, Instrument, Signal
 from signals_app.selectors import user_sees_hidden_levels
 from signals_app.services import (
@@ -39,6 +40,10 @@ class InstrumentAdmin(admin.ModelAdmin):
         "market_guard_mode",
     ]
     list_filter = ["active", "market_guard_mode"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        guard_settings_save(obj=obj, by=Actor.user(request.user))
+
     search_fields = ["symbol", "description"]
 
 
@@ -54,6 +59,10 @@ class ClientAdmin(admin.ModelAdmin):
         "max_volume_per_instrument",
     ]
     list_filter = ["active", "auto_approve", "auto_close_enabled"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        guard_settings_save(obj=obj, by=Actor.user(request.user))
+
     search_fields = ["name", "contact_email", "telegram_chat_id"]
 
 

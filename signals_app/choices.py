@@ -62,6 +62,7 @@ class AuditAction(models.TextChoices):
     APPROVAL_EXPIRED = "approval.expired"
     APPROVAL_HELD_BACK = "approval.held_back"
     CLIENT_CREATED = "client.created"
+    GUARD_SETTINGS_CHANGED = "guards.settings_changed"
     POSITION_OPENED = "position.opened"
     POSITION_CLOSE_REQUESTED = "position.close_requested"
     POSITION_CLOSED = "position.closed"

@@ -17,7 +17,7 @@ from positions.models import Alert, CloseCommand, OpenPosition
 from positions.quote_path import path_judgeable, paths_read
 from positions.quotes import Quote, quotes_ingest
 from positions.scanner import sweep
-from signals_app.models import Instrument
+from signals_app.models import AuditEvent, Instrument
 from tests.factories import make_signal, open_book
 
 pytestmark = pytest.mark.django_db
@@ -247,3 +247,37 @@ def test_bad_market_guard_settings_are_refused(redis_client, field, value):
     if field != "market_guard_mode":
         with pytest.raises(IntegrityError), transaction.atomic():
             Instrument.objects.filter(pk=instrument.pk).update(**{field: value})
+
+
+def test_the_owner_sets_the_mode_in_the_console_audited(admin_client, redis_client):
+    instrument = Instrument.objects.get(symbol="XAUUSD")
+    form = {
+        "symbol": "XAUUSD",
+        "description": instrument.description,
+        "digits": instrument.digits,
+        "pip_size": instrument.pip_size,
+        "contract_size": instrument.contract_size,
+        "active": "on",
+        "market_guard_mode": "close",
+        "market_guard_spread_factor": "3",
+        "market_guard_gap_pips": "",
+        "market_guard_quote_timeout_seconds": "",
+    }
+
+    response = admin_client.post(f"/admin/signals_app/instrument/{instrument.pk}/change/", form)
+    refused = admin_client.post(
+        f"/admin/signals_app/instrument/{instrument.pk}/change/", {**form, "market_guard_spread_factor": "1"}
+    )
+
+    assert response.status_code == 302
+    instrument.refresh_from_db()
+    assert (instrument.market_guard_mode, instrument.market_guard_spread_factor) == ("close", Decimal("3.00"))
+    event = AuditEvent.objects.get(action="guards.settings_changed")
+    changes = event.data["changes"]
+    assert set(changes) == {"market_guard_mode", "market_guard_spread_factor"}
+    assert changes["market_guard_mode"] == ["hold", "close"]
+    assert changes["market_guard_spread_factor"][0] is None
+    assert Decimal(changes["market_guard_spread_factor"][1]) == 3
+    assert refused.status_code == 200
+    assert "market_guard_spread_factor" in refused.context["adminform"].form.errors
+    assert gold_status()["mode"] == "close"
