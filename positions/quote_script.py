@@ -33,7 +33,7 @@ if KEYS[1] ~= '' then
     end
 end
 local flags = {}
-local windows = {}
+local windows, window_keys = {}, {}
 local window_size, fewest = tonumber(ARGV[7]), tonumber(ARGV[8])
 for i = 0, (#KEYS - 1) / 3 - 1 do
     local quote_key, path_key, window_key = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
@@ -59,26 +59,29 @@ for i = 0, (#KEYS - 1) / 3 - 1 do
             end
             local window = windows[window_key]
             if not window then
-                window = {}
-                for _, value in ipairs(redis.call('LRANGE', window_key, 0, -1)) do
-                    window[#window + 1] = tonumber(value)
+                window = {texts = redis.call('LRANGE', window_key, 0, -1), numbers = {}}
+                for index, value in ipairs(window.texts) do
+                    window.numbers[index] = tonumber(value)
                 end
                 windows[window_key] = window
+                window_keys[#window_keys + 1] = window_key
             end
-            local width = tonumber(spread)
-            if factor > 0 and #window >= fewest and width > 0 then
+            local numbers, width = window.numbers, tonumber(spread)
+            if factor > 0 and #numbers >= fewest and width > 0 then
                 local narrower = 0
-                for _, value in ipairs(window) do
+                for _, value in ipairs(numbers) do
                     if value * factor < width then narrower = narrower + 1 end
                 end
-                if narrower >= math.ceil(#window / 2) then
+                if narrower >= math.ceil(#numbers / 2) then
                     anomaly = (anomaly == '') and 'spread' or 'spread+gap'
                 end
             end
-            window[#window + 1] = width
-            if #window > window_size then table.remove(window, 1) end
-            redis.call('RPUSH', window_key, spread)
-            redis.call('LTRIM', window_key, -window_size, -1)
+            numbers[#numbers + 1] = width
+            window.texts[#window.texts + 1] = spread
+            if #numbers > window_size then
+                table.remove(numbers, 1)
+                table.remove(window.texts, 1)
+            end
             local seq = redis.call('HINCRBY', quote_key, 'seq', 1)
             if seq < tonumber(ARGV[5]) then
                 seq = tonumber(ARGV[5])
@@ -92,6 +95,11 @@ for i = 0, (#KEYS - 1) / 3 - 1 do
         redis.call('HSET', quote_key, 'bid', bid, 'ask', ask, 'ts', ts, 'received_at', ARGV[1],
                    'anomaly', anomaly)
     end
+end
+-- Each spread window written back once per batch, not once per quote.
+for _, window_key in ipairs(window_keys) do
+    redis.call('DEL', window_key)
+    redis.call('RPUSH', window_key, unpack(windows[window_key].texts))
 end
 local stored = table.concat(flags)
 if KEYS[1] ~= '' then
