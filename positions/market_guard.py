@@ -90,12 +90,6 @@ def describe(anomaly: str) -> str:
     }.get(anomaly, "spread wider than its limit and a gap")
 
 
-def state_of(why: str, config: GuardConfig) -> str:
-    if not why:
-        return NORMAL
-    return CLOSING if config.mode == MarketGuardMode.CLOSE else HELD
-
-
 @dataclass
 class Verdict:
     """One sweep's market guard: held instruments (symbol -> why), silences (the

@@ -5,6 +5,7 @@ hands them out when room frees up."""
 from __future__ import annotations
 
 import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -242,3 +243,36 @@ def test_the_console_refuses_a_bad_limit_with_a_message(admin_client):
     assert "max_volume_per_instrument" in errors
     client.refresh_from_db()
     assert client.max_open_positions is None
+
+
+@pytest.mark.slow
+def test_a_close_wakes_the_clients_waiting_poll_with_the_held_back_approval(trader):
+    from tests.ea_gateway.test_longpoll import Waiting
+
+    client, ea = trader
+    ids = [_signal(entry=e).approvals.get(client=client).pk for e in ("2650.50", "2651.50", "2652.50")]
+    _polled(ea)
+    position_id = _fill(ea, ids[0], "t-1")
+    _fill(ea, ids[1], "t-2")
+    # given: the EA waits, with nothing it may be handed
+    waiting = Waiting(ea, "/api/v1/client/poll", wait=20)
+    time.sleep(0.5)
+
+    # when: a position closes
+    command = close_command_request(
+        position=OpenPosition.objects.get(pk=position_id), reason=CloseReason.MANUAL, by=OWNER
+    )
+    closed_at = time.monotonic()
+    close_command_ack(
+        command_id=command.pk,
+        device_id=ea.device.pk,
+        result=CloseResult(
+            executed=True, close_price=Decimal("2651"), closed_volume=Decimal("0.10"), error=""
+        ),
+        by=OWNER,
+    )
+    body, _ = waiting.result()
+
+    # then: the waiting poll answers at once with the approval that now fits
+    assert waiting.finished - closed_at < 2.0
+    assert [item["approval_id"] for item in body["approvals"]] == [ids[2]]
