@@ -281,3 +281,34 @@ def test_the_owner_sets_the_mode_in_the_console_audited(admin_client, redis_clie
     assert refused.status_code == 200
     assert "market_guard_spread_factor" in refused.context["adminform"].form.errors
     assert gold_status()["mode"] == "close"
+
+
+def test_the_state_says_closing_while_guard_closes_run_and_held_on_a_stale_quote(gold):
+    guard(market_guard_mode="close")
+    feed("2649.00", "2652.00")
+    sweep()
+    feed("2650.00")  # the market is normal again; the closes are still out
+
+    assert (gold_status()["state"], gold_status()["reason"]) == (
+        "closing",
+        "market guard closes still running",
+    )
+
+    guard(market_guard_mode="hold")
+    CloseCommand.objects.update(status="executed")
+    OpenPosition.objects.update(status=PositionStatus.OPEN)
+    with override_settings(QUOTE_MAX_AGE_SECONDS=1):
+        time.sleep(1.1)
+        status = gold_status()
+    assert (status["state"], status["reason"]) == ("held", "stale quote: older than QUOTE_MAX_AGE_SECONDS")
+
+
+def test_an_instrument_nobody_trades_is_normal_without_quotes(redis_client):
+    status = gold_status()
+
+    assert (status["state"], status["spread"], status["median_spread"], status["last_quote_age_seconds"]) == (
+        "normal",
+        None,
+        None,
+        None,
+    )
