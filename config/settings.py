@@ -266,6 +266,19 @@ BREACH_RECHECK_DELAY_SECONDS = env.int("BREACH_RECHECK_DELAY_SECONDS", 0, minimu
 SPIKE_MAX_JUMP_FRACTION = env.decimal(
     "SPIKE_MAX_JUMP_FRACTION", "0.02", minimum=Decimal("0.0001"), maximum=Decimal(1)
 )
+# Client risk guards: exposure limits (0: none) and the market guard (README: Configuration).
+GUARD_MAX_OPEN_POSITIONS = env.int("GUARD_MAX_OPEN_POSITIONS", 0, minimum=0)
+GUARD_MAX_VOLUME_PER_INSTRUMENT = env.decimal("GUARD_MAX_VOLUME_PER_INSTRUMENT", "0", minimum=Decimal(0))
+MARKET_GUARD_SPREAD_FACTOR = env.decimal(
+    "MARKET_GUARD_SPREAD_FACTOR", "5", minimum=Decimal(0), maximum=Decimal(1000)
+)
+if 0 < MARKET_GUARD_SPREAD_FACTOR <= 1:
+    raise ImproperlyConfigured("MARKET_GUARD_SPREAD_FACTOR must be above 1, or 0 for never")
+MARKET_GUARD_SPREAD_WINDOW = env.int("MARKET_GUARD_SPREAD_WINDOW", 50, minimum=10, maximum=1000)
+MARKET_GUARD_GAP_PIPS = env.decimal("MARKET_GUARD_GAP_PIPS", "0", minimum=Decimal(0))
+MARKET_GUARD_QUOTE_TIMEOUT_SECONDS = env.int(
+    "MARKET_GUARD_QUOTE_TIMEOUT_SECONDS", 60, minimum=1, maximum=86400
+)
 CLOSE_ACK_TIMEOUT_SECONDS = env.int("CLOSE_ACK_TIMEOUT_SECONDS", 30, minimum=1)
 CLOSE_MAX_ATTEMPTS = env.int("CLOSE_MAX_ATTEMPTS", 5, minimum=1, maximum=100)
 DEVICE_OFFLINE_SECONDS = env.int("DEVICE_OFFLINE_SECONDS", 120, minimum=1)

@@ -20,14 +20,15 @@ from core.errors import DomainError
 from core.redis import get_redis
 from ea_gateway.choices import DeviceRole
 from ea_gateway.models import Device
-from ea_gateway.selectors import DEVICE_GENERATION_KEY
+from ea_gateway.selectors import DEVICE_GENERATION_KEY, approvals_for_poll
 from positions.choices import LIVE_STATUSES
+from positions.exposure import approvals_hand_out
 from positions.fills import AckResult, Fill, FillReport, approval_fill_report, positions_reconcile
 from positions.handover import Handover, positions_hand_over
 from positions.models import OpenPosition
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit
-from signals_app.models import Client
+from signals_app.models import Approval, Client
 
 KEY_PREFIX = "vsk_"
 # Longer than any EA_DEVICE_CACHE_SECONDS: an entry read before a change has left every
@@ -35,6 +36,12 @@ KEY_PREFIX = "vsk_"
 DEVICE_GENERATION_TTL_SECONDS = 86_400
 
 logger = logging.getLogger(__name__)
+
+
+def approvals_for_ea(*, device: Device) -> list[Approval]:
+    """What the EA poll hands out now: its client's approvals within the client's exposure
+    limits (``positions.exposure``: the others are held back, whole, and audited once)."""
+    return approvals_hand_out(client_id=device.client_id, candidates=list(approvals_for_poll(device=device)))
 
 
 def _new_secret() -> str:

@@ -13,6 +13,7 @@ class PositionStatus(models.TextChoices):
     CLOSED_BREAKEVEN = "closed_breakeven", "Closed at breakeven"
     CLOSED_TIME = "closed_time", "Closed at max holding time"
     CLOSED_SIGNAL_EXIT = "closed_signal_exit", "Closed by the strategy's exit"
+    CLOSED_MARKET_GUARD = "closed_market_guard", "Closed by the market guard"
     CLOSED_EXTERNAL = "closed_external", "Closed outside the server"
     CLOSE_FAILED = "close_failed", "Close failed"
 
@@ -28,6 +29,7 @@ class CloseReason(models.TextChoices):
     BREAKEVEN = "breakeven", "Stop moved to breakeven, then hit"
     TIME = "time", "Maximum holding time reached"
     SIGNAL_EXIT = "signal_exit", "The strategy's exit signal"
+    MARKET_GUARD = "market_guard", "Abnormal market (market guard in close mode)"
 
 
 class CloseCommandStatus(models.TextChoices):
@@ -54,6 +56,7 @@ CLOSED_STATUS_FOR = {
     CloseReason.BREAKEVEN: PositionStatus.CLOSED_BREAKEVEN,
     CloseReason.TIME: PositionStatus.CLOSED_TIME,
     CloseReason.SIGNAL_EXIT: PositionStatus.CLOSED_SIGNAL_EXIT,
+    CloseReason.MARKET_GUARD: PositionStatus.CLOSED_MARKET_GUARD,
 }
 
 # The only reason text a client ever sees: it names no level.
@@ -66,6 +69,7 @@ CLIENT_REASON_FOR = {
     CloseReason.BREAKEVEN: "risk limit",
     CloseReason.TIME: "time limit",
     CloseReason.SIGNAL_EXIT: "closed by the provider",
+    CloseReason.MARKET_GUARD: "closed by the provider",
 }
 
 
@@ -79,6 +83,8 @@ class AlertKind(models.TextChoices):
     UNREADABLE_LEVELS = "unreadable_levels", "A signal's hidden levels cannot be read: not monitored"
     NO_ATR = "no_atr", "Too few bars for an ATR trailing stop: it does not move"
     NO_ACTIVE_DEVICE = "no_active_device", "Live positions and no active EA device to close them"
+    MARKET_GUARD = "market_guard", "Abnormal market: breaches held or positions closed"
+    OVER_EXPOSURE = "over_exposure", "A fill took a client beyond its exposure limits"
 
 
 # The exits a plan's level triggers, by the side of the trade they protect (the dashboard

@@ -17,6 +17,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.errors import DomainError
+from core.wake import wake_clients
 from positions import metrics
 from positions.alerts import alert_raise
 from positions.choices import CLOSED_STATUS_FOR, AlertKind, CloseCommandStatus, CloseReason, PositionStatus
@@ -219,6 +220,8 @@ def _apply_close(
     else:
         fields.update(status=PositionStatus.OPEN)
     OpenPosition.objects.filter(pk=position.pk).update(**fields)
+    # Room under the client's exposure limits (positions.exposure): held-back approvals may go.
+    wake_clients([position.client_id])
     if not fully_closed:
         _rejudge(position)
     audit(

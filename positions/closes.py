@@ -64,6 +64,9 @@ class Claim(Enum):
     POSITIONS = ClaimScope("p.id", (PositionStatus.OPEN, PositionStatus.CLOSE_FAILED), False)
     # A rule that fired for a signal: its open positions of clients with auto-close on.
     SIGNAL_POSITIONS = ClaimScope("p.signal_id", (PositionStatus.OPEN,), True)
+    # The market guard in close mode: an instrument's open positions, as a rule of the
+    # server's (the canary flag applies as to the plans' exits).
+    INSTRUMENT_POSITIONS = ClaimScope("p.instrument_id", (PositionStatus.OPEN,), True)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.errors import DomainError
+from core.wake import wake_clients
 from positions.alerts import alert_raise
 from positions.choices import AlertKind, PositionStatus
+from positions.exposure import exposure_check_fill
 from positions.locks import approval_lock, positions_lock
 from positions.models import OpenPosition
 from positions.plan_store import plans_mark_dirty
@@ -125,6 +127,7 @@ def _approval_fill_report(*, report: FillReport, by: Actor) -> AckResult:
                 fields={"volume": [f"at most {approval.volume}"]},
             )
         position = position_open(approval=approval, device_id=report.device_id, fill=report.fill, by=by)
+        exposure_check_fill(position=position)
         # Judged at once against the plan as it stands: a fill past a level, or after the
         # plan ended or hit a partial, gets its close without waiting for the next quote.
         plans_mark_dirty(approval.signal_id)
@@ -224,6 +227,8 @@ def positions_reconcile(
         )
         if not vanished:
             return 0
+        # Room under the client's exposure limits (positions.exposure): held-back approvals may go.
+        wake_clients({position.client_id for position in vanished})
         OpenPosition.objects.filter(
             pk__in=[position.pk for position in vanished], status=PositionStatus.OPEN
         ).update(status=PositionStatus.CLOSED_EXTERNAL, closed_at=now, updated_at=now)

@@ -4,6 +4,8 @@ A transaction that locks rows of several kinds takes them in this order, and
 rows of one kind in ascending id, so two transactions never wait on each other
 in a circle:
 
+0. a client's exposure lock (``positions.exposure``: the EA poll), a
+   transaction-scoped advisory lock taken before any row;
 1. an instrument's sweep lock: a transaction-scoped advisory lock, *tried* by
    sweeps (a sweep skips an instrument another sweep holds, it never waits) and
    waited for only by the strategy's exit;
@@ -30,6 +32,7 @@ from positions.models import CloseCommand, OpenPosition
 from signals_app.models import Approval
 
 SWEEP_LOCK_NAMESPACE = 73110  # first key of the advisory locks: "this is the scanner's"
+EXPOSURE_LOCK_NAMESPACE = 73111  # "this is a client's exposure (the EA poll's)"
 
 # The claim's locking step: its candidate positions, locked in id order before they change.
 POSITIONS_IN_ORDER = "ORDER BY p.id FOR UPDATE OF p"
@@ -47,6 +50,13 @@ def instruments_try_lock(instrument_ids: Iterable[int]) -> set[int]:
             [SWEEP_LOCK_NAMESPACE, ordered],
         )
         return {instrument_id for instrument_id, locked in cursor.fetchall() if locked}
+
+
+def client_exposure_lock(client_id: int) -> None:
+    """Wait for the client's exposure lock (until the transaction ends): one poll of the
+    client at a time counts and hands out approvals against its limits."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [EXPOSURE_LOCK_NAMESPACE, client_id])
 
 
 def instrument_lock(instrument_id: int) -> None:

@@ -199,12 +199,21 @@ def instruments_named(symbols: set[str] | None) -> dict[int, str]:
     return dict(rows.values_list("pk", "symbol"))
 
 
-def instruments_versions(instrument_ids: set[int]) -> list[tuple[int, str, Decimal, int]]:
-    """Read under the sweep locks: every writer of what the books hold raises the version."""
+def instruments_versions(instrument_ids: set[int]) -> list[tuple]:
+    """Read under the sweep locks: every writer of what the books hold raises the version.
+    Each row: (id, symbol, pip size, plans_version, then the market guard's mode and quote
+    timeout, which ``positions.market_guard`` reads from the same row)."""
     return list(
         Instrument.objects.filter(pk__in=instrument_ids)
         .order_by("pk")
-        .values_list("pk", "symbol", "pip_size", "plans_version")
+        .values_list(
+            "pk",
+            "symbol",
+            "pip_size",
+            "plans_version",
+            "market_guard_mode",
+            "market_guard_quote_timeout_seconds",
+        )
     )
 
 
@@ -212,14 +221,12 @@ def instruments_versions(instrument_ids: set[int]) -> list[tuple[int, str, Decim
 _BOOKS: dict[int, Book] = {}
 
 
-def books_current(
-    instruments: list[tuple[int, str, Decimal, int]], *, now: datetime, stale: set[int]
-) -> list[Book]:
+def books_current(instruments: list[tuple], *, now: datetime, stale: set[int]) -> list[Book]:
     """The book of each (id, symbol, pip size, plans_version), re-read where it moved.
     Call under the instruments' sweep locks; ``stale`` are instruments to re-read anyway."""
     books = []
     clock = time.monotonic()
-    for instrument_id, symbol, pip_size, version in instruments:
+    for instrument_id, symbol, pip_size, version, *_ in instruments:
         book = _BOOKS.get(instrument_id)
         if book is None or book.pip_size != pip_size or book.symbol != symbol:
             book = _BOOKS[instrument_id] = Book(instrument_id, symbol, pip_size)

@@ -10,7 +10,8 @@ sweep, under its instrument's lock:
 2. keeps what may be judged (``path_judgeable``): a spike counts only once the
    next quote confirms it (does not jump away again); an unconfirmed spike at
    the end waits in the path for its successor; a spike the next quote
-   contradicts is dropped;
+   contradicts is dropped; a quote the market guard flagged (an abnormal
+   spread or a gap, ``positions.market_guard``) is never judged;
 3. walks every watched signal's plan through it (``positions.exit_plan``);
 4. after its transaction commits, removes what it consumed (``path_trim``).
    A sweep that dies before trimming leaves the quotes for the next one; the
@@ -19,7 +20,7 @@ sweep, under its instrument's lock:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from core.redis import get_redis
@@ -44,6 +45,7 @@ return removed
 class PathEntry:
     quote: PathQuote
     spike: bool
+    anomaly: str = ""  # the market guard's flag
 
 
 @dataclass(frozen=True)
@@ -52,15 +54,17 @@ class JudgeablePath:
     consumed_seq: int | None  # trim up to here after the commit; None: nothing to trim
     dropped_spikes: list[PathQuote]
     held_spike: bool  # the last quote is a spike waiting for its confirmation
+    anomalies: list[tuple[PathQuote, str]] = field(default_factory=list)  # flagged: never judged
 
 
 def _parse(raw: bytes) -> PathEntry:
-    seq, bid, ask, ts, received_at, spike = raw.decode().split("|")
+    seq, bid, ask, ts, received_at, spike, *flag = raw.decode().split("|")
     return PathEntry(
         PathQuote(
             seq=int(seq), bid=Decimal(bid), ask=Decimal(ask), ts=float(ts), received_at=float(received_at)
         ),
         spike=spike == "1",
+        anomaly=flag[0] if flag else "",
     )
 
 
@@ -78,10 +82,13 @@ def paths_read(symbols: list[str]) -> dict[str, list[PathEntry]]:
 def path_judgeable(entries: list[PathEntry]) -> JudgeablePath:
     quotes: list[PathQuote] = []
     dropped: list[PathQuote] = []
+    anomalies: list[tuple[PathQuote, str]] = []
     consumed = 0
     held = False
     for index, entry in enumerate(entries):
-        if entry.spike:
+        if entry.anomaly:
+            anomalies.append((entry.quote, entry.anomaly))
+        elif entry.spike:
             if index + 1 == len(entries):
                 held = True  # its confirmation has not arrived yet: it stays in the path
                 break
@@ -97,6 +104,7 @@ def path_judgeable(entries: list[PathEntry]) -> JudgeablePath:
         consumed_seq=entries[consumed - 1].quote.seq if consumed else None,
         dropped_spikes=dropped,
         held_spike=held,
+        anomalies=anomalies,
     )
 
 

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from celery import current_app
@@ -25,6 +25,7 @@ from core.redis import get_redis, get_script
 from positions.candles import candles_record
 from positions.choices import PositionStatus
 from positions.models import OpenPosition
+from positions.quote_script import STORE_BATCH
 from signals_app.models import Instrument
 
 logger = logging.getLogger(__name__)
@@ -34,68 +35,14 @@ KEY = "veilstop:quote:{symbol}"
 PATH_KEY = "veilstop:quote-path:{symbol}"
 # A path longer than this means sweeps stopped for a long while: the oldest quotes go.
 PATH_CAP = 20_000
+# The spreads of the latest fresh quotes (MARKET_GUARD_SPREAD_WINDOW of them), oldest first.
+SPREAD_WINDOW_KEY = "veilstop:spread-window:{symbol}"
+# A spread is judged against its window's median once the window holds this many.
+SPREAD_FEWEST = 10
 # Set while a quote-triggered sweep of the instrument is queued: quotes in between queue no more.
 SWEEP_QUEUED_KEY = "veilstop:scan-queued:{symbol}"
 SWEEP_INSTRUMENT_TASK = "positions.sweep_instrument"  # positions.tasks runs it; sent here by name
 
-# KEYS[1] = the batch's record ("" for none), then per quote its hash and its quote path
-# (see positions.quote_path). ARGV[1..5] = received_at, max age, max jump, path cap,
-# sequence base; ARGV[6] = how long the batch record is kept; then bid, ask, ts per quote.
-# Returns the stored flags ("1"/"0" per quote) and whether the batch had been applied before.
-#
-# The whole batch is one script, so Redis applies all of it or none of it. Its record
-# (the flags, later a mark once its bars are in PostgreSQL) makes a batch sent again,
-# by a feed retrying after a 503 or a lost answer, a replay: nothing is stored twice,
-# no sequence number or spike flag is spent again, and the answer is the first one's.
-#
-# Per quote: it replaces the held one only if it is newer. A quote fresh on arrival also
-# joins the path, numbered (seq) and flagged when it jumped beyond the spike limit from
-# the quote before; seq is never below the arrival time in microseconds, so it keeps
-# growing across a Redis restart that lost (or rolled back) the counter.
-_STORE_BATCH = """
-if KEYS[1] ~= '' then
-    local recorded = redis.call('HMGET', KEYS[1], 'stored', 'bars')
-    if recorded[1] then
-        return {recorded[1], recorded[2] or '0', 1}
-    end
-end
-local flags = {}
-for i = 0, (#KEYS - 1) / 2 - 1 do
-    local quote_key, path_key = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
-    local bid, ask, ts = ARGV[7 + 3 * i], ARGV[8 + 3 * i], ARGV[9 + 3 * i]
-    local current = redis.call('HMGET', quote_key, 'bid', 'ask', 'ts')
-    if current[3] and tonumber(current[3]) >= tonumber(ts) then
-        flags[#flags + 1] = '0'
-    else
-        flags[#flags + 1] = '1'
-        redis.call('HSET', quote_key, 'bid', bid, 'ask', ask, 'ts', ts, 'received_at', ARGV[1])
-        if tonumber(ARGV[1]) - tonumber(ts) <= tonumber(ARGV[2]) then
-            local spike = 0
-            if current[1] then
-                local previous_mid = (tonumber(current[1]) + tonumber(current[2])) / 2
-                local mid = (tonumber(bid) + tonumber(ask)) / 2
-                if previous_mid > 0 and math.abs(mid - previous_mid) / previous_mid > tonumber(ARGV[3]) then
-                    spike = 1
-                end
-            end
-            local seq = redis.call('HINCRBY', quote_key, 'seq', 1)
-            if seq < tonumber(ARGV[5]) then
-                seq = tonumber(ARGV[5])
-                redis.call('HSET', quote_key, 'seq', ARGV[5])
-            end
-            local entry = table.concat({string.format('%.0f', seq), bid, ask, ts, ARGV[1], spike}, '|')
-            redis.call('RPUSH', path_key, entry)
-            redis.call('LTRIM', path_key, -tonumber(ARGV[4]), -1)
-        end
-    end
-end
-local stored = table.concat(flags)
-if KEYS[1] ~= '' then
-    redis.call('HSET', KEYS[1], 'stored', stored)
-    redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
-end
-return {stored, '0', 0}
-"""
 # A feed batch's record: how it was stored, and whether its bars were written.
 BATCH_KEY = "veilstop:feed-batch:{digest}"
 # Longer than any feed keeps retrying one batch; a batch sent again after this is
@@ -110,6 +57,8 @@ class Quote:
     ask: Decimal
     ts: float  # when the price was quoted (unix seconds, the feed's clock)
     received_at: float = 0.0
+    # As stored: the market guard's flag ("spread", "gap", "spread+gap"; "" for a normal quote).
+    anomaly: str = field(default="", compare=False)
 
     def as_json(self) -> dict:
         data: dict = {
@@ -130,9 +79,34 @@ class StoredBatch:
     bars_recorded: bool  # a replay whose minute bars are already in PostgreSQL
 
 
-def quotes_store_batch(quotes: list[Quote], *, received_at: float, batch_key: str = "") -> StoredBatch:
+@dataclass(frozen=True)
+class GuardThresholds:
+    """The market guard's limits for one instrument's quotes (0: that check is off)."""
+
+    spread_factor: Decimal
+    gap: Decimal  # a price distance: the gap in pips times the pip size
+
+    @classmethod
+    def of(cls, *, pip_size: Decimal, spread_factor: Decimal | None, gap_pips: Decimal | None):
+        """An instrument's own thresholds, or the global settings where it has none."""
+        factor = settings.MARKET_GUARD_SPREAD_FACTOR if spread_factor is None else spread_factor
+        pips = settings.MARKET_GUARD_GAP_PIPS if gap_pips is None else gap_pips
+        return cls(spread_factor=factor, gap=pips * pip_size)
+
+
+GUARD_OFF = GuardThresholds(Decimal(0), Decimal(0))
+
+
+def quotes_store_batch(
+    quotes: list[Quote],
+    *,
+    received_at: float,
+    batch_key: str = "",
+    thresholds: dict[str, GuardThresholds] | None = None,
+) -> StoredBatch:
     """Store each quote, in order, if it is newer than the one held: the whole batch in
-    one script (all or nothing), remembered under ``batch_key`` when one is given."""
+    one script (all or nothing), remembered under ``batch_key`` when one is given.
+    ``thresholds``: the market guard's, per instrument (none given: nothing is flagged)."""
     keys = [batch_key]
     args = [
         repr(received_at),
@@ -141,11 +115,27 @@ def quotes_store_batch(quotes: list[Quote], *, received_at: float, batch_key: st
         str(PATH_CAP),
         str(int(received_at * 1_000_000)),
         str(BATCH_MEMORY_SECONDS),
+        str(settings.MARKET_GUARD_SPREAD_WINDOW),
+        str(SPREAD_FEWEST),
     ]
+    thresholds = thresholds or {}
     for quote in quotes:
-        keys += [KEY.format(symbol=quote.instrument), PATH_KEY.format(symbol=quote.instrument)]
-        args += [str(quote.bid), str(quote.ask), repr(quote.ts)]
-    flags, bars, replayed = get_script(_STORE_BATCH)(keys=keys, args=args)
+        symbol = quote.instrument
+        guard = thresholds.get(symbol, GUARD_OFF)
+        keys += [
+            KEY.format(symbol=symbol),
+            PATH_KEY.format(symbol=symbol),
+            SPREAD_WINDOW_KEY.format(symbol=symbol),
+        ]
+        args += [
+            str(quote.bid),
+            str(quote.ask),
+            repr(quote.ts),
+            str(quote.ask - quote.bid),
+            str(guard.spread_factor),
+            str(guard.gap),
+        ]
+    flags, bars, replayed = get_script(STORE_BATCH)(keys=keys, args=args)
     return StoredBatch(
         stored=[flag == ord("1") for flag in flags],
         replayed=bool(replayed),
@@ -172,6 +162,7 @@ def _parse(instrument: str, raw: dict[bytes, bytes]) -> Quote | None:
         ask=Decimal(raw[b"ask"].decode()),
         ts=float(raw[b"ts"]),
         received_at=float(raw[b"received_at"]),
+        anomaly=raw.get(b"anomaly", b"").decode(),
     )
 
 
@@ -209,7 +200,14 @@ def quotes_ingest(*, quotes: list[Quote], source: str = "") -> QuoteBatchResult:
     answered what the first attempt would have been.
     """
     symbols = {quote.instrument for quote in quotes}
-    known = dict(Instrument.objects.filter(symbol__in=symbols, active=True).values_list("symbol", "id"))
+    rows = Instrument.objects.filter(symbol__in=symbols, active=True).values_list(
+        "symbol", "id", "pip_size", "market_guard_spread_factor", "market_guard_gap_pips"
+    )
+    known = {symbol: instrument_id for symbol, instrument_id, *_ in rows}
+    thresholds = {
+        symbol: GuardThresholds.of(pip_size=pip_size, spread_factor=factor, gap_pips=gap_pips)
+        for symbol, _, pip_size, factor, gap_pips in rows
+    }
     unknown = sorted(symbols - set(known))
     if unknown:
         raise DomainError(
@@ -220,7 +218,7 @@ def quotes_ingest(*, quotes: list[Quote], source: str = "") -> QuoteBatchResult:
     received_at = time.time()
     ordered = sorted(quotes, key=lambda q: q.ts)
     batch_key = BATCH_KEY.format(digest=_batch_digest(source, ordered))
-    batch = quotes_store_batch(ordered, received_at=received_at, batch_key=batch_key)
+    batch = quotes_store_batch(ordered, received_at=received_at, batch_key=batch_key, thresholds=thresholds)
     stored = [quote for quote, kept in zip(ordered, batch.stored, strict=True) if kept]
     if not batch.bars_recorded:
         candles_record(instrument_ids_by_symbol=known, quotes=stored)

@@ -16,7 +16,9 @@ A sweep:
    decrypted once per worker and re-read only where ``plans_version`` moved);
 3. reads each locked instrument's quote path (``positions.quote_path``: every
    fresh quote since the last look, spikes confirmed or dropped); a quote
-   older than QUOTE_MAX_AGE_SECONDS by now counts for nothing and alerts;
+   older than QUOTE_MAX_AGE_SECONDS by now counts for nothing and alerts; an
+   instrument the market guard holds (``positions.market_guard``) is not judged
+   and keeps its path, and in close mode its open positions are claimed;
 4. asks the book which plans the path's lowest and highest prices can change
    (by range), walks only those (``positions.exit_plan.plan_advance``: stop,
    target, partials, trailing and breakeven, quote by quote) from their stored
@@ -41,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 
 from core.redis import get_redis
 from positions import metrics
@@ -50,6 +52,7 @@ from positions.choices import AlertKind
 from positions.closes import Claim, closes_claim
 from positions.exit_plan import PARTIAL_TP, PLAN_UNWALKABLE, STOP_MOVED, PathQuote, PlanState, plan_advance
 from positions.locks import instruments_try_lock
+from positions.market_guard import GuardConfig, Verdict, guard_alerts, guard_closes, sweep_verdict
 from positions.plan_book import (
     Book,
     books_current,
@@ -73,7 +76,12 @@ from positions.plan_store import (
 )
 from positions.quote_path import JudgeablePath, path_judgeable, paths_read, paths_trim
 from positions.quotes import quotes_latest
-from positions.standing_orders import REASON_FOR_KIND, signals_with_orders, standing_orders
+from positions.standing_orders import (
+    REASON_FOR_KIND,
+    held_back_by_canary,
+    signals_with_orders,
+    standing_orders,
+)
 from positions.sweep_history import SweepSummary, sweep_record
 from positions.watched import WatchedSignal, unwalkable
 from signals_app.choices import AuditAction
@@ -84,14 +92,6 @@ logger = logging.getLogger(__name__)
 
 DRY_RUN_SEEN_KEY = "veilstop:breach-dry-run:{signal}:{kind}"
 SCANNER = Actor.system("scanner")
-
-
-_HELD_BACK_BY_CANARY = """
-SELECT p.signal_id, count(*) FROM positions_openposition p
-  JOIN signals_app_client c ON c.id = p.client_id
- WHERE p.signal_id = ANY(%s) AND p.status = 'open' AND NOT c.auto_close_enabled
- GROUP BY p.signal_id
-"""
 
 
 @dataclass
@@ -113,6 +113,8 @@ class _Sweep:
     consumed: dict[str, int] = field(default_factory=dict)
     stale: dict[str, str] = field(default_factory=dict)  # symbol -> what is wrong with its quotes
     spikes: set[str] = field(default_factory=set)
+    guards: dict[str, GuardConfig] = field(default_factory=dict)
+    guard: Verdict = field(default_factory=Verdict)
 
 
 def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> SweepReport:
@@ -132,9 +134,9 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
             report.skipped_locked_instruments = len(set(instruments) - locked)
             dirty = plans_dirty()
             unknown = books_unknown_here(dirty - books_known(work.now, locked), locked) if dirty else {}
-            books = books_current(
-                instruments_versions(locked), now=_at(work.now), stale=set(unknown.values())
-            )
+            rows = instruments_versions(locked)
+            work.guards = {row[1]: GuardConfig.of(mode=row[4], quote_timeout=row[5]) for row in rows}
+            books = books_current(rows, now=_at(work.now), stale=set(unknown.values()))
             exited = [exited for book in books for exited in book.ended.values()]
             report.signals = sum(len(book.watched(work.now)) for book in books)
             _judge(work, books)
@@ -164,15 +166,16 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
                 )
                 report.commands_created = len(
                     closes_claim(claim=Claim.SIGNAL_POSITIONS, requests=requests, by=SCANNER)
-                )
+                ) + guard_closes(work.guard, {symbol: pk for pk, symbol in instruments.items()})
             ended = [change.signal_id for change in work.changes if change.state.exit_kind]
-            held_back = _held_back_by_canary(ended) if ended else {}
+            held_back = held_back_by_canary(ended) if ended else {}
     except BaseException:
         plans_restore_dirty(taken)
         books_forget(locked)
         raise
     books_saved(saved, books)
     paths_trim(work.consumed)
+    guard_alerts(work.guard, {symbol: pk for pk, symbol in instruments.items()})
     _after_sweep(work, held_back)
     report.seconds = time.perf_counter() - started
     _record_sweep(report)
@@ -199,7 +202,12 @@ def _judge(work: _Sweep, books: list[Book]) -> None:
     }
     latest = quotes_latest(symbols)
     max_age = settings.QUOTE_MAX_AGE_SECONDS
+    work.guard = guard = sweep_verdict(paths, latest, work.guards, now=work.now)
     for symbol, path in paths.items():
+        if symbol in guard.held:  # judged, with the quotes kept, once the hold ends
+            if symbol in guard.silent:
+                work.stale.setdefault(symbol, guard.silent[symbol] + " (market guard)")
+            continue
         if path.consumed_seq is not None:
             work.consumed[symbol] = path.consumed_seq
         if path.dropped_spikes or path.held_spike:
@@ -216,11 +224,13 @@ def _judge(work: _Sweep, books: list[Book]) -> None:
             work.stale[symbol] = f"{late} quote(s) aged past QUOTE_MAX_AGE_SECONDS before a sweep judged them"
     for book in books:
         path = paths[book.symbol]
-        fresh = [q for q in path.quotes if _fresh(work, q)]
+        fresh = [] if book.symbol in guard.held else [q for q in path.quotes if _fresh(work, q)]
         watched = book.watched(work.now)
         reached = [e for e in book.reached(Extremes.of(fresh)) if e.signal.signal_id in watched]
         # The plans the path cannot change: nothing to walk, counted as the path says.
-        if book.symbol in work.stale and not fresh:
+        if book.symbol in guard.held:
+            outcome = "held"
+        elif book.symbol in work.stale and not fresh:
             outcome = "stale" if book.symbol in latest else "no_quote"
         else:
             outcome = "none"
@@ -266,12 +276,6 @@ def _changed(before: PlanState, after: PlanState) -> bool:
 
 def _recheck_all(symbols: set[str] | None) -> bool:
     return symbols is None and plans_recheck_all_due()
-
-
-def _held_back_by_canary(signal_ids: list[int]) -> dict[int, int]:
-    with connection.cursor() as cursor:
-        cursor.execute(_HELD_BACK_BY_CANARY, [signal_ids])
-        return dict(cursor.fetchall())
 
 
 def _after_sweep(work: _Sweep, held_back: dict[int, int]) -> None:

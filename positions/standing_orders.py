@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from django.db import connection
+
 from positions.choices import CloseReason
 from positions.closes import CloseRequest
 from positions.exit_plan import BREAKEVEN, PARTIAL_TP, SIGNAL_EXIT, SL, TP, TRAILING
@@ -29,6 +31,13 @@ REASON_FOR_KIND = {
     SIGNAL_EXIT: CloseReason.SIGNAL_EXIT,
 }
 PARTIAL_PRIORITY = 10  # an exit or a time exit closes the whole position first
+
+_HELD_BACK_BY_CANARY = """
+SELECT p.signal_id, count(*) FROM positions_openposition p
+  JOIN signals_app_client c ON c.id = p.client_id
+ WHERE p.signal_id = ANY(%s) AND p.status = 'open' AND NOT c.auto_close_enabled
+ GROUP BY p.signal_id
+"""
 
 
 def standing_orders(
@@ -110,3 +119,10 @@ def signals_with_orders(
         wanted = watched if recheck_all else (changed | book.timed | dirty) & watched
         signals += [book.running[signal_id].signal for signal_id in sorted(wanted)]
     return signals
+
+
+def held_back_by_canary(signal_ids: list[int]) -> dict[int, int]:
+    """Per ended signal, its open positions that stay open: clients with auto-close off."""
+    with connection.cursor() as cursor:
+        cursor.execute(_HELD_BACK_BY_CANARY, [signal_ids])
+        return dict(cursor.fetchall())

@@ -16,6 +16,7 @@ from core.errors import DomainError
 from core.exports import BoundedExportMixin, date_range_filter
 from signals_app.choices import DecidedBy
 from signals_app.events import Actor
+from signals_app.guard_settings import guard_settings_save
 from signals_app.models import Approval, AuditEvent, Client, Instrument, Signal
 from signals_app.selectors import user_sees_hidden_levels
 from signals_app.services import (
@@ -40,8 +41,13 @@ class InstrumentAdmin(admin.ModelAdmin):
         "contract_size",
         "quote_currency",
         "active",
+        "market_guard_mode",
     ]
-    list_filter = ["active"]
+    list_filter = ["active", "market_guard_mode"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        guard_settings_save(obj=obj, by=Actor.user(request.user))
+
     search_fields = ["symbol", "description"]
 
 
@@ -53,8 +59,14 @@ class ClientAdmin(admin.ModelAdmin):
         "auto_approve",
         "default_volume",
         "auto_close_enabled",
+        "max_open_positions",
+        "max_volume_per_instrument",
     ]
     list_filter = ["active", "auto_approve", "auto_close_enabled"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        guard_settings_save(obj=obj, by=Actor.user(request.user))
+
     search_fields = ["name", "contact_email", "telegram_chat_id"]
 
 

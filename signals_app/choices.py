@@ -31,6 +31,13 @@ class DecidedBy(models.TextChoices):
     OWNER = "owner", "Owner on behalf of the client"
 
 
+class MarketGuardMode(models.TextChoices):
+    """What an abnormal market on an instrument does (``positions.market_guard``)."""
+
+    HOLD = "hold", "Hold: judge no breach there while it lasts, alert"
+    CLOSE = "close", "Close every open position there"
+
+
 class ActorKind(models.TextChoices):
     OWNER = "owner", "Owner"
     BOT = "bot", "Strategy bot"
@@ -54,13 +61,16 @@ class AuditAction(models.TextChoices):
     APPROVAL_APPROVED = "approval.approved"
     APPROVAL_DECLINED = "approval.declined"
     APPROVAL_EXPIRED = "approval.expired"
+    APPROVAL_HELD_BACK = "approval.held_back"
     CLIENT_CREATED = "client.created"
+    GUARD_SETTINGS_CHANGED = "guards.settings_changed"
     POSITION_OPENED = "position.opened"
     POSITION_CLOSE_REQUESTED = "position.close_requested"
     POSITION_CLOSED = "position.closed"
     POSITION_PARTIALLY_CLOSED = "position.partially_closed"
     POSITION_REOPENED = "position.reopened"
     POSITION_CLOSED_EXTERNALLY = "position.closed_externally"
+    POSITION_OVER_EXPOSURE = "position.over_exposure"
     POSITION_DEVICE_CHANGED = "position.device_changed"
     CLOSE_COMMAND_DELIVERED = "close_command.delivered"
     CLOSE_COMMAND_EXECUTED = "close_command.executed"

@@ -3,11 +3,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
-from signals_app.choices import ActorKind, ApprovalStatus, DecidedBy, Side, SignalStatus
+from signals_app.choices import ActorKind, ApprovalStatus, DecidedBy, MarketGuardMode, Side, SignalStatus
 from signals_app.fields import EncryptedJSONField
 
 PRICE = {"max_digits": 20, "decimal_places": 10}
@@ -34,6 +35,38 @@ class Instrument(models.Model):
         help_text="currency of its prices, and of a position's P&L (ISO 4217, e.g. USD, JPY)",
     )
     active = models.BooleanField(default=True)
+    # The market guard (positions.market_guard); an empty threshold takes its global setting.
+    market_guard_mode = models.CharField(
+        max_length=5, choices=MarketGuardMode.choices, default=MarketGuardMode.HOLD
+    )
+    market_guard_spread_factor = models.DecimalField(
+        max_digits=6,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(1000))],
+        help_text=(
+            "abnormal when the spread is wider than this many times its recent median "
+            "(above 1; 0: never; empty: MARKET_GUARD_SPREAD_FACTOR)"
+        ),
+    )
+    market_guard_gap_pips = models.DecimalField(
+        max_digits=12,
+        decimal_places=1,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text=(
+            "abnormal when the mid price moved more than this many pips since the previous quote "
+            "(0: never; empty: MARKET_GUARD_GAP_PIPS)"
+        ),
+    )
+    market_guard_quote_timeout_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(86400)],
+        help_text="abnormal when no quote came for this long (empty: MARKET_GUARD_QUOTE_TIMEOUT_SECONDS)",
+    )
     plans_version = models.BigIntegerField(
         default=0,
         editable=False,
@@ -47,6 +80,23 @@ class Instrument(models.Model):
 
     class Meta:
         ordering = ["symbol"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(market_guard_spread_factor__isnull=True)
+                | Q(market_guard_spread_factor=0)
+                | Q(market_guard_spread_factor__gt=1),
+                name="instrument_spread_factor_off_or_above_one",
+            ),
+            models.CheckConstraint(
+                condition=Q(market_guard_gap_pips__isnull=True) | Q(market_guard_gap_pips__gte=0),
+                name="instrument_gap_pips_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(market_guard_quote_timeout_seconds__isnull=True)
+                | Q(market_guard_quote_timeout_seconds__gte=1, market_guard_quote_timeout_seconds__lte=86400),
+                name="instrument_quote_timeout_range",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.symbol
@@ -60,6 +110,13 @@ class Instrument(models.Model):
                 f.name for f in self._meta.concrete_fields if not f.primary_key and f.name != "plans_version"
             ]
         super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        factor = self.market_guard_spread_factor
+        if factor is not None and 0 < factor <= 1:
+            raise ValidationError(
+                {"market_guard_spread_factor": "Must be above 1 (wider than the median), or 0 for never."}
+            )
 
 
 class Client(models.Model):
@@ -76,12 +133,37 @@ class Client(models.Model):
     auto_close_enabled = models.BooleanField(
         default=True, help_text="server closes this client's positions at hidden levels (canary switch)"
     )
+    # Exposure limits (positions.exposure): the EA poll holds back approvals beyond them.
+    max_open_positions = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=(
+            "most live positions plus approvals handed to the EA and not yet filled "
+            "(empty: GUARD_MAX_OPEN_POSITIONS)"
+        ),
+    )
+    max_volume_per_instrument = models.DecimalField(
+        **VOLUME,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0.01"))],
+        help_text=("most lots live or handed out per instrument (empty: GUARD_MAX_VOLUME_PER_INSTRUMENT)"),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(condition=Q(default_volume__gt=0), name="client_volume_positive"),
+            models.CheckConstraint(
+                condition=Q(max_open_positions__isnull=True) | Q(max_open_positions__gte=1),
+                name="client_max_open_positions_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_volume_per_instrument__isnull=True) | Q(max_volume_per_instrument__gt=0),
+                name="client_max_volume_positive",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -142,6 +224,10 @@ class Approval(models.Model):
     )
     decided_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField()
+    # The EA poll (positions.exposure): first handed to an EA (it counts against the client's
+    # limits from then until filled), and first held back by a limit (audited once).
+    handed_out_at = models.DateTimeField(null=True, blank=True)
+    held_back_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

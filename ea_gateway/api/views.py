@@ -18,8 +18,7 @@ from ea_gateway.api.authentication import HMACDeviceAuthentication
 from ea_gateway.api.permissions import IsEADevice, IsFeedDevice
 from ea_gateway.api.throttling import DeviceRateThrottle
 from ea_gateway.models import Device
-from ea_gateway.selectors import approvals_for_poll
-from ea_gateway.services import Fill, approval_ack, device_actor, device_heartbeat
+from ea_gateway.services import Fill, approval_ack, approvals_for_ea, device_actor, device_heartbeat
 from ea_gateway.wake import Fetched, long_poll, peer_closed
 from ea_protocol.signing import HEADER_SERVER_TIME
 from positions.close_delivery import (
@@ -112,7 +111,7 @@ class PollView(LongPollView):
     )
     def get(self, request: Request) -> Response:
         device = request.auth
-        approvals = self.waited(request, fetch=lambda: (list(approvals_for_poll(device=device)), None))
+        approvals = self.waited(request, fetch=lambda: (approvals_for_ea(device=device), None))
         # Nothing to hand out (an idle EA): the output serializer would only copy its fields.
         return Response(io.PollOutput({"approvals": approvals}).data if approvals else {"approvals": []})
 
