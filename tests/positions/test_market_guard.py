@@ -257,6 +257,7 @@ def test_the_owner_sets_the_mode_in_the_console_audited(admin_client, redis_clie
         "digits": instrument.digits,
         "pip_size": instrument.pip_size,
         "contract_size": instrument.contract_size,
+        "quote_currency": "USD",
         "active": "on",
         "market_guard_mode": "close",
         "market_guard_spread_factor": "3",
