@@ -76,6 +76,7 @@ class AlertKind(models.TextChoices):
     UNREADABLE_LEVELS = "unreadable_levels", "A signal's hidden levels cannot be read: not monitored"
     NO_ATR = "no_atr", "Too few bars for an ATR trailing stop: it does not move"
     NO_ACTIVE_DEVICE = "no_active_device", "Live positions and no active EA device to close them"
+    NOTIFICATION_FAILED = "notification_failed", "A notification cannot be delivered"
 
 
 # The exits a plan's level triggers, by the side of the trade they protect (the dashboard

@@ -19,6 +19,7 @@ from positions.alerts import alert_raise
 from positions.choices import AlertKind, PositionStatus
 from positions.locks import approval_lock, positions_lock
 from positions.models import OpenPosition
+from positions.notices import position_opened_notice
 from positions.plan_store import plans_mark_dirty
 from positions.quotes import sweep_instrument_soon
 from signals_app.choices import ApprovalStatus, AuditAction
@@ -169,6 +170,7 @@ def position_open(*, approval: Approval, device_id: int, fill: Fill, by: Actor) 
             "volume": str(fill.volume),
         },
     )
+    position_opened_notice(position=position)
     return position
 
 
