@@ -48,6 +48,8 @@ BATCH_SIZE = 10
 RUN_BUDGET_SECONDS = 25  # then the run ends: a send's timeout later it is still inside the soft limit
 BACKOFF_BASE_SECONDS = 5
 BACKOFF_MAX_SECONDS = 900
+SLOT_SLEEP_MAX_SECONDS = 0.2  # a slot this close is waited for in place, not put back in the table
+SLOT_TRIES = 10
 REDIS_DOWN_RETRY_SECONDS = 5  # no rate slot can be taken: the row waits, nothing is sent unmetered
 _SCHEDULED_KEY = "veilstop:notify:run-queued:{second}"
 
@@ -118,11 +120,7 @@ def _deliver_one(message: OutboxMessage, lease: datetime, report: DeliveryReport
         report.not_sent += 1
         return
     if message.channel == OutboxChannel.TELEGRAM:
-        try:
-            wait = telegram_slot_wait(message.recipient)
-        except RedisError as error:
-            logger.warning("outbox: no Telegram rate slot (Redis: %s); message %s waits", error, message.pk)
-            wait = REDIS_DOWN_RETRY_SECONDS
+        wait = _telegram_slot(message)
         if wait > 0:
             _put_back(message, lease, wait)
             report.deferred += 1
@@ -134,6 +132,21 @@ def _deliver_one(message: OutboxMessage, lease: datetime, report: DeliveryReport
     else:
         outcome = email_send(address=message.recipient, subject=message.subject, body=message.body)
     _record(message, lease, outcome, report)
+
+
+def _telegram_slot(message: OutboxMessage) -> float:
+    """Take a rate slot for the message's chat, waiting here for one a moment away (the
+    global spacing); 0.0 once taken, else the seconds until the chat's slot."""
+    for _ in range(SLOT_TRIES):
+        try:
+            wait = telegram_slot_wait(message.recipient)
+        except RedisError as error:
+            logger.warning("outbox: no Telegram rate slot (Redis: %s); message %s waits", error, message.pk)
+            return REDIS_DOWN_RETRY_SECONDS
+        if wait == 0 or wait > SLOT_SLEEP_MAX_SECONDS:
+            return wait
+        time.sleep(wait)
+    return SLOT_SLEEP_MAX_SECONDS
 
 
 def _record(message: OutboxMessage, lease: datetime, outcome: Outcome, report: DeliveryReport) -> None:
