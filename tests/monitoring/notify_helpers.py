@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from decimal import Decimal
+
+from django.utils import timezone
 
 from positions.quotes import Quote, quotes_ingest
 from positions.scanner import sweep
@@ -51,13 +54,19 @@ def execute_closes(ea: EA, *, price: str) -> list[int]:
     return [command["command_id"] for command in commands]
 
 
-def deliver_all(timeout: float = 8) -> None:
-    """Run deliveries until nothing is queued (rows the rate limits hold come due within a
-    second or two)."""
+def deliver_all(timeout: float = 8, horizon: float = 3) -> None:
+    """Run deliveries until nothing queued is due within ``horizon`` seconds (rows the rate
+    limits or a backoff hold come due within a second or two; a digest of owner alerts
+    waits for its window's end)."""
     from monitoring.notifications.delivery import outbox_deliver
 
     deadline = time.monotonic() + timeout
-    while OutboxMessage.objects.filter(status=OutboxStatus.QUEUED).exists():
+
+    def due_soon() -> bool:
+        soon = timezone.now() + timedelta(seconds=horizon)
+        return OutboxMessage.objects.filter(status=OutboxStatus.QUEUED, next_attempt_at__lte=soon).exists()
+
+    while due_soon():
         assert time.monotonic() < deadline, list(OutboxMessage.objects.values("status", "last_error"))
         outbox_deliver(budget_seconds=5)
         time.sleep(0.1)
