@@ -122,8 +122,15 @@ class EnvironmentReader:
 
     def http_url(self, name: str, default: str) -> str:
         value = self.str(name, default).rstrip("/")
-        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+        if not re.fullmatch(r"https?://[^\s/?#{}]+(/[^\s?#{}]*)?", value):
             raise ImproperlyConfigured(f"{name} must be an http:// or https:// URL, got {value!r}")
+        return value
+
+    def token(self, name: str) -> str:
+        """A secret of Telegram's webhook alphabet (1-256 of A-Z a-z 0-9 _ -), or "" when unset."""
+        value = self.str(name, "")
+        if value and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value):
+            raise ImproperlyConfigured(f"{name} must be 1 to 256 of A-Z, a-z, 0-9, _ and -")
         return value
 
     def email(self, name: str) -> dict:

@@ -295,6 +295,9 @@ HEALTH_BEAT_MAX_AGE_SECONDS = env.int(
 # console shows what each recipient would have received.
 TELEGRAM_BOT_TOKEN = env.str("TELEGRAM_BOT_TOKEN", "")
 TELEGRAM_API_URL = env.http_url("TELEGRAM_API_URL", "https://api.telegram.org")
+# Set: the webhook (api/v1/telegram/webhook) takes updates carrying it, and approval messages get
+# Approve / Skip buttons. Telegram allows 1-256 of A-Z, a-z, 0-9, _ and -.
+TELEGRAM_WEBHOOK_SECRET = env.token("TELEGRAM_WEBHOOK_SECRET")
 OWNER_TELEGRAM_CHAT_ID = env.str("OWNER_TELEGRAM_CHAT_ID", "")
 OWNER_ALERT_EMAILS = env.list("OWNER_ALERT_EMAILS", [])
 # Alerts of one kind after the first within this window go out as one message with the count.

@@ -54,6 +54,8 @@ class AuditAction(models.TextChoices):
     APPROVAL_DECLINED = "approval.declined"
     APPROVAL_EXPIRED = "approval.expired"
     CLIENT_CREATED = "client.created"
+    CLIENT_TELEGRAM_CODE_CREATED = "client.telegram_code_created"
+    CLIENT_TELEGRAM_LINKED = "client.telegram_linked"
     POSITION_OPENED = "position.opened"
     POSITION_CLOSE_REQUESTED = "position.close_requested"
     POSITION_CLOSED = "position.closed"

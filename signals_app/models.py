@@ -215,6 +215,7 @@ class OutboxMessage(models.Model):
     template = models.CharField(max_length=40, choices=OutboxTemplate.choices)
     subject = models.CharField(max_length=200, blank=True, help_text="e-mail only")
     body = models.TextField()
+    reply_markup = models.JSONField(null=True, blank=True, help_text="Telegram only: the message's buttons")
     dedupe_key = models.CharField(max_length=400, unique=True)
     occurrences = models.PositiveIntegerField(default=1, help_text="events a grouped message stands for")
     status = models.CharField(max_length=10, choices=OutboxStatus.choices, default=OutboxStatus.QUEUED)
@@ -234,3 +235,21 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.template} to {self.channel}:{self.recipient} ({self.status})"
+
+
+class TelegramLinkCode(models.Model):
+    """A one-time code the owner gives a client: ``/start CODE`` to the bot links the chat
+    it comes from to the client (``signals_app.telegram``). Only its hash is stored."""
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    code_hash = models.CharField(max_length=64, unique=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    used_by_chat_id = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Telegram link code for client #{self.client_id}"

@@ -29,7 +29,7 @@ class BotCall:
 
 @dataclass
 class TelegramStandIn:
-    """Answers ``sendMessage`` (and ``answerCallbackQuery``) as Telegram does. A test
+    """Answers ``sendMessage``, ``answerCallbackQuery`` and ``setWebhook`` as Telegram does. A test
     scripts answers per chat: ``script(chat_id, (429, {"retry_after": 2}), ...)``; a chat
     with nothing scripted gets 200."""
 
@@ -87,7 +87,7 @@ class TelegramStandIn:
                     "text": params["text"],
                 },
             }
-        if method == "answerCallbackQuery":
+        if method in ("answerCallbackQuery", "setWebhook"):
             return 200, {"ok": True, "result": True}
         return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
 

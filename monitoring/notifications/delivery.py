@@ -125,7 +125,9 @@ def _deliver_one(message: OutboxMessage, lease: datetime, report: DeliveryReport
             _put_back(message, lease, wait)
             report.deferred += 1
             return
-        outcome = telegram_send(chat_id=message.recipient, text=message.body)
+        outcome = telegram_send(
+            chat_id=message.recipient, text=message.body, reply_markup=message.reply_markup
+        )
         if outcome.retry_after:
             with contextlib.suppress(RedisError):  # the row's own due time holds it anyway
                 telegram_chat_hold(message.recipient, outcome.retry_after)

@@ -4,6 +4,7 @@ the server named) or failed for good; no exception leaves for a failed send."""
 
 from __future__ import annotations
 
+import json
 import smtplib
 from dataclasses import dataclass
 from enum import Enum
@@ -13,7 +14,8 @@ from django.conf import settings
 from django.core.mail import EmailMessage
 from telebot import apihelper
 
-SEND_TIMEOUT_SECONDS = 10
+from core.telegram import SEND_TIMEOUT_SECONDS, telegram_api
+
 ERROR_MAX_LENGTH = 400
 
 
@@ -59,11 +61,18 @@ def _telegram_status(status: int, description: str, retry_after) -> Outcome:
     return Outcome(Result.FAILED, error)
 
 
-def telegram_send(*, chat_id: str, text: str) -> Outcome:
-    """``sendMessage`` as plain text (no parse mode: nothing in a message is markup)."""
-    apihelper.API_URL = settings.TELEGRAM_API_URL + "/bot{0}/{1}"
+def telegram_send(*, chat_id: str, text: str, reply_markup: dict | None = None) -> Outcome:
+    """``sendMessage`` as plain text (no parse mode: nothing in a message is markup), with
+    its buttons if it has any."""
+    api = telegram_api()
     try:
-        apihelper.send_message(settings.TELEGRAM_BOT_TOKEN, chat_id, text, timeout=SEND_TIMEOUT_SECONDS)
+        api.send_message(
+            settings.TELEGRAM_BOT_TOKEN,
+            chat_id,
+            text,
+            reply_markup=json.dumps(reply_markup) if reply_markup else None,
+            timeout=SEND_TIMEOUT_SECONDS,
+        )
     except apihelper.ApiTelegramException as error:
         parameters = error.result_json.get("parameters") or {}
         return _telegram_status(error.error_code, error.description, parameters.get("retry_after"))

@@ -52,10 +52,26 @@ def approvals_pending_notice(*, signal: Signal, approvals: Iterable[Approval]) -
                 template=OutboxTemplate.APPROVAL_PENDING,
                 rendered=rendered,
                 dedupe_key=f"approval:{approval.pk}:pending:{recipient.channel}",
+                buttons=_decision_buttons(approval.pk),
             )
             for recipient in recipients
         )
     return outbox_write(messages)
+
+
+def _decision_buttons(approval_id: int) -> dict | None:
+    """Approve / Skip under the message, when the webhook that answers them is set up
+    (``signals_app.telegram``)."""
+    if not settings.TELEGRAM_WEBHOOK_SECRET:
+        return None
+    return {
+        "inline_keyboard": [
+            [
+                {"text": "Approve", "callback_data": f"approve:{approval_id}"},
+                {"text": "Skip", "callback_data": f"skip:{approval_id}"},
+            ]
+        ]
+    }
 
 
 _INSERT = """

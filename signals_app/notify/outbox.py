@@ -91,9 +91,16 @@ def channel_problem(channel: str) -> str:
 
 
 def outbox_message(
-    *, recipient: Recipient, template: OutboxTemplate, rendered: Rendered, dedupe_key: str, now=None
+    *,
+    recipient: Recipient,
+    template: OutboxTemplate,
+    rendered: Rendered,
+    dedupe_key: str,
+    now=None,
+    buttons: dict | None = None,
 ) -> OutboxMessage:
-    """An unsaved row for ``outbox_write``."""
+    """An unsaved row for ``outbox_write``; ``buttons`` (a Telegram ``reply_markup``) go
+    with a Telegram message only."""
     problem = channel_problem(recipient.channel)
     body = rendered.body
     if recipient.channel == OutboxChannel.TELEGRAM:
@@ -105,6 +112,7 @@ def outbox_message(
         template=template,
         subject=rendered.subject if recipient.channel == OutboxChannel.EMAIL else "",
         body=body,
+        reply_markup=buttons if recipient.channel == OutboxChannel.TELEGRAM else None,
         dedupe_key=dedupe_key,
         status=OutboxStatus.NOT_SENT if problem else OutboxStatus.QUEUED,
         last_error=problem,

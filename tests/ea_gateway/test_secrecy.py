@@ -4,6 +4,7 @@ delivered to Telegram or by e-mail) and no log line at INFO or above holds a hid
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import timedelta
@@ -55,6 +56,7 @@ def test_no_hidden_level_reaches_an_ea(
     monkeypatch.setattr(rate_limits, "CHAT_INTERVAL_MS", 5)  # a chat's messages need not wait a second here
     settings.OWNER_TELEGRAM_CHAT_ID = "owner"
     settings.OWNER_ALERT_EMAILS = ["owner@example.com"]
+    settings.TELEGRAM_WEBHOOK_SECRET = "secret"  # approval messages carry their buttons
     client = ClientFactory(auto_approve=True, contact_email="client@example.com")
     client.telegram_chat_id = f"chat-{client.pk}"
     client.save()
@@ -112,8 +114,12 @@ def test_no_hidden_level_reaches_an_ea(
     ]
     close_commands_timeout(now=timezone.now() + timedelta(hours=1))  # alerts and their log lines too
     deliver_all()
-    outbox = [f"{message.subject} {message.body}" for message in OutboxMessage.objects.all()]
-    delivered = telegram.sent() + [f"{mail['Subject']} {body_of(mail)}" for mail in mailbox.messages]
+    outbox = [
+        f"{message.subject} {message.body} {json.dumps(message.reply_markup)}"
+        for message in OutboxMessage.objects.all()
+    ]
+    delivered = [" ".join(call.params.values()) for call in telegram.calls]
+    delivered += [f"{mail['Subject']} {body_of(mail)}" for mail in mailbox.messages]
     assert {"position_opened", "position_closed", "approval_pending", "owner_alert"} <= set(
         OutboxMessage.objects.values_list("template", flat=True)
     )

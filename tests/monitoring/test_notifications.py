@@ -212,3 +212,28 @@ def test_a_signal_awaiting_approval_is_told_to_clients_who_must_decide(settings)
     assert "Buy XAUUSD at 2650.50" in message.body
     assert f"approval #{approval.pk}" in message.body
     assert _no_level(message.body)
+
+
+def test_the_owner_reads_the_outbox_in_the_console_filtered(client, settings):
+    from tests.factories import OwnerFactory
+
+    settings.TELEGRAM_BOT_TOKEN = "1:t"
+    settings.OWNER_TELEGRAM_CHAT_ID = "999"
+    position, command_id = _closing_position(telegram_chat_id="47")
+    _ack(position, command_id)
+    from positions.alerts import alert_raise
+    from positions.choices import AlertKind
+
+    alert_raise(kind=AlertKind.SPIKE, dedupe_key="spike:X", message="X: a jump")
+    client.force_login(OwnerFactory())
+
+    clients_only = client.get("/admin/signals_app/outboxmessage/?audience=clients&status__exact=queued")
+    owner_only = client.get("/admin/signals_app/outboxmessage/?audience=owner")
+    detail = client.get(
+        f"/admin/signals_app/outboxmessage/{OutboxMessage.objects.get(recipient='47').pk}/change/"
+    )
+
+    assert [m.recipient for m in clients_only.context["cl"].result_list] == ["47"]
+    assert [m.recipient for m in owner_only.context["cl"].result_list] == ["999"]
+    assert "risk limit hit" in detail.content.decode()
+    assert client.get("/admin/signals_app/outboxmessage/add/").status_code == 403
