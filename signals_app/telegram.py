@@ -17,6 +17,7 @@ answer (a Bot API method call, sent back as the webhook's response: no request o
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -96,6 +97,15 @@ def telegram_approval_decide(*, approval_id: int, approve: bool, chat_id: str) -
     return f"Approved: {what}. Your EA takes it on its next poll." if approve else f"Skipped: {what}."
 
 
+def _chat_id(chat: Any) -> str | None:
+    """A Telegram chat id is an integer (negative for groups), well inside 64 bits."""
+    if isinstance(chat, dict):
+        chat = chat.get("id")
+    if isinstance(chat, int) and not isinstance(chat, bool) and abs(chat) < 10**15:
+        return str(chat)
+    return None
+
+
 def _reply(method: str, **fields: Any) -> dict[str, Any]:
     return {"method": method, **fields}
 
@@ -116,26 +126,28 @@ def telegram_update_handle(update: Any) -> dict[str, Any] | None:
 
 def _callback(callback: dict) -> dict[str, Any] | None:
     callback_id = callback.get("id")
-    chat = ((callback.get("message") or {}).get("chat") or {}).get("id")
-    action, _, approval_id = str(callback.get("data") or "").partition(":")
-    if not isinstance(callback_id, str) or chat is None:
+    message = callback.get("message")
+    chat = _chat_id(message.get("chat")) if isinstance(message, dict) else None
+    data = callback.get("data")
+    action, _, approval_id = (data if isinstance(data, str) else "").partition(":")
+    if not isinstance(callback_id, str) or len(callback_id) > 200 or chat is None:
         return None
-    if action not in _ACTIONS or not approval_id.isdigit() or len(approval_id) > 18:
+    if action not in _ACTIONS or not re.fullmatch(r"[0-9]{1,18}", approval_id):
         return _reply("answerCallbackQuery", callback_query_id=callback_id, text="Unknown button.")
-    text = telegram_approval_decide(approval_id=int(approval_id), approve=_ACTIONS[action], chat_id=str(chat))
+    text = telegram_approval_decide(approval_id=int(approval_id), approve=_ACTIONS[action], chat_id=chat)
     return _reply("answerCallbackQuery", callback_query_id=callback_id, text=text, show_alert=True)
 
 
 def _message(message: dict) -> dict[str, Any] | None:
-    chat = (message.get("chat") or {}).get("id")
+    chat = _chat_id(message.get("chat"))
     text = message.get("text")
     if chat is None or not isinstance(text, str) or not text.startswith("/start"):
         return None
     code = text.removeprefix("/start").strip()
     if not code or len(code) > 64:
         answer = "Send the code your provider gave you: /start CODE."
-    elif telegram_chat_link(code=code, chat_id=str(chat)) is None:
+    elif telegram_chat_link(code=code, chat_id=chat) is None:
         answer = "This code is not valid (unknown, already used or expired). Ask your provider for a new one."
     else:
         answer = "This chat is now linked: your trade notifications and approvals come here."
-    return _reply("sendMessage", chat_id=chat, text=answer)
+    return _reply("sendMessage", chat_id=int(chat), text=answer)

@@ -10,6 +10,9 @@ from datetime import timedelta
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from monitoring.notifications.delivery import outbox_deliver
 from signals_app.choices import ApprovalStatus, OutboxTemplate
@@ -168,3 +171,40 @@ def test_the_webhook_is_registered_with_its_secret(telegram, webhook_on):
     assert registered.params["url"] == "https://veilstop.example/api/v1/telegram/webhook"
     assert registered.params["secret_token"] == SECRET
     assert json.loads(registered.params["allowed_updates"]) == ["message", "callback_query"]
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=80),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+_chat = _json | st.fixed_dictionaries({"id": _json | st.integers(-(10**16), 10**16)})
+_texts = _json | st.sampled_from(["/start", "/start x", "/start " + "a" * 70, "/start ²"])
+_updates = st.fixed_dictionaries(
+    {"update_id": _json},
+    optional={
+        "message": st.fixed_dictionaries({}, optional={"chat": _chat, "text": _texts}),
+        "callback_query": st.fixed_dictionaries(
+            {},
+            optional={
+                "id": _json | st.just("cb"),
+                "data": _json | st.sampled_from(["approve:1", "skip:²", "approve:99999999999999999999"]),
+                "message": st.fixed_dictionaries({}, optional={"chat": _chat}),
+            },
+        ),
+    },
+)
+
+
+@hypothesis_settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(update=_json | _updates)
+def test_any_update_is_answered_never_an_error(client, webhook_on, update):
+    response = _post(client, update)
+
+    assert response.status_code == 200
+    if response.content:
+        assert response.json()["method"] in ("sendMessage", "answerCallbackQuery")
