@@ -26,8 +26,16 @@ worker_class = "gevent"
 # Simultaneous requests per worker, waiting long-polls included (an EA may hold two:
 # close commands and approvals). Beyond it, connections queue unanswered.
 worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS", "2000"))
-accesslog = "-"
 graceful_timeout = 10
+# One access-log line per request on stdout; WEB_ACCESS_LOG=0 turns it off (`make run`
+# does, by default: its demo EAs alone make ~20 lines a second).
+_ACCESS_LOG = os.environ.get("WEB_ACCESS_LOG", "1").strip().lower()
+if _ACCESS_LOG not in {"0", "1", "true", "false", "on", "off", "yes", "no"}:
+    raise SystemExit(f"WEB_ACCESS_LOG must be 1 or 0 (on/off, true/false, yes/no), not {_ACCESS_LOG!r}")
+accesslog = "-" if _ACCESS_LOG in {"1", "true", "on", "yes"} else None
+# gunicorn's control socket (gunicornc) is not used: without this, every gunicorn on a
+# host would share one socket path in the user's home directory.
+control_socket_disable = True
 
 
 def post_fork(server, worker) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 import core.converters  # noqa: F401  (registers <id:...> before the apps' URLs load)
@@ -10,12 +11,14 @@ from monitoring.views import healthz, monitor_dashboard
 admin.site.site_header = "Veilstop owner console"
 admin.site.site_title = "Veilstop"
 admin.site.index_title = "Signals, positions and devices"
+admin.site.site_url = "/admin/monitor/"  # "View site": the monitor dashboard
 
 urlpatterns = [
     # Before admin.site.urls, whose catch-all would otherwise answer. admin_view: staff only,
     # CSRF, never cached, like every console page.
     path("admin/monitor/", admin.site.admin_view(monitor_dashboard), name="monitor-dashboard"),
     path("admin/", admin.site.urls),
+    path("", RedirectView.as_view(pattern_name="monitor-dashboard"), name="home"),
     path("healthz", healthz, name="healthz"),
     path("api/v1/", include("signals_app.api")),
     path("api/v1/", include("signals_app.telegram_webhook")),

@@ -21,8 +21,9 @@ from core.redis import get_redis
 from ea_gateway.choices import DeviceRole
 from ea_gateway.models import Device
 from ea_gateway.selectors import DEVICE_GENERATION_KEY
+from positions.choices import LIVE_STATUSES
 from positions.fills import AckResult, Fill, FillReport, approval_fill_report, positions_reconcile
-from positions.handover import LIVE_STATUSES, Handover, positions_hand_over
+from positions.handover import Handover, positions_hand_over
 from positions.models import OpenPosition
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit

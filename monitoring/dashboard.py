@@ -2,9 +2,8 @@
 the data behind the two pictures that read faster than numbers (breaches and closes per
 hour over the last day, the latest sweep times). monitoring.charts draws them.
 
-Everything here reads; nothing writes. Figures come from ``monitor_status()`` so the
-dashboard and ``GET /api/v1/admin/positions/monitor/status`` never disagree; the ones
-it could not read (Redis unreachable) say so, in red, and the others are shown.
+Read-only. Figures come from ``monitor_status()``, so the dashboard and the monitor
+status API never disagree; those it could not read (Redis down) say so, in red.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from django.db.models import Count
 from django.db.models.functions import TruncHour
 from django.urls import reverse
 
+from core import formatting
 from positions.choices import STOP_REASONS, TARGET_REASONS, CloseCommandStatus, PositionStatus
 from positions.models import CloseCommand
 from positions.sweep_history import sweep_durations
@@ -95,7 +95,7 @@ def figures(status: dict, *, now: datetime) -> list[Figure]:
             "last_sweep",
             "Last sweep",
             _age(sweep_age),
-            status["last_check"] or "the scanner has not run",
+            formatting.timestamp(status["last_check"]) if status["last_check"] else "the scanner has not run",
             OK if sweep_age is not None and sweep_age <= 3 * interval else BAD,
         )
         sweep_time = _sweep_time_figure(status, interval=interval)

@@ -38,7 +38,14 @@ def healthz(request: HttpRequest) -> JsonResponse:
         },
         "failing": failing,
     }
-    return JsonResponse(body, status=503 if failing else 200)
+    response = JsonResponse(body, status=503 if failing else 200)
+    if failing:
+        # An answer, not a server error: a probe (a load balancer, `make run` waiting for
+        # the start-up) learns what is not ready. Logged here as a warning naming it;
+        # Django would log every probe at ERROR.
+        logger.warning("healthz: unhealthy: %s", ", ".join(failing))
+        response._has_been_logged = True
+    return response
 
 
 @require_safe

@@ -38,6 +38,9 @@ class CloseCommandStatus(models.TextChoices):
     EXPIRED = "expired", "Expired (no acknowledgement)"
 
 
+# Still at the broker: what the console lists first, what a device hand-over moves.
+LIVE_STATUSES = (PositionStatus.OPEN, PositionStatus.CLOSING, PositionStatus.CLOSE_FAILED)
+
 ACTIVE_CLOSE_STATUSES = [CloseCommandStatus.PENDING, CloseCommandStatus.DELIVERED]
 
 # What the position becomes when a close for this reason is executed.

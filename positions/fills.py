@@ -65,7 +65,8 @@ def approval_fill_report(*, report: FillReport, by: Actor) -> AckResult:
     try:
         return _approval_fill_report(report=report, by=by)
     except DomainError as refused:
-        if report.fill is not None and refused.code != "not_found":
+        if report.fill is not None and refused.status_code in (400, 409):
+            _approval_unmonitored(report=report, why=refused.message, by=by)
             alert_raise(
                 kind=AlertKind.FILL_REFUSED,
                 dedupe_key=f"fill_refused:{report.device_id}:{report.approval_id}:{report.fill.broker_ticket}",
@@ -76,6 +77,27 @@ def approval_fill_report(*, report: FillReport, by: Actor) -> AckResult:
                 device_id=report.device_id,
             )
         raise
+
+
+def _approval_unmonitored(*, report: FillReport, why: str, by: Actor) -> None:
+    """A fill was refused for an approval not filled yet: it was placed at the broker, so it
+    must be offered to no EA again (another of the client's accounts would place it a
+    second time). Marked, and audited, once."""
+    if report.fill is None:
+        return
+    with transaction.atomic():
+        approval = approval_lock(approval_id=report.approval_id, client_id=report.client_id)
+        if approval is None or approval.status not in FILLABLE:
+            return
+        if OpenPosition.objects.filter(approval=approval).exists():
+            return  # filled: the position is watched, the refused report was another one
+        Approval.objects.filter(pk=approval.pk).update(status=ApprovalStatus.UNMONITORED)
+        audit(
+            by=by,
+            action=AuditAction.APPROVAL_UNMONITORED,
+            subject=approval,
+            data={"device_id": report.device_id, "broker_ticket": report.fill.broker_ticket, "why": why},
+        )
 
 
 def _approval_fill_report(*, report: FillReport, by: Actor) -> AckResult:

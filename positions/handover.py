@@ -42,14 +42,12 @@ from django.utils import timezone
 from core.wake import wake_devices
 from positions import metrics
 from positions.alerts import alert_raise, alerts_acknowledge
-from positions.choices import ACTIVE_CLOSE_STATUSES, AlertKind, CloseCommandStatus, PositionStatus
+from positions.choices import ACTIVE_CLOSE_STATUSES, LIVE_STATUSES, AlertKind, CloseCommandStatus
 from positions.locks import close_commands_lock, positions_lock
 from positions.models import Alert, CloseCommand, OpenPosition
 from positions.timeouts import close_command_expire
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit
-
-LIVE_STATUSES = (PositionStatus.OPEN, PositionStatus.CLOSING, PositionStatus.CLOSE_FAILED)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,8 @@ class OpenPosition(models.Model):
 
     class Meta:
         ordering = ["-opened_at"]
+        # Every position, open or long closed: the console lists the live ones first.
+        verbose_name = "position"
         constraints = [
             models.UniqueConstraint(
                 fields=["device", "broker_ticket"], name="position_ticket_unique_per_device"
@@ -87,7 +89,9 @@ class OpenPosition(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"position #{self.pk} {self.side} {self.remaining_volume} ({self.status})"
+        state = self.get_status_display()
+        state = state[:1].lower() + state[1:]
+        return f"Position #{self.pk}: {self.side} {self.volume} {self.instrument}, {state}"
 
 
 class CloseCommand(models.Model):

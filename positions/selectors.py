@@ -208,11 +208,12 @@ def _partial_due(plan: ExitPlan, indexes: tuple[int, ...]) -> Q:
 
 
 def live_position_counts() -> tuple[dict[str, int], int]:
-    """Open positions per instrument and active close commands, for the gauges."""
+    """Open positions per instrument (every instrument, none open included) and active
+    close commands, for the gauges."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT i.symbol, count(*) FROM positions_openposition p JOIN signals_app_instrument i "
-            "ON i.id = p.instrument_id WHERE p.status = %s GROUP BY i.symbol",
+            "SELECT i.symbol, count(p.id) FROM signals_app_instrument i LEFT JOIN positions_openposition p "
+            "ON p.instrument_id = i.id AND p.status = %s GROUP BY i.symbol",
             [PositionStatus.OPEN],
         )
         per_instrument = dict(cursor.fetchall())

@@ -38,7 +38,8 @@ def close_commands_timeout_task() -> dict:
 @shared_task(name="positions.refresh_gauges", **TASK_OPTIONS)
 def refresh_gauges() -> None:
     per_instrument, pending = live_position_counts()
-    metrics.OPEN_POSITIONS.clear()
+    # Every instrument is set, to 0 when none is open: under multi-process metrics (gunicorn
+    # and Celery workers share /metrics) a label set cannot be removed, only overwritten.
     for symbol, count in per_instrument.items():
         metrics.OPEN_POSITIONS.labels(instrument=symbol).set(count)
     metrics.PENDING_CLOSES.set(pending)

@@ -2,6 +2,14 @@
 # Started by `make run` with DATABASE_URL and REDIS_URL set (embedded or yours).
 set -eu
 cd "$(dirname "$0")/.."
+# Quiet by default here (the demo EAs alone would log ~20 requests a second); set them
+# to 1 / INFO to see every request and task.
+WEB_ACCESS_LOG="${WEB_ACCESS_LOG:-0}"
+CELERY_LOG_LEVEL="${CELERY_LOG_LEVEL:-WARNING}"
+WEB_PORT="${WEB_PORT:-8000}"
+FLOWER_PORT="${FLOWER_PORT:-5555}"
+export WEB_ACCESS_LOG CELERY_LOG_LEVEL WEB_PORT FLOWER_PORT
+python scripts/console.py ports
 python manage.py migrate --noinput
 python manage.py setup_periodic_tasks
 python manage.py ensure_owner
@@ -9,18 +17,9 @@ python manage.py ensure_owner
 PROMETHEUS_MULTIPROC_DIR="${VEILSTOP_STATE_DIR:-.state}/prometheus"
 rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 export PROMETHEUS_MULTIPROC_DIR
-WEB_PORT="${WEB_PORT:-8000}"
-FLOWER_PORT="${FLOWER_PORT:-5555}"
-export WEB_PORT FLOWER_PORT
-cat <<MSG
-
-  Veilstop is starting (Ctrl-C stops everything):
-    owner console  http://127.0.0.1:${WEB_PORT}/admin/
-    health         http://127.0.0.1:${WEB_PORT}/healthz
-    metrics        http://127.0.0.1:${WEB_PORT}/metrics
-    Flower         http://127.0.0.1:${FLOWER_PORT}/
-
-MSG
+echo "Veilstop is starting; it prints where everything is once it answers healthy."
+# The banner, once /healthz answers 200 (or a word after VEILSTOP_START_TIMEOUT seconds).
+python scripts/console.py banner &
 # VEILSTOP_DEMO=0 leaves out the demo (replayed feed, strategy bot, simulated EAs).
 PROCESSES="web worker beat flower"
 [ "${VEILSTOP_DEMO:-1}" = "0" ] || PROCESSES="$PROCESSES demo"

@@ -9,6 +9,7 @@ from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
+from core import formatting
 from core.admin_base import ReadOnlyAdmin
 from core.errors import DomainError
 from signals_app.choices import DecidedBy
@@ -30,7 +31,15 @@ ADVANCED_KEYS = ("partial_take_profits", "trailing", "breakeven")
 
 @admin.register(Instrument)
 class InstrumentAdmin(admin.ModelAdmin):
-    list_display = ["symbol", "description", "digits", "pip_size", "contract_size", "active"]
+    list_display = [
+        "symbol",
+        "description",
+        "digits",
+        "pip_size",
+        "contract_size",
+        "quote_currency",
+        "active",
+    ]
     list_filter = ["active"]
     search_fields = ["symbol", "description"]
 
@@ -60,6 +69,13 @@ class ClientAdmin(admin.ModelAdmin):
             )
 
 
+class OptionalJSONField(forms.JSONField):
+    """A JSON object that may be left out: shown empty, never as ``null``."""
+
+    def prepare_value(self, value):
+        return "" if value is None else super().prepare_value(value)
+
+
 class SignalForm(forms.ModelForm):
     """Signal fields plus the hidden levels, which go through the same validation as the API."""
 
@@ -68,7 +84,7 @@ class SignalForm(forms.ModelForm):
     max_holding_minutes = forms.IntegerField(required=False, min_value=1)
     strategy = forms.CharField(required=False, max_length=500)
     reason = forms.CharField(required=False, max_length=500, widget=forms.Textarea(attrs={"rows": 2}))
-    advanced = forms.JSONField(
+    advanced = OptionalJSONField(
         required=False,
         label="Trade management (hidden)",
         help_text='JSON with any of "partial_take_profits", "trailing", "breakeven".',
@@ -136,7 +152,7 @@ class SignalAdmin(admin.ModelAdmin):
         "id",
         "instrument",
         "side",
-        "entry_price",
+        "entry",
         "status",
         "ttl_minutes",
         "approvals",
@@ -148,6 +164,10 @@ class SignalAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     actions = ["publish_selected"]
     readonly_fields = ["status", "created_by", "created_at", "published_at", "levels"]
+
+    @admin.display(description="entry", ordering="entry_price")
+    def entry(self, signal: Signal) -> str:
+        return formatting.price(signal.entry_price, signal.instrument.digits)
 
     def get_queryset(self, request):
         # The list never decrypts hidden levels: no cost per row, and one signal whose

@@ -22,6 +22,7 @@ class ApprovalStatus(models.TextChoices):
     EXECUTED = "executed", "Executed"
     FAILED = "failed", "Failed"
     WITHDRAWN = "withdrawn", "Withdrawn (the strategy exited)"
+    UNMONITORED = "refused", "Placed, fill refused: not monitored"
 
 
 class DecidedBy(models.TextChoices):
@@ -72,6 +73,7 @@ class AuditAction(models.TextChoices):
     POSITION_CLOSE_FAILED = "position.close_failed"
     APPROVAL_FILLED = "approval.executed"
     APPROVAL_FILL_FAILED = "approval.failed"
+    APPROVAL_UNMONITORED = "approval.unmonitored"
     DEVICE_CREATED = "device.created"
     DEVICE_SECRET_ROTATED = "device.secret_rotated"  # noqa: S105 - an event name
     DEVICE_REVOKED = "device.revoked"

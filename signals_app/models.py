@@ -3,7 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -35,6 +35,12 @@ class Instrument(models.Model):
     pip_size = models.DecimalField(**PRICE, validators=[MinValueValidator(Decimal("0.0000000001"))])
     contract_size = models.DecimalField(
         max_digits=20, decimal_places=4, help_text="units per 1.00 lot (for P&L)"
+    )
+    quote_currency = models.CharField(
+        max_length=3,
+        default="USD",
+        validators=[RegexValidator(r"^[A-Z]{3}$", "three capital letters, e.g. USD")],
+        help_text="currency of its prices, and of a position's P&L (ISO 4217, e.g. USD, JPY)",
     )
     active = models.BooleanField(default=True)
     plans_version = models.BigIntegerField(

@@ -10,6 +10,7 @@ from django.contrib.admin.views.main import PAGE_VAR
 from django.db import models
 from django.db.models import QuerySet
 
+from positions.choices import LIVE_STATUSES
 from signals_app.models import Client, Signal
 
 
@@ -87,3 +88,38 @@ class AcknowledgedFilter(admin.SimpleListFilter):
         if self.value() == "yes":
             return queryset.filter(acknowledged_at__isnull=False)
         return queryset
+
+
+class StateFilter(admin.SimpleListFilter):
+    """Live positions (still at the broker) unless asked otherwise: closed ones, or all.
+    A status picked in the status filter is shown as asked, live or not."""
+
+    title = "state"
+    parameter_name = "state"
+    LIVE_TITLE = "Live (open, closing, close failed)"
+
+    def lookups(self, request, model_admin) -> list:
+        return [("closed", "Closed"), ("all", "All")]
+
+    def choices(self, changelist):
+        yield {
+            "selected": self.value() is None,
+            "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+            "display": self.LIVE_TITLE,
+        }
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": self.value() == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value not in (None, "closed", "all"):
+            raise IncorrectLookupParameters("state is closed or all")
+        if value == "all" or "status__exact" in request.GET:
+            return queryset
+        if value == "closed":
+            return queryset.exclude(status__in=LIVE_STATUSES)
+        return queryset.filter(status__in=LIVE_STATUSES)

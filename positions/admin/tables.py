@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 
+from core import formatting
 from core.admin_base import ReadOnlyAdmin
 from positions.admin.filters import (
     AcknowledgedFilter,
@@ -12,6 +13,7 @@ from positions.admin.filters import (
     CommandClientIdFilter,
     CommandSignalIdFilter,
     SignalIdFilter,
+    StateFilter,
 )
 from positions.admin.owner_tools import OwnerToolsMixin
 from positions.alerts import alerts_acknowledge
@@ -29,15 +31,15 @@ class OpenPositionAdmin(OwnerToolsMixin, ReadOnlyAdmin):
         "client",
         "instrument",
         "side",
-        "entry_price",
-        "remaining_volume",
+        "entry",
+        "lots_open",
         "broker_ticket",
         "status",
         "opened_at",
-        "close_price",
-        "realized_pnl",
+        "close",
+        "pnl",
     ]
-    list_filter = ["status", "instrument", "side", ClientIdFilter, SignalIdFilter]
+    list_filter = [StateFilter, "status", "instrument", "side", ClientIdFilter, SignalIdFilter]
     list_select_related = ["client", "instrument"]
     raw_id_fields = ["signal", "approval", "client", "device"]
     search_fields = ["=id", "=broker_ticket", "client__name", "=signal__id"]
@@ -45,12 +47,28 @@ class OpenPositionAdmin(OwnerToolsMixin, ReadOnlyAdmin):
     actions = ["close_selected"]
     change_form_template = "admin/positions/openposition/change_form.html"
 
+    @admin.display(description="entry", ordering="entry_price")
+    def entry(self, position: OpenPosition) -> str:
+        return formatting.price(position.entry_price, position.instrument.digits)
+
+    @admin.display(description="lots open", ordering="remaining_volume")
+    def lots_open(self, position: OpenPosition) -> str:
+        return formatting.volume(position.remaining_volume)
+
+    @admin.display(description="close", ordering="close_price")
+    def close(self, position: OpenPosition) -> str:
+        return formatting.price(position.close_price, position.instrument.digits)
+
+    @admin.display(description="realized P&L", ordering="realized_pnl")
+    def pnl(self, position: OpenPosition) -> str:
+        return formatting.money(position.realized_pnl, position.instrument.quote_currency)
+
 
 @admin.register(CloseCommand)
 class CloseCommandAdmin(ReadOnlyAdmin):
     list_display = ["id", "position", "device", "reason", "status", "attempts", "created_at", "completed_at"]
     list_filter = ["status", "reason", CommandClientIdFilter, CommandSignalIdFilter]
-    list_select_related = ["position", "device"]
+    list_select_related = ["position__instrument", "device"]
     raw_id_fields = ["position", "device"]
     search_fields = ["=id", "=position__id"]
     date_hierarchy = "created_at"

@@ -374,6 +374,37 @@ def test_a_refused_fill_alerts_the_owner(trader):
     assert alert.device_id == ea.device.pk
 
 
+def test_an_approval_whose_fill_was_refused_is_not_delivered_again(trader):
+    from positions.choices import AlertKind
+    from positions.models import Alert
+    from signals_app.choices import ApprovalStatus, AuditAction
+    from signals_app.models import AuditEvent
+
+    # given: the EA's first trade, then a second signal placed under a ticket it already
+    # reported (a broker never reuses one: the EA's state was lost, or it is another account)
+    ea, signal, approval = trader
+    assert ea.ack(_fill(approval)).status_code == 200
+    second = make_signal(symbol="XAUUSD", side="buy", entry="2650.50", sl="2645.00", tp="2670.00")
+    later = second.approvals.get(client=approval.client)
+    other_ea = ea_for(make_device(client=approval.client, name="second account"))
+
+    # when: its fill is refused
+    assert ea.ack(_fill(later, broker_ticket="50001")).status_code == 409
+
+    # then: a trade exists at the broker that nothing watches: the owner is alerted, and
+    # the approval is offered to no EA again (another account would place it a second time)
+    later.refresh_from_db()
+    assert later.status == ApprovalStatus.UNMONITORED
+    assert Alert.objects.filter(kind=AlertKind.FILL_REFUSED).exists()
+    assert ea.poll().json()["approvals"] == []
+    assert other_ea.poll().json()["approvals"] == []
+    (event,) = AuditEvent.objects.filter(action=AuditAction.APPROVAL_UNMONITORED, subject_id=later.pk)
+    assert event.data["broker_ticket"] == "50001"
+    # and the same refused report again is refused again, changing nothing
+    assert ea.ack(_fill(later, broker_ticket="50001")).status_code == 409
+    assert AuditEvent.objects.filter(action=AuditAction.APPROVAL_UNMONITORED).count() == 1
+
+
 def test_heartbeat_takes_float_noise_in_money(trader):
     ea, *_ = trader
     response = ea.heartbeat({"balance": "10000.300000001", "equity": "9999.12345678", "open_tickets": []})

@@ -27,8 +27,10 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from rest_framework.authtoken.models import Token
 
+from config.embedded import default_state_dir
 from ea_client.client import EAClient
 from ea_client.executors import SimulatedBroker
+from ea_client.store import ExecutedStore
 from ea_client.transport import SignedTransport
 from ea_gateway.choices import DeviceRole
 from ea_gateway.models import Device
@@ -91,11 +93,19 @@ class Command(BaseCommand):
             threading.Thread(target=self._feed, args=(server, feed, tick_seconds, stop), name="feed"),
             threading.Thread(target=self._bot, args=(server, token, signal_every, stop), name="bot"),
         ]
+        # Each EA's broker account and executed ids are kept in the state directory, like the
+        # server's data: a second `make run` goes on with the same accounts, where ticket
+        # numbers continue (a broker never gives a ticket twice; the server refuses a
+        # ticket it already knows for the device).
+        state = default_state_dir() / "demo"
+        state.mkdir(parents=True, exist_ok=True)
         for credentials in eas:
+            key = credentials.device.key_id
             client = EAClient(
-                SignedTransport(server, credentials.device.key_id, credentials.secret),
-                SimulatedBroker(price_source=_market_price),
+                SignedTransport(server, key, credentials.secret),
+                SimulatedBroker(price_source=_market_price, state_path=state / f"{key}.broker.json"),
                 logger=logging.getLogger(f"demo.{credentials.device.name}"),
+                store=ExecutedStore(state / f"{key}.executed.sqlite"),
             )
             threads.append(
                 threading.Thread(target=client.run_forever, args=(1.0, stop), name=credentials.device.name)
