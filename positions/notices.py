@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from core import formatting
 from positions.choices import CLIENT_REASON_FOR, CloseReason
 from positions.models import CloseCommand, OpenPosition
 from signals_app.choices import OutboxTemplate, Side
@@ -34,13 +35,11 @@ def client_close_words(reason: str) -> str:
     return CLIENT_WORDS.get(generic or "", DEFAULT_CLIENT_WORDS)
 
 
-def _money(amount: Decimal) -> str:
-    return f"{amount.quantize(Decimal('0.01')):+f}"
-
-
 def _notify(
     *, position: OpenPosition, template: OutboxTemplate, event: str, context: dict, close: bool
 ) -> int:
+    """``context`` is formatted for people already (``core.formatting``: prices at the
+    instrument's digits, money in its quote currency, lots)."""
     client = Client.objects.get(pk=position.client_id)
     recipients = client_recipients(client, close=close)
     if not recipients:
@@ -71,7 +70,10 @@ def position_opened_notice(*, position: OpenPosition) -> int:
         position=position,
         template=OutboxTemplate.POSITION_OPENED,
         event="opened",
-        context={"volume": position.volume, "entry_price": position.entry_price},
+        context={
+            "volume": formatting.volume(position.volume),
+            "entry_price": formatting.price(position.entry_price, position.instrument.digits),
+        },
         close=False,
     )
 
@@ -89,16 +91,17 @@ def position_close_notice(
     """A close-ack applied: the position is closed (``remaining_volume`` 0, the whole
     position's P&L) or partially closed (this part's P&L and what is still open)."""
     fully_closed = remaining_volume == 0
+    instrument = position.instrument
     return _notify(
         position=position,
         template=OutboxTemplate.POSITION_CLOSED if fully_closed else OutboxTemplate.POSITION_PARTIALLY_CLOSED,
         event=f"close:{command.pk}",
         context={
             "reason": client_close_words(command.reason),
-            "close_price": close_price,
-            "closed_volume": closed_volume,
-            "remaining_volume": remaining_volume,
-            "pnl": _money(total_pnl if fully_closed else pnl),
+            "close_price": formatting.price(close_price, instrument.digits),
+            "closed_volume": formatting.volume(closed_volume),
+            "remaining_volume": formatting.volume(remaining_volume),
+            "pnl": formatting.money(total_pnl if fully_closed else pnl, instrument.quote_currency),
         },
         close=True,
     )

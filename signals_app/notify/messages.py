@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from core import formatting
 from signals_app.choices import ApprovalStatus, OutboxTemplate
 from signals_app.models import Approval, OutboxMessage, Signal
 from signals_app.notify.outbox import (
@@ -41,9 +42,9 @@ def approvals_pending_notice(*, signal: Signal, approvals: Iterable[Approval]) -
                 "approval_id": approval.pk,
                 "symbol": signal.instrument.symbol,
                 "direction": signal.get_side_display(),
-                "entry_price": signal.entry_price,
-                "volume": approval.volume,
-                "expires_at": approval.expires_at,
+                "entry_price": formatting.price(signal.entry_price, signal.instrument.digits),
+                "volume": formatting.volume(approval.volume),
+                "expires_at": formatting.timestamp(approval.expires_at),
             },
         )
         messages.extend(
@@ -125,7 +126,12 @@ def owner_alert_notice(*, kind: str, kind_label: str, message: str, now: datetim
             digest_id, count = grouped
             digest = render(
                 OutboxTemplate.OWNER_ALERT_DIGEST,
-                {"kind": kind_label, "count": count, "since": window_start, "latest": message},
+                {
+                    "kind": kind_label,
+                    "count": count,
+                    "since": formatting.timestamp(window_start),
+                    "latest": message,
+                },
             )
             OutboxMessage.objects.filter(pk=digest_id).update(
                 subject=_subject(recipient, digest), body=digest.body

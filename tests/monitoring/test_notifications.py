@@ -49,9 +49,10 @@ def test_a_hidden_stop_close_tells_that_client_risk_limit_hit_and_no_one_else(
     # then: one close message in A's chat, in client words, with the close price and the P&L
     closes = [text for text in telegram.sent("1001") if "closed" in text.lower()]
     assert len(closes) == 1
-    assert "risk limit hit" in closes[0]
-    assert "2644.70" in closes[0]
-    assert "-58.00" in closes[0]  # (2644.70 - 2650.50) x 0.10 lot x 100 oz
+    # (2644.70 - 2650.50) x 0.10 lot x 100 oz = -58.00
+    assert closes[0] == (
+        "Position closed: risk limit hit\nBuy XAUUSD (ticket A-1) closed at 2644.70.\nP&L: -58.00 USD."
+    )
     assert [text for text in telegram.sent("1002") if "closed" in text.lower()] == []
     assert any("Position opened" in text for text in telegram.sent("1002"))  # B hears of its own fill
     # and the same by e-mail, to A only
@@ -159,7 +160,7 @@ def test_a_partial_close_tells_the_part_and_what_is_still_open(settings):
     assert message.template == OutboxTemplate.POSITION_PARTIALLY_CLOSED
     assert "0.04 lots closed at 2644.70" in message.body
     assert "Still open: 0.06 lots" in message.body
-    assert "-23.20" in message.body  # (2644.70 - 2650.50) x 0.04 x 100
+    assert "P&L on this part: -23.20 USD." in message.body  # (2644.70 - 2650.50) x 0.04 x 100
 
 
 def test_opt_outs_and_the_close_notification_switches(settings):
@@ -209,7 +210,7 @@ def test_a_signal_awaiting_approval_is_told_to_clients_who_must_decide(settings)
     (message,) = OutboxMessage.objects.all()
     approval = signal.approvals.get(client=deciding)
     assert (message.recipient, message.template) == ("50", OutboxTemplate.APPROVAL_PENDING)
-    assert "Buy XAUUSD at 2650.50" in message.body
+    assert "Buy XAUUSD at 2650.50, volume 0.10 lots." in message.body
     assert f"approval #{approval.pk}" in message.body
     assert _no_level(message.body)
 
