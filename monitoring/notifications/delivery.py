@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from config.schedule import OUTBOX_DELIVERY_EVERY_SECONDS
@@ -43,6 +44,11 @@ from signals_app.models import OutboxMessage
 from signals_app.notify.outbox import channel_problem, deliver_soon
 
 logger = logging.getLogger(__name__)
+
+# Recorded in the worker; /metrics reads it through PROMETHEUS_MULTIPROC_DIR (positions.metrics).
+NOTIFICATIONS = Counter(
+    "notifications_total", "Outbox messages handled, by channel and outcome", ["channel", "result"]
+)
 
 BATCH_SIZE = 10
 RUN_BUDGET_SECONDS = 25  # then the run ends: a send's timeout later it is still inside the soft limit
@@ -117,6 +123,7 @@ def _deliver_one(message: OutboxMessage, lease: datetime, report: DeliveryReport
     problem = channel_problem(message.channel)
     if problem:
         _leased(message, lease).update(status=OutboxStatus.NOT_SENT, last_error=problem)
+        NOTIFICATIONS.labels(channel=message.channel, result="not_sent").inc()
         report.not_sent += 1
         return
     if message.channel == OutboxChannel.TELEGRAM:
@@ -172,6 +179,7 @@ def _record(message: OutboxMessage, lease: datetime, outcome: Outcome, report: D
             if changed:
                 _alert_failed(message, outcome, attempts)
         report.failed += 1
+    NOTIFICATIONS.labels(channel=message.channel, result=outcome.result.value).inc()
     if not changed:
         logger.warning("outbox: message %s lost its lease while being sent (it may go out twice)", message.pk)
 

@@ -67,6 +67,8 @@ def test_a_5xx_is_retried_with_backoff_then_sent(telegram, redis_client, monkeyp
     monkeypatch.setattr(delivery, "BACKOFF_BASE_SECONDS", 1)
     telegram.script("8", (502, {}), (500, {}))
     pk = _queue("8")
+    retried = delivery.NOTIFICATIONS.labels(channel="telegram", result="retry")._value.get()
+    sent = delivery.NOTIFICATIONS.labels(channel="telegram", result="sent")._value.get()
 
     outbox_deliver()
     message = OutboxMessage.objects.get(pk=pk)
@@ -78,6 +80,8 @@ def test_a_5xx_is_retried_with_backoff_then_sent(telegram, redis_client, monkeyp
     message.refresh_from_db()
     assert [call.status for call in telegram.attempts("8")] == [502, 500, 200]
     assert (message.status, message.attempts, message.last_error) == (OutboxStatus.SENT, 3, "")
+    assert delivery.NOTIFICATIONS.labels(channel="telegram", result="retry")._value.get() == retried + 2
+    assert delivery.NOTIFICATIONS.labels(channel="telegram", result="sent")._value.get() == sent + 1
     gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(telegram.attempts("8"))]
     assert gaps[0] >= 1  # exponential: 1 s,
     assert gaps[1] >= 2  # then 2 s
