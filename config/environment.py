@@ -120,6 +120,35 @@ class EnvironmentReader:
             raise ImproperlyConfigured(f"{name} must be a redis://, rediss:// or unix:// URL, got {value!r}")
         return value
 
+    def http_url(self, name: str, default: str) -> str:
+        value = self.str(name, default).rstrip("/")
+        if not re.fullmatch(r"https?://[^\s/?#{}]+(/[^\s?#{}]*)?", value):
+            raise ImproperlyConfigured(f"{name} must be an http:// or https:// URL, got {value!r}")
+        return value
+
+    def token(self, name: str) -> str:
+        """A secret of Telegram's webhook alphabet (1-256 of A-Z a-z 0-9 _ -), or "" when unset."""
+        value = self.str(name, "")
+        if value and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value):
+            raise ImproperlyConfigured(f"{name} must be 1 to 256 of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    def email(self, name: str) -> dict:
+        """Django's EMAIL_* settings from an e-mail URL (django-environ's schemes:
+        ``smtp://user:password@host:587``, ``smtp+tls://``, ``smtp+ssl://``, ``consolemail://``...);
+        empty when unset (no e-mail is sent). Query options other than use_tls/use_ssl are refused:
+        Django's backends would ignore them."""
+        value = self.raw(name)
+        if value is None:
+            return {}
+        try:
+            config = environ.Env.email_url_config(value)
+        except Exception as error:  # django-environ raises several types here
+            raise ImproperlyConfigured(f"{name} is not a valid e-mail URL: {error}") from None
+        if config.pop("OPTIONS", None):
+            raise ImproperlyConfigured(f"{name} takes no query options but use_tls and use_ssl")
+        return {key: item for key, item in config.items() if item not in (None, "")}
+
     @staticmethod
     def _check_range(name: str, number, minimum, maximum) -> None:
         if minimum is not None and number < minimum:

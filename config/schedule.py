@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from django.conf import settings
 
 PREFIX = "veilstop:"
+# The outbox's periodic delivery; a delivery run queues its own next run for a message due sooner.
+OUTBOX_DELIVERY_EVERY_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,15 @@ def periodic_tasks() -> list[PeriodicTaskSpec]:
             why=(
                 "Takes approvals past their TTL off the EAs' poll; the poll filters on "
                 "expires_at as well, so this only needs to keep statuses honest, not be instant."
+            ),
+        ),
+        PeriodicTaskSpec(
+            name=f"{PREFIX}outbox-deliver",
+            task="monitoring.outbox_deliver",
+            every_seconds=OUTBOX_DELIVERY_EVERY_SECONDS,
+            why=(
+                "Sends what the after-commit enqueue did not (a lost enqueue, a retry's backoff, a "
+                "grouped owner alert's window); the query only touches due queued rows."
             ),
         ),
         PeriodicTaskSpec(

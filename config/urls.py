@@ -21,6 +21,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="monitor-dashboard"), name="home"),
     path("healthz", healthz, name="healthz"),
     path("api/v1/", include("signals_app.api")),
+    path("api/v1/", include("signals_app.telegram_webhook")),
     path("api/v1/", include("ea_gateway.api.urls")),
     # monitoring.api before positions.api: its literal admin/positions/monitor/status is
     # matched before positions' admin/positions/<id:position_id>/... routes.

@@ -8,9 +8,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from positions import metrics
+from positions.choices import AlertKind
 from positions.models import Alert
 from signals_app.choices import AuditAction
 from signals_app.events import Actor, audit_many
+from signals_app.notify.messages import owner_alert_notice
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +36,14 @@ def alert_raise(
     position_id: int | None = None,
     device_id: int | None = None,
 ) -> bool:
-    """Open an alert, or count one more occurrence of the open one; True if new."""
-    with connection.cursor() as cursor:
+    """Open an alert, or count one more occurrence of the open one; True if new. A new
+    alert is told to the owner (grouped per kind), in the same transaction."""
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_UPSERT, [kind, dedupe_key, message[:500], instrument_id, position_id, device_id])
         (created,) = cursor.fetchone()
+        if created:
+            label = AlertKind(kind).label if kind in AlertKind.values else kind
+            owner_alert_notice(kind=kind, kind_label=str(label), message=message[:500])
     if created:
         metrics.ALERTS.labels(kind=kind).inc()
         logger.warning("alert %s: %s", kind, message)

@@ -85,6 +85,7 @@ class AlertKind(models.TextChoices):
     NO_ACTIVE_DEVICE = "no_active_device", "Live positions and no active EA device to close them"
     MARKET_GUARD = "market_guard", "Abnormal market: breaches held or positions closed"
     OVER_EXPOSURE = "over_exposure", "A fill took a client beyond its exposure limits"
+    NOTIFICATION_FAILED = "notification_failed", "A notification cannot be delivered"
 
 
 # The exits a plan's level triggers, by the side of the trade they protect (the dashboard

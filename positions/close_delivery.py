@@ -23,6 +23,7 @@ from positions.alerts import alert_raise
 from positions.choices import CLOSED_STATUS_FOR, AlertKind, CloseCommandStatus, CloseReason, PositionStatus
 from positions.locks import close_command_lock, position_lock
 from positions.models import CloseCommand, OpenPosition
+from positions.notices import position_close_notice
 from positions.plan_store import plans_mark_dirty
 from positions.quotes import sweep_instrument_soon
 from positions.rules import realized_pnl
@@ -205,9 +206,10 @@ def _apply_close(
     )
     remaining = position.remaining_volume - result.closed_volume
     fully_closed = remaining == 0
+    total_pnl = (position.realized_pnl or Decimal(0)) + pnl
     fields: dict[str, Any] = {
         "remaining_volume": remaining,
-        "realized_pnl": (position.realized_pnl or Decimal(0)) + pnl,
+        "realized_pnl": total_pnl,
         "close_price": result.close_price,
         "updated_at": now,
     }
@@ -236,6 +238,15 @@ def _apply_close(
             "realized_pnl": str(pnl),
             "trigger_quote": command.trigger_quote,
         },
+    )
+    position_close_notice(
+        position=position,
+        command=command,
+        close_price=result.close_price,
+        closed_volume=result.closed_volume,
+        pnl=pnl,
+        total_pnl=total_pnl,
+        remaining_volume=remaining,
     )
 
 

@@ -21,6 +21,7 @@ from positions.choices import AlertKind, PositionStatus
 from positions.exposure import exposure_check_fill
 from positions.locks import approval_lock, positions_lock
 from positions.models import OpenPosition
+from positions.notices import position_opened_notice
 from positions.plan_store import plans_mark_dirty
 from positions.quotes import sweep_instrument_soon
 from signals_app.choices import ApprovalStatus, AuditAction
@@ -194,6 +195,7 @@ def position_open(*, approval: Approval, device_id: int, fill: Fill, by: Actor) 
             "volume": str(fill.volume),
         },
     )
+    position_opened_notice(position=position)
     return position
 
 

@@ -26,6 +26,7 @@ from signals_app.services import (
     signal_update_hidden_levels,
     signal_validate,
 )
+from signals_app.telegram import telegram_link_code_create
 
 LEVEL_FIELDS = ["sl", "tp", "max_holding_minutes", "strategy", "reason", "advanced"]
 ADVANCED_KEYS = ("partial_take_profits", "trailing", "breakeven")
@@ -68,6 +69,18 @@ class ClientAdmin(admin.ModelAdmin):
         guard_settings_save(obj=obj, by=Actor.user(request.user))
 
     search_fields = ["name", "contact_email", "telegram_chat_id"]
+    actions = ["telegram_link_code"]
+
+    @admin.action(description="Create a Telegram link code (shown once)", permissions=["change"])
+    def telegram_link_code(self, request, queryset) -> None:
+        for client in queryset.order_by("pk")[:20]:
+            code = telegram_link_code_create(client=client, by=Actor.user(request.user))
+            self.message_user(
+                request,
+                f"{client.name}: send /start {code} to the bot (valid 7 days, once); "
+                "that chat then receives this client's notifications and approval buttons.",
+                messages.SUCCESS,
+            )
 
 
 class OptionalJSONField(forms.JSONField):

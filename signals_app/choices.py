@@ -64,6 +64,8 @@ class AuditAction(models.TextChoices):
     APPROVAL_HELD_BACK = "approval.held_back"
     CLIENT_CREATED = "client.created"
     GUARD_SETTINGS_CHANGED = "guards.settings_changed"
+    CLIENT_TELEGRAM_CODE_CREATED = "client.telegram_code_created"
+    CLIENT_TELEGRAM_LINKED = "client.telegram_linked"
     POSITION_OPENED = "position.opened"
     POSITION_CLOSE_REQUESTED = "position.close_requested"
     POSITION_CLOSED = "position.closed"
@@ -86,3 +88,26 @@ class AuditAction(models.TextChoices):
     DEVICE_SECRET_ROTATED = "device.secret_rotated"  # noqa: S105 - an event name
     DEVICE_REVOKED = "device.revoked"
     ALERT_ACKNOWLEDGED = "alert.acknowledged"
+
+
+class OutboxChannel(models.TextChoices):
+    TELEGRAM = "telegram", "Telegram"
+    EMAIL = "email", "E-mail"
+
+
+class OutboxStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+    NOT_SENT = "not_sent", "Not sent (channel not configured)"
+
+
+class OutboxTemplate(models.TextChoices):
+    """A message kind: its text is the template ``templates/notifications/<value>.txt``."""
+
+    APPROVAL_PENDING = "approval_pending", "New signal awaiting approval"
+    POSITION_OPENED = "position_opened", "Position opened"
+    POSITION_PARTIALLY_CLOSED = "position_partially_closed", "Position partially closed"
+    POSITION_CLOSED = "position_closed", "Position closed"
+    OWNER_ALERT = "owner_alert", "Owner alert"
+    OWNER_ALERT_DIGEST = "owner_alert_digest", "Owner alerts, grouped"

@@ -8,7 +8,17 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import Q
 
-from signals_app.choices import ActorKind, ApprovalStatus, DecidedBy, MarketGuardMode, Side, SignalStatus
+from signals_app.choices import (
+    ActorKind,
+    ApprovalStatus,
+    DecidedBy,
+    MarketGuardMode,
+    OutboxChannel,
+    OutboxStatus,
+    OutboxTemplate,
+    Side,
+    SignalStatus,
+)
 from signals_app.fields import EncryptedJSONField
 
 PRICE = {"max_digits": 20, "decimal_places": 10}
@@ -125,6 +135,12 @@ class Client(models.Model):
     name = models.CharField(max_length=100, unique=True)
     contact_email = models.EmailField(blank=True)
     telegram_chat_id = models.CharField(max_length=32, blank=True)
+    notify_by_telegram = models.BooleanField(
+        default=True, help_text="send this client's notifications to its Telegram chat (when it has one)"
+    )
+    notify_by_email = models.BooleanField(
+        default=True, help_text="send this client's notifications to its e-mail address (when it has one)"
+    )
     active = models.BooleanField(default=True)
     auto_approve = models.BooleanField(default=False, help_text="approve every signal without asking")
     default_volume = models.DecimalField(
@@ -273,3 +289,60 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.subject_type}#{self.subject_id} by {self.actor}"
+
+
+class OutboxMessage(models.Model):
+    """One message to one recipient, written in the transaction of the event that causes it
+    (``signals_app.notify``) and sent after the commit by ``monitoring.notifications``."""
+
+    channel = models.CharField(max_length=10, choices=OutboxChannel.choices)
+    recipient = models.CharField(max_length=254, help_text="Telegram chat id or e-mail address")
+    client = models.ForeignKey(
+        Client,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="empty: the owner",
+    )
+    template = models.CharField(max_length=40, choices=OutboxTemplate.choices)
+    subject = models.CharField(max_length=200, blank=True, help_text="e-mail only")
+    body = models.TextField()
+    reply_markup = models.JSONField(null=True, blank=True, help_text="Telegram only: the message's buttons")
+    dedupe_key = models.CharField(max_length=400, unique=True)
+    occurrences = models.PositiveIntegerField(default=1, help_text="events a grouped message stands for")
+    status = models.CharField(max_length=10, choices=OutboxStatus.choices, default=OutboxStatus.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    last_error = models.CharField(max_length=500, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The delivery's claim: due queued rows, oldest first.
+            models.Index(fields=["next_attempt_at"], name="outbox_due", condition=Q(status="queued")),
+            models.Index(fields=["client", "created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.template} to {self.channel}:{self.recipient} ({self.status})"
+
+
+class TelegramLinkCode(models.Model):
+    """A one-time code the owner gives a client: ``/start CODE`` to the bot links the chat
+    it comes from to the client (``signals_app.telegram``). Only its hash is stored."""
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    code_hash = models.CharField(max_length=64, unique=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    used_by_chat_id = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Telegram link code for client #{self.client_id}"

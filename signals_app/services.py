@@ -26,6 +26,7 @@ from signals_app.hidden_levels import (
 )
 from signals_app.level_sides import check_levels_against_entry
 from signals_app.models import PLANS_VERSION_SEQUENCE, Approval, Client, Instrument, Signal
+from signals_app.notify.messages import approvals_pending_notice
 from signals_app.payload_guard import payload_problems
 
 MAX_PAYLOAD_BYTES = 4096
@@ -147,12 +148,9 @@ class PublishResult:
 
 @transaction.atomic
 def signal_publish(*, signal: Signal, by: Actor) -> PublishResult:
-    """Publish a draft and fan it out: one approval per active client.
-
-    The draft → published compare-and-swap lets exactly one caller fan out;
-    publishing again (or concurrently) creates nothing. Auto-approving clients
-    get their approval already approved.
-    """
+    """Publish a draft and fan it out: one approval per active client. The draft → published
+    compare-and-swap lets exactly one caller fan out; publishing again (or concurrently) creates
+    nothing. Auto-approving clients get their approval already approved; the others are told."""
     now = timezone.now()
     claimed = Signal.objects.filter(pk=signal.pk, status=SignalStatus.DRAFT).update(
         status=SignalStatus.PUBLISHED, published_at=now, updated_at=now
@@ -185,6 +183,7 @@ def signal_publish(*, signal: Signal, by: Actor) -> PublishResult:
         for client in Client.objects.filter(active=True).order_by("pk")
     ]
     Approval.objects.bulk_create(approvals)
+    approvals_pending_notice(signal=signal, approvals=approvals)
     wake_clients(approval.client_id for approval in approvals if approval.decided_by)  # auto: EAs poll now
     audit(by=by, action=AuditAction.SIGNAL_PUBLISHED, subject=signal, data={"approvals": len(approvals)})
     audit_many(

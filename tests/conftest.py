@@ -8,6 +8,9 @@ from hypothesis import settings as hypothesis_settings
 
 from tests.helpers import redis_server_version
 
+# The local Bot API stand-in and SMTP server fixtures (``telegram``, ``mailbox``).
+pytest_plugins = ["tests.notify_servers"]
+
 # `make test` runs the same generated examples every time, so CI never fails on a draw it
 # has not seen before; HYPOTHESIS_PROFILE=explore draws new ones (run it now and then).
 hypothesis_settings.register_profile("repeatable", derandomize=True)

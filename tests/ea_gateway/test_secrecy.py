@@ -1,8 +1,10 @@
 """Invariant 1 over the EA protocol: for any signal, nothing an EA or a feed can
-receive (body, header, error) and no log line at INFO or above holds a hidden level."""
+receive (body, header, error), no notification (every outbox row, every message
+delivered to Telegram or by e-mail) and no log line at INFO or above holds a hidden level."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import timedelta
@@ -13,14 +15,18 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 
 from ea_gateway.choices import DeviceRole
+from monitoring.notifications import rate_limits
 from positions.models import CloseCommand, OpenPosition
 from positions.quotes import Quote, quotes_ingest
 from positions.scanner import sweep
 from positions.timeouts import close_commands_timeout
 from signals_app.events import Actor
+from signals_app.models import OutboxMessage
 from signals_app.services import signal_create, signal_publish
 from tests.ea_helpers import ea_for, make_device
 from tests.factories import ClientFactory
+from tests.monitoring.notify_helpers import deliver_all
+from tests.notify_servers import body_of
 from tests.secrecy import RecordingHandler, find_levels
 from tests.signals.test_secrecy import signals
 
@@ -41,10 +47,20 @@ def _text(response) -> str:
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=signals())
-def test_no_hidden_level_reaches_an_ea(body, recorded_logs, redis_client):
-    # given: a published signal and a client whose EA copies it (and no quote of an earlier example)
+def test_no_hidden_level_reaches_an_ea(
+    body, recorded_logs, redis_client, telegram, mailbox, settings, monkeypatch
+):
+    # given: a published signal and a client whose EA copies it (and no quote of an earlier example);
+    # clients and the owner hear of everything on Telegram and by e-mail
     redis_client.flushdb()
-    client = ClientFactory(auto_approve=True)
+    monkeypatch.setattr(rate_limits, "CHAT_INTERVAL_MS", 5)  # a chat's messages need not wait a second here
+    settings.OWNER_TELEGRAM_CHAT_ID = "owner"
+    settings.OWNER_ALERT_EMAILS = ["owner@example.com"]
+    settings.TELEGRAM_WEBHOOK_SECRET = "secret"  # approval messages carry their buttons
+    client = ClientFactory(auto_approve=True, contact_email="client@example.com")
+    client.telegram_chat_id = f"chat-{client.pk}"
+    client.save()
+    ClientFactory(telegram_chat_id=f"deciding-{client.pk}", contact_email="deciding@example.com")
     ea = ea_for(make_device(client=client))
     feed = ea_for(make_device(role=DeviceRole.FEED, name="feed"))
     stranger = ea_for(make_device())
@@ -97,6 +113,16 @@ def test_no_hidden_level_reaches_an_ea(body, recorded_logs, redis_client):
         ),
     ]
     close_commands_timeout(now=timezone.now() + timedelta(hours=1))  # alerts and their log lines too
+    deliver_all()
+    outbox = [
+        f"{message.subject} {message.body} {json.dumps(message.reply_markup)}"
+        for message in OutboxMessage.objects.all()
+    ]
+    delivered = [" ".join(call.params.values()) for call in telegram.calls]
+    delivered += [f"{mail['Subject']} {body_of(mail)}" for mail in mailbox.messages]
+    assert {"position_opened", "position_closed", "approval_pending", "owner_alert"} <= set(
+        OutboxMessage.objects.values_list("template", flat=True)
+    )
 
     # then
     for response in responses:
@@ -106,3 +132,5 @@ def test_no_hidden_level_reaches_an_ea(body, recorded_logs, redis_client):
             response.status_code,
         )
     assert find_levels("\n".join(recorded_logs.lines), levels) == []
+    for text in outbox + delivered:
+        assert find_levels(text, levels) == [], text

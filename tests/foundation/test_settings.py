@@ -221,3 +221,29 @@ def test_importing_settings_starts_nothing(tmp_path):
     assert "DATABASE_URL and REDIS_URL not set" in result.stderr
     assert "python -m config.embedded run" in result.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_notification_settings_are_read_strictly():
+    # an e-mail URL becomes Django's EMAIL_* settings; unset, nothing is configured
+    assert reader().email("EMAIL_URL") == {}
+    assert reader(EMAIL_URL="smtp+tls://user:pw@mail.example:587").email("EMAIL_URL") == {
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": "mail.example",
+        "EMAIL_PORT": 587,
+        "EMAIL_HOST_USER": "user",
+        "EMAIL_HOST_PASSWORD": "pw",
+        "EMAIL_USE_TLS": True,
+    }
+    with pytest.raises(ImproperlyConfigured, match="EMAIL_URL is not a valid e-mail URL"):
+        reader(EMAIL_URL="ftp://mail.example").email("EMAIL_URL")
+    with pytest.raises(ImproperlyConfigured, match="takes no query options"):
+        reader(EMAIL_URL="smtp://mail.example:25?timeout=3").email("EMAIL_URL")
+    # the Bot API base URL, and the webhook secret in Telegram's alphabet
+    assert reader().http_url("TELEGRAM_API_URL", "https://api.telegram.org/") == "https://api.telegram.org"
+    with pytest.raises(ImproperlyConfigured, match="TELEGRAM_API_URL must be an http"):
+        reader(TELEGRAM_API_URL="api.telegram.org").http_url("TELEGRAM_API_URL", "")
+    with pytest.raises(ImproperlyConfigured, match="TELEGRAM_API_URL must be an http"):
+        reader(TELEGRAM_API_URL="http://host/bot{0}").http_url("TELEGRAM_API_URL", "")
+    assert reader(SECRET="abc_DEF-123").token("SECRET") == "abc_DEF-123"
+    with pytest.raises(ImproperlyConfigured, match="SECRET must be 1 to 256 of"):
+        reader(SECRET="has space").token("SECRET")
