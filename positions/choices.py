@@ -13,6 +13,7 @@ class PositionStatus(models.TextChoices):
     CLOSED_BREAKEVEN = "closed_breakeven", "Closed at breakeven"
     CLOSED_TIME = "closed_time", "Closed at max holding time"
     CLOSED_SIGNAL_EXIT = "closed_signal_exit", "Closed by the strategy's exit"
+    CLOSED_DRAWDOWN = "closed_drawdown", "Closed by the client's risk guard"
     CLOSED_EXTERNAL = "closed_external", "Closed outside the server"
     CLOSE_FAILED = "close_failed", "Close failed"
 
@@ -28,6 +29,7 @@ class CloseReason(models.TextChoices):
     BREAKEVEN = "breakeven", "Stop moved to breakeven, then hit"
     TIME = "time", "Maximum holding time reached"
     SIGNAL_EXIT = "signal_exit", "The strategy's exit signal"
+    DRAWDOWN = "drawdown", "The client's drawdown or daily loss limit"
 
 
 class CloseCommandStatus(models.TextChoices):
@@ -54,6 +56,7 @@ CLOSED_STATUS_FOR = {
     CloseReason.BREAKEVEN: PositionStatus.CLOSED_BREAKEVEN,
     CloseReason.TIME: PositionStatus.CLOSED_TIME,
     CloseReason.SIGNAL_EXIT: PositionStatus.CLOSED_SIGNAL_EXIT,
+    CloseReason.DRAWDOWN: PositionStatus.CLOSED_DRAWDOWN,
 }
 
 # The only reason text a client ever sees: it names no level.
@@ -66,6 +69,8 @@ CLIENT_REASON_FOR = {
     CloseReason.BREAKEVEN: "risk limit",
     CloseReason.TIME: "time limit",
     CloseReason.SIGNAL_EXIT: "closed by the provider",
+    # Never the limit, the equity or the peak: the client learns only that the provider closed.
+    CloseReason.DRAWDOWN: "closed by the provider",
 }
 
 
@@ -79,9 +84,17 @@ class AlertKind(models.TextChoices):
     UNREADABLE_LEVELS = "unreadable_levels", "A signal's hidden levels cannot be read: not monitored"
     NO_ATR = "no_atr", "Too few bars for an ATR trailing stop: it does not move"
     NO_ACTIVE_DEVICE = "no_active_device", "Live positions and no active EA device to close them"
+    GUARD_TRIPPED = "guard_tripped", "A client's risk guard tripped: its positions are being closed"
+    EQUITY_STALE = "equity_stale", "An account's equity is stale: its risk guard cannot judge it"
+    EQUITY_JUMP = "equity_jump", "An implausible equity jump was not confirmed: ignored"
 
 
 # The exits a plan's level triggers, by the side of the trade they protect (the dashboard
 # counts and charts them as breaches); a time exit or the strategy's exit is no breach.
 STOP_REASONS = (CloseReason.STOP_LOSS, CloseReason.TRAILING, CloseReason.BREAKEVEN)
 TARGET_REASONS = (CloseReason.TAKE_PROFIT, CloseReason.PARTIAL_TP)
+
+
+class GuardState(models.TextChoices):
+    ARMED = "armed", "Armed"
+    TRIPPED = "tripped", "Tripped: positions closed, no new trades until re-armed"

@@ -17,6 +17,7 @@ from django.utils import timezone
 from core.errors import DomainError
 from positions.alerts import alert_raise
 from positions.choices import AlertKind, PositionStatus
+from positions.guards.trip import guards_close_tripped
 from positions.locks import approval_lock, positions_lock
 from positions.models import OpenPosition
 from positions.plan_store import plans_mark_dirty
@@ -125,6 +126,9 @@ def _approval_fill_report(*, report: FillReport, by: Actor) -> AckResult:
                 fields={"volume": [f"at most {approval.volume}"]},
             )
         position = position_open(approval=approval, device_id=report.device_id, fill=report.fill, by=by)
+        # A trade placed from an approval fetched before the client's risk guard tripped: the
+        # guard closes it at once (positions.guards.trip, step 2).
+        guards_close_tripped(client_ids=[approval.client_id])
         # Judged at once against the plan as it stands: a fill past a level, or after the
         # plan ended or hit a partial, gets its close without waiting for the next quote.
         plans_mark_dirty(approval.signal_id)

@@ -51,6 +51,8 @@ class ClientAdmin(admin.ModelAdmin):
         "auto_approve",
         "default_volume",
         "auto_close_enabled",
+        "drawdown_limit_percent",
+        "daily_loss_limit_percent",
     ]
     list_filter = ["active", "auto_approve", "auto_close_enabled"]
     search_fields = ["name", "contact_email", "telegram_chat_id"]

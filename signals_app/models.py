@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -62,6 +63,18 @@ class Instrument(models.Model):
         super().save(*args, **kwargs)
 
 
+def percent_limit_validator(value: Decimal | None) -> None:
+    """A risk limit is a share of the account: above 0 and below 100 per cent."""
+    if value is not None and not Decimal(0) < value < Decimal(100):
+        raise ValidationError(
+            "A limit is a percentage above 0 and below 100 (leave it empty for the default setting).",
+            code="percent_range",
+        )
+
+
+PERCENT_LIMIT = {"max_digits": 5, "decimal_places": 2, "null": True, "blank": True}
+
+
 class Client(models.Model):
     """A subscriber. Every active client receives each published signal."""
 
@@ -76,12 +89,39 @@ class Client(models.Model):
     auto_close_enabled = models.BooleanField(
         default=True, help_text="server closes this client's positions at hidden levels (canary switch)"
     )
+    # The client's risk guards (positions.guards); empty: the GUARD_* default setting.
+    drawdown_limit_percent = models.DecimalField(
+        **PERCENT_LIMIT,
+        validators=[percent_limit_validator],
+        help_text=(
+            "close every position and stop new trades when an account's equity falls this many per "
+            "cent below its peak; empty: GUARD_DRAWDOWN_LIMIT_PERCENT"
+        ),
+    )
+    daily_loss_limit_percent = models.DecimalField(
+        **PERCENT_LIMIT,
+        validators=[percent_limit_validator],
+        help_text=(
+            "the same when an account has lost this many per cent of its first equity of the day; "
+            "empty: GUARD_DAILY_LOSS_LIMIT_PERCENT"
+        ),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(condition=Q(default_volume__gt=0), name="client_volume_positive"),
+            models.CheckConstraint(
+                condition=Q(drawdown_limit_percent__isnull=True)
+                | Q(drawdown_limit_percent__gt=0, drawdown_limit_percent__lt=100),
+                name="client_drawdown_limit_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(daily_loss_limit_percent__isnull=True)
+                | Q(daily_loss_limit_percent__gt=0, daily_loss_limit_percent__lt=100),
+                name="client_daily_loss_limit_range",
+            ),
         ]
 
     def __str__(self) -> str:
