@@ -5,10 +5,12 @@ after the trip included) gets exactly one active close, whatever the EA's acks d
 from __future__ import annotations
 
 import random
+import re
 import time
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.test import override_settings
 
@@ -120,11 +122,17 @@ def test_two_beats_and_two_workers_close_a_tripped_clients_positions_once(tmp_pa
 
     assert max(samples) == 0
     assert _duplicated_active_commands() == 0
-    assert "positions.guards_check" in logs
+    # the quiet fills had no heartbeat or fill of their own to close them: the workers did
+    assert re.search(r"positions\.guards_check\[[^]]+\] succeeded in [0-9.]+s: \{[^}]*'closes': [1-9]", logs)
     positions = OpenPosition.objects.filter(client=client)
     assert positions.count() == 18
     for position in positions:
         commands = CloseCommand.objects.filter(position=position)
+        failures = failed_acks.get(position.pk, 0)
         assert set(commands.values_list("reason", flat=True)) == {CloseReason.DRAWDOWN}
-        assert commands.filter(status=CloseCommandStatus.FAILED).count() == failed_acks.get(position.pk, 0)
-        assert commands.filter(status__in=["pending", "delivered"]).count() == 1, logs[-3000:]
+        assert commands.filter(status=CloseCommandStatus.FAILED).count() == failures
+        active = commands.filter(status__in=["pending", "delivered"]).count()
+        if failures >= settings.CLOSE_MAX_ATTEMPTS:  # given up: waits for the desk, alerted
+            assert (position.status, active) == (PositionStatus.CLOSE_FAILED, 0)
+        else:
+            assert (position.status, active) == (PositionStatus.CLOSING, 1), logs[-3000:]
