@@ -277,6 +277,7 @@ class ClientGuard(models.Model):
         indexes = [
             models.Index(fields=["state"], name="guard_tripped", condition=Q(state=GuardState.TRIPPED))
         ]
+        permissions = [("rearm_clientguard", "Can re-arm a tripped risk guard (the client trades again)")]
 
     def __str__(self) -> str:
         return f"risk guard of client #{self.client_id} ({self.state})"

@@ -1,5 +1,7 @@
 """The clients' risk guards in the console: read-only, re-armed by an action that calls
-the service (``positions.guards.trip.client_guard_rearm``), which audits it."""
+the service (``positions.guards.trip.client_guard_rearm``), which audits it. Re-arming
+lets the client trade again, so it takes its own permission (``rearm_clientguard``),
+not only the table's view permission."""
 
 from __future__ import annotations
 
@@ -23,7 +25,10 @@ class ClientGuardAdmin(ReadOnlyAdmin):
     readonly_fields = fields
     actions = ["rearm"]
 
-    @admin.action(description="Re-arm selected tripped guards (new trades resume)", permissions=["view"])
+    def has_rearm_permission(self, request) -> bool:
+        return request.user.has_perm("positions.rearm_clientguard")
+
+    @admin.action(description="Re-arm selected tripped guards (new trades resume)", permissions=["rearm"])
     def rearm(self, request, queryset: QuerySet) -> None:
         by = Actor.user(request.user)
         rearmed, refused = [], []
