@@ -25,7 +25,7 @@ from decimal import Decimal
 from django.db import connection, transaction
 
 from positions.alerts import alert_raise
-from positions.choices import AlertKind
+from positions.choices import AlertKind, GuardState
 from positions.guards.limits import guard_day, jump_fraction, limits_effective, stale_window
 from positions.guards.rules import Account, Breach, breach, equity_step
 from positions.guards.trip import client_guard_trip, guards_close_tripped
@@ -102,16 +102,17 @@ def guard_equity_record(
         if not step.judge:
             guards_close_tripped(client_ids=[client_id])
             return EquityJudged(accepted=False)
-        client = Client.objects.only("drawdown_limit_percent", "daily_loss_limit_percent").get(pk=client_id)
-        limits = limits_effective(
-            drawdown_limit_percent=client.drawdown_limit_percent,
-            daily_loss_limit_percent=client.daily_loss_limit_percent,
-        )
+        # The limits and the guard's state in one read (a heartbeat is the hottest path).
+        own_drawdown, own_daily, state = Client.objects.filter(pk=client_id).values_list(
+            "drawdown_limit_percent", "daily_loss_limit_percent", "guard__state"
+        )[0]
+        limits = limits_effective(drawdown_limit_percent=own_drawdown, daily_loss_limit_percent=own_daily)
         found = breach(account, day=day, drawdown_limit=limits.drawdown, daily_loss_limit=limits.daily_loss)
         if found is not None:
             tripped = client_guard_trip(
                 client_id=client_id, breach=found, device_id=device_id, device_name=device_name
             )
             return EquityJudged(accepted=True, breach=found, tripped=tripped)
-        guards_close_tripped(client_ids=[client_id])
+        if state == GuardState.TRIPPED:
+            guards_close_tripped(client_ids=[client_id])
         return EquityJudged(accepted=True)
