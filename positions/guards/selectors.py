@@ -4,7 +4,8 @@ Each account (an active EA device that has sent equity) with its figures as the 
 judges them; the client's equity and peak are its accounts' sums, its drawdown and
 daily loss its worst account's (each account is judged on its own). State: ``tripped``,
 else ``stale`` when an account with live positions has had no equity for
-GUARD_EQUITY_STALE_SECONDS, else ``armed``.
+GUARD_EQUITY_STALE_SECONDS (or an EA with live positions never reported any), else
+``armed``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,19 @@ def guards_status_clients(*, now: datetime | None = None) -> list[dict[str, Any]
         .annotate(count=Count("id"))
         .order_by()
     )
+    # Live positions on an active device that never reported its equity: nothing to judge.
+    silent = set(
+        OpenPosition.objects.filter(
+            status__in=[PositionStatus.OPEN, PositionStatus.CLOSING],
+            opened_at__lt=stale_before,
+            device__active=True,
+            device__revoked_at__isnull=True,
+        )
+        .exclude(device_id__in=GuardAccount.objects.values("device_id"))
+        .values_list("client_id", flat=True)
+        .distinct()
+        .order_by()
+    )
     accounts = defaultdict(list)
     for row in GuardAccount.objects.filter(device__active=True, device__revoked_at__isnull=True).order_by(
         "device_id"
@@ -77,7 +91,7 @@ def guards_status_clients(*, now: datetime | None = None) -> list[dict[str, Any]
         )
         if guard is not None and guard.state == GuardState.TRIPPED:
             state = GuardState.TRIPPED.value
-        elif any(account["stale"] for account in own):
+        elif client.pk in silent or any(account["stale"] for account in own):
             state = STALE
         else:
             state = GuardState.ARMED.value

@@ -112,6 +112,19 @@ def test_state_tripped_then_stale(redis_client):
     assert row["tripped_reason"] == ""
 
 
+def test_live_positions_on_an_ea_that_never_reported_equity_are_stale(redis_client):
+    client = ClientFactory(auto_approve=True)
+    ea = ea_for(make_device(client=client))
+    with time_machine.travel(MORNING, tick=False):
+        _open(ea, make_signal(symbol="XAUUSD", entry="2650.50"), "Q1")
+        row = _client_row({"clients": guards_status_clients()}, client.name)
+    assert row["state"] == "armed"  # a fresh fill: its heartbeat may not have come yet
+    with time_machine.travel(MORNING + timedelta(seconds=121), tick=False):
+        row = _client_row({"clients": guards_status_clients()}, client.name)
+    assert row["state"] == "stale"
+    assert row["accounts"] == []
+
+
 def test_a_held_jump_shows_and_a_revoked_devices_account_does_not(redis_client):
     client = ClientFactory(auto_approve=True)
     ea = ea_for(make_device(client=client))
