@@ -84,6 +84,16 @@ def periodic_tasks() -> list[PeriodicTaskSpec]:
             ),
         ),
         PeriodicTaskSpec(
+            name=f"{PREFIX}guards-check",
+            task="positions.guards_check",
+            every_seconds=settings.GUARD_CHECK_INTERVAL_SECONDS,
+            why=(
+                "Alerts on accounts whose equity went stale (heartbeats stopped: only a clock can "
+                "see that) and closes what opened on a tripped client after its trip; seconds, "
+                "because a late close is money at risk."
+            ),
+        ),
+        PeriodicTaskSpec(
             name=f"{PREFIX}candles-prune",
             task="positions.candles_prune",
             every_seconds=3600,

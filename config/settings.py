@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -304,6 +305,31 @@ FEED_THROTTLE_RATE = env.rate("FEED_THROTTLE_RATE", "3000/min")
 FEED_MAX_QUOTES_PER_BATCH = env.int("FEED_MAX_QUOTES_PER_BATCH", 500, minimum=1, maximum=10000)
 # Minute bars of the owner's bid (positions.candles) older than this are pruned hourly.
 CANDLE_RETENTION_DAYS = env.int("CANDLE_RETENTION_DAYS", 30, minimum=1)
+# Client risk guards (positions.guards). A limit of 0 is off; a client's own limit, when
+# set, replaces the default. Percentages of the account's equity.
+GUARD_DRAWDOWN_LIMIT_PERCENT = env.decimal(
+    "GUARD_DRAWDOWN_LIMIT_PERCENT", "0", minimum=Decimal(0), maximum=Decimal("99.99")
+)
+GUARD_DAILY_LOSS_LIMIT_PERCENT = env.decimal(
+    "GUARD_DAILY_LOSS_LIMIT_PERCENT", "0", minimum=Decimal(0), maximum=Decimal("99.99")
+)
+# An account whose last heartbeat is older than this, with live positions, is "stale": an
+# alert, never a close. Also how long a held equity jump waits for its confirmation.
+GUARD_EQUITY_STALE_SECONDS = env.int("GUARD_EQUITY_STALE_SECONDS", 120, minimum=10, maximum=86_400)
+# A move of more than this from the last accepted equity is held until the next heartbeat
+# confirms it (the spike rule of quotes, for equity).
+GUARD_EQUITY_JUMP_PERCENT = env.decimal(
+    "GUARD_EQUITY_JUMP_PERCENT", "20", minimum=Decimal("0.01"), maximum=Decimal(100)
+)
+# The daily loss limit's day starts at midnight in this IANA time zone.
+GUARD_DAY_TIMEZONE = env.str("GUARD_DAY_TIMEZONE", "UTC")
+try:
+    ZoneInfo(GUARD_DAY_TIMEZONE)
+except (ZoneInfoNotFoundError, ValueError):
+    raise ImproperlyConfigured(
+        f"GUARD_DAY_TIMEZONE must be an IANA time zone (UTC, Europe/London...), not {GUARD_DAY_TIMEZONE!r}"
+    ) from None
+GUARD_CHECK_INTERVAL_SECONDS = env.int("GUARD_CHECK_INTERVAL_SECONDS", 10, minimum=1, maximum=3600)
 BEAT_HEARTBEAT_INTERVAL_SECONDS = env.int("BEAT_HEARTBEAT_INTERVAL_SECONDS", 15, minimum=1, maximum=3600)
 # /healthz calls beat unhealthy when its heartbeat is older than this.
 HEALTH_BEAT_MAX_AGE_SECONDS = env.int(

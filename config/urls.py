@@ -27,6 +27,7 @@ urlpatterns = [
     # matched before positions' admin/positions/<id:position_id>/... routes.
     path("api/v1/", include("monitoring.api")),
     path("api/v1/", include("positions.api")),
+    path("api/v1/", include("positions.guards.api")),
     path("api/v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("", include("django_prometheus.urls")),  # /metrics

@@ -5,18 +5,22 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from ea_gateway.models import Device
+from positions.choices import GuardState
+from positions.models import ClientGuard
 from signals_app.choices import ApprovalStatus, SignalStatus
 from signals_app.models import Approval
 
 
 def approvals_for_poll(*, device: Device, limit: int = 50) -> QuerySet[Approval]:
-    """Approved, unexpired approvals of this device's client that no EA has filled yet."""
+    """Approved, unexpired approvals of this device's client that no EA has filled yet;
+    none while the client's risk guard is tripped (``positions.guards``)."""
     return (
         Approval.objects.filter(
+            ~Exists(ClientGuard.objects.filter(client_id=OuterRef("client_id"), state=GuardState.TRIPPED)),
             client_id=device.client_id,
             client__active=True,
             status=ApprovalStatus.APPROVED,

@@ -24,6 +24,7 @@ from ea_gateway.selectors import DEVICE_GENERATION_KEY, approvals_for_poll
 from positions.choices import LIVE_STATUSES
 from positions.exposure import approvals_hand_out
 from positions.fills import AckResult, Fill, FillReport, approval_fill_report, positions_reconcile
+from positions.guards.equity import guard_equity_record
 from positions.handover import Handover, positions_hand_over
 from positions.models import OpenPosition
 from signals_app.choices import AuditAction
@@ -212,7 +213,8 @@ def approval_ack(*, device: Device, approval_id: int, fill: Fill | None, error: 
 
 
 def device_heartbeat(*, device: Device, balance: Decimal, equity: Decimal, open_tickets: list[str]) -> int:
-    """Record the account snapshot; positions whose ticket vanished are closed externally."""
+    """Record the account snapshot; positions whose ticket vanished are closed externally;
+    the equity goes to the client's risk guard (``positions.guards``), which may trip it."""
     now = timezone.now()
     snapshot: dict[str, Any] = {
         "balance": str(balance),
@@ -223,9 +225,15 @@ def device_heartbeat(*, device: Device, balance: Decimal, equity: Decimal, open_
     Device.objects.filter(pk=device.pk).update(last_account=snapshot, last_seen_at=now)
     if device.client_id is not None and _holds_stranded(device=device, open_tickets=open_tickets):
         _client_positions_hand_over(client_id=device.client_id, by=device_actor(device))
-    return positions_reconcile(
+    vanished = positions_reconcile(
         device_id=device.pk, open_tickets=set(open_tickets), by=device_actor(device), now=now
     )
+    if device.client_id is not None:
+        # After the reconciliation: a trade already gone at the broker gets no close command.
+        guard_equity_record(
+            client_id=device.client_id, device_id=device.pk, device_name=device.key_id, equity=equity, now=now
+        )
+    return vanished
 
 
 def _holds_stranded(*, device: Device, open_tickets: list[str]) -> bool:

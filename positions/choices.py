@@ -14,6 +14,7 @@ class PositionStatus(models.TextChoices):
     CLOSED_TIME = "closed_time", "Closed at max holding time"
     CLOSED_SIGNAL_EXIT = "closed_signal_exit", "Closed by the strategy's exit"
     CLOSED_MARKET_GUARD = "closed_market_guard", "Closed by the market guard"
+    CLOSED_DRAWDOWN = "closed_drawdown", "Closed by the client's risk guard"
     CLOSED_EXTERNAL = "closed_external", "Closed outside the server"
     CLOSE_FAILED = "close_failed", "Close failed"
 
@@ -30,6 +31,7 @@ class CloseReason(models.TextChoices):
     TIME = "time", "Maximum holding time reached"
     SIGNAL_EXIT = "signal_exit", "The strategy's exit signal"
     MARKET_GUARD = "market_guard", "Abnormal market (market guard in close mode)"
+    DRAWDOWN = "drawdown", "The client's drawdown or daily loss limit"
 
 
 class CloseCommandStatus(models.TextChoices):
@@ -57,6 +59,7 @@ CLOSED_STATUS_FOR = {
     CloseReason.TIME: PositionStatus.CLOSED_TIME,
     CloseReason.SIGNAL_EXIT: PositionStatus.CLOSED_SIGNAL_EXIT,
     CloseReason.MARKET_GUARD: PositionStatus.CLOSED_MARKET_GUARD,
+    CloseReason.DRAWDOWN: PositionStatus.CLOSED_DRAWDOWN,
 }
 
 # The only reason text a client ever sees: it names no level.
@@ -70,6 +73,8 @@ CLIENT_REASON_FOR = {
     CloseReason.TIME: "time limit",
     CloseReason.SIGNAL_EXIT: "closed by the provider",
     CloseReason.MARKET_GUARD: "closed by the provider",
+    # Never the limit, the equity or the peak: the client learns only that the provider closed.
+    CloseReason.DRAWDOWN: "closed by the provider",
 }
 
 
@@ -86,9 +91,17 @@ class AlertKind(models.TextChoices):
     MARKET_GUARD = "market_guard", "Abnormal market: breaches held or positions closed"
     OVER_EXPOSURE = "over_exposure", "A fill took a client beyond its exposure limits"
     NOTIFICATION_FAILED = "notification_failed", "A notification cannot be delivered"
+    GUARD_TRIPPED = "guard_tripped", "A client's risk guard tripped: its positions are being closed"
+    EQUITY_STALE = "equity_stale", "An account's equity is stale: its risk guard cannot judge it"
+    EQUITY_JUMP = "equity_jump", "An implausible equity jump was not confirmed: ignored"
 
 
 # The exits a plan's level triggers, by the side of the trade they protect (the dashboard
 # counts and charts them as breaches); a time exit or the strategy's exit is no breach.
 STOP_REASONS = (CloseReason.STOP_LOSS, CloseReason.TRAILING, CloseReason.BREAKEVEN)
 TARGET_REASONS = (CloseReason.TAKE_PROFIT, CloseReason.PARTIAL_TP)
+
+
+class GuardState(models.TextChoices):
+    ARMED = "armed", "Armed"
+    TRIPPED = "tripped", "Tripped: positions closed, no new trades until re-armed"

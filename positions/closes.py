@@ -1,11 +1,11 @@
 """The one way a close is queued: ``closes_claim``.
 
 The scanner (the plans' exits, partial take-profits and time exits), the
-strategy's exit signal and the owner (manual close) all call this claim;
-nothing else inserts a close command. One SQL statement per call, however many
-positions:
+strategy's exit signal, a client's risk guard (``positions.guards``) and the owner
+(manual close) all call this claim; nothing else inserts a close command. One SQL
+statement per call, however many positions:
 
-1. ``wanted``: the caller's rows (a position id or a signal id, with the
+1. ``wanted``: the caller's rows (a position, signal or client id, with the
    reason, the triggering quote, a note, and for a partial close its fraction
    of the original volume and its index in the plan; for a time exit the
    latest opening time that is due; a priority when rows name one position
@@ -67,6 +67,12 @@ class Claim(Enum):
     # The market guard in close mode: an instrument's open positions, as a rule of the
     # server's (the canary flag applies as to the plans' exits).
     INSTRUMENT_POSITIONS = ClaimScope("p.instrument_id", (PositionStatus.OPEN,), True)
+    # A client's risk guard tripped (positions.guards): every live trade of the client, a
+    # failed close included, whatever its auto-close flag (the guard protects the account).
+    CLIENT_POSITIONS = ClaimScope("p.client_id", (PositionStatus.OPEN, PositionStatus.CLOSE_FAILED), False)
+    # ... and while it stays tripped, what opens later (a fill acknowledged after the trip, a
+    # position a failed partial close reopened); a failed close waits for the owner.
+    CLIENT_OPEN_POSITIONS = ClaimScope("p.client_id", (PositionStatus.OPEN,), False)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from core.wake import wake_clients
 from positions.alerts import alert_raise
 from positions.choices import AlertKind, PositionStatus
 from positions.exposure import exposure_check_fill
+from positions.guards.trip import guards_close_tripped
 from positions.locks import approval_lock, positions_lock
 from positions.models import OpenPosition
 from positions.notices import position_opened_notice
@@ -129,6 +130,9 @@ def _approval_fill_report(*, report: FillReport, by: Actor) -> AckResult:
             )
         position = position_open(approval=approval, device_id=report.device_id, fill=report.fill, by=by)
         exposure_check_fill(position=position)
+        # A trade placed from an approval fetched before the client's risk guard tripped: the
+        # guard closes it at once (positions.guards.trip, step 2).
+        guards_close_tripped(client_ids=[approval.client_id])
         # Judged at once against the plan as it stands: a fill past a level, or after the
         # plan ended or hit a partial, gets its close without waiting for the next quote.
         plans_mark_dirty(approval.signal_id)

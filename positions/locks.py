@@ -15,8 +15,11 @@ in a circle:
    most one sweep);
 3. approval rows (a fill report; the withdrawal when a plan ends, which skips
    rows a fill holds);
-4. position rows;
-5. close-command rows.
+4. a client's guard accounts, in device id order, then its guard row
+   (``positions.guards``: a heartbeat locks its account and trips the guard; a re-arm
+   locks every account of the client, then the guard);
+5. position rows;
+6. close-command rows.
 
 The set-based close claim (``positions.closes``) locks its positions in SQL with
 ``POSITIONS_IN_ORDER``; everything else goes through the helpers below.

@@ -8,6 +8,7 @@ from positions.choices import (
     AlertKind,
     CloseCommandStatus,
     CloseReason,
+    GuardState,
     PositionStatus,
 )
 from signals_app.choices import Side
@@ -253,3 +254,50 @@ class Candle(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instrument_id} {self.minute:%Y-%m-%d %H:%M} {self.close}"
+
+
+class ClientGuard(models.Model):
+    """A client's risk guard (``positions.guards``): armed, or tripped by an account's
+    drawdown or daily loss, when every live position is closed and no approval reaches the
+    client's EAs until the owner re-arms it. Written only by guarded updates."""
+
+    client = models.OneToOneField(Client, primary_key=True, on_delete=models.CASCADE, related_name="guard")
+    state = models.CharField(max_length=8, choices=GuardState.choices, default=GuardState.ARMED)
+    tripped_at = models.DateTimeField(null=True, blank=True)
+    tripped_reason = models.CharField(
+        max_length=200, blank=True, help_text="which limit, by how much (owner only, never sent to an EA)"
+    )
+    tripped_device = models.ForeignKey(
+        DEVICE_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    rearmed_at = models.DateTimeField(null=True, blank=True)
+    rearmed_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["state"], name="guard_tripped", condition=Q(state=GuardState.TRIPPED))
+        ]
+        permissions = [("rearm_clientguard", "Can re-arm a tripped risk guard (the client trades again)")]
+
+    def __str__(self) -> str:
+        return f"risk guard of client #{self.client_id} ({self.state})"
+
+
+class GuardAccount(models.Model):
+    """One EA device's account as its heartbeats report it, for the client's guard: the
+    peak, the day's first equity (``day``: the date in GUARD_DAY_TIMEZONE) and the last
+    accepted equity; a jump beyond GUARD_EQUITY_JUMP_PERCENT waits in ``held_equity``
+    for the next heartbeat to confirm it."""
+
+    device = models.OneToOneField(DEVICE_MODEL, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    peak_equity = models.DecimalField(**MONEY)
+    day = models.DateField()
+    day_start_equity = models.DecimalField(**MONEY)
+    last_equity = models.DecimalField(**MONEY)
+    last_at = models.DateTimeField(help_text="when the last accepted equity arrived")
+    held_equity = models.DecimalField(**MONEY, null=True, blank=True)
+    held_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"account of device #{self.device_id}: equity {self.last_equity}, peak {self.peak_equity}"

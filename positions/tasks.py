@@ -7,6 +7,7 @@ from celery import shared_task
 from core.redis import get_redis
 from positions import metrics
 from positions.candles import candles_prune
+from positions.guards.trip import guards_check
 from positions.quotes import SWEEP_INSTRUMENT_TASK, SWEEP_QUEUED_KEY
 from positions.scanner import sweep
 from positions.selectors import live_position_counts
@@ -49,3 +50,9 @@ def refresh_gauges() -> None:
 def candles_prune_task() -> dict:
     # Each batch commits on its own: a run stopped by its time limit keeps its progress.
     return {"deleted": candles_prune()}
+
+
+@shared_task(name="positions.guards_check", **TASK_OPTIONS)
+def guards_check_task() -> dict:
+    report = guards_check()
+    return {"stale_devices": report.stale_devices, "closes": report.closes}

@@ -62,6 +62,8 @@ class ClientAdmin(admin.ModelAdmin):
         "auto_close_enabled",
         "max_open_positions",
         "max_volume_per_instrument",
+        "drawdown_limit_percent",
+        "daily_loss_limit_percent",
     ]
     list_filter = ["active", "auto_approve", "auto_close_enabled"]
 

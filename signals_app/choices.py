@@ -87,6 +87,8 @@ class AuditAction(models.TextChoices):
     DEVICE_CREATED = "device.created"
     DEVICE_SECRET_ROTATED = "device.secret_rotated"  # noqa: S105 - an event name
     DEVICE_REVOKED = "device.revoked"
+    CLIENT_GUARD_TRIPPED = "client_guard.tripped"
+    CLIENT_GUARD_REARMED = "client_guard.rearmed"
     ALERT_ACKNOWLEDGED = "alert.acknowledged"
 
 

@@ -13,9 +13,6 @@ from signals_app.choices import (
     ApprovalStatus,
     DecidedBy,
     MarketGuardMode,
-    OutboxChannel,
-    OutboxStatus,
-    OutboxTemplate,
     Side,
     SignalStatus,
 )
@@ -129,6 +126,18 @@ class Instrument(models.Model):
             )
 
 
+def percent_limit_validator(value: Decimal | None) -> None:
+    """A risk limit is a share of the account: above 0 and below 100 per cent."""
+    if value is not None and not Decimal(0) < value < Decimal(100):
+        raise ValidationError(
+            "A limit is a percentage above 0 and below 100 (leave it empty for the default setting).",
+            code="percent_range",
+        )
+
+
+PERCENT_LIMIT = {"max_digits": 5, "decimal_places": 2, "null": True, "blank": True}
+
+
 class Client(models.Model):
     """A subscriber. Every active client receives each published signal."""
 
@@ -166,6 +175,23 @@ class Client(models.Model):
         validators=[MinValueValidator(Decimal("0.01"))],
         help_text=("most lots live or handed out per instrument (empty: GUARD_MAX_VOLUME_PER_INSTRUMENT)"),
     )
+    # The client's risk guards (positions.guards); empty: the GUARD_* default setting.
+    drawdown_limit_percent = models.DecimalField(
+        **PERCENT_LIMIT,
+        validators=[percent_limit_validator],
+        help_text=(
+            "close every position and stop new trades when an account's equity falls this many per "
+            "cent below its peak; empty: GUARD_DRAWDOWN_LIMIT_PERCENT"
+        ),
+    )
+    daily_loss_limit_percent = models.DecimalField(
+        **PERCENT_LIMIT,
+        validators=[percent_limit_validator],
+        help_text=(
+            "the same when an account has lost this many per cent of its first equity of the day; "
+            "empty: GUARD_DAILY_LOSS_LIMIT_PERCENT"
+        ),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -179,6 +205,16 @@ class Client(models.Model):
             models.CheckConstraint(
                 condition=Q(max_volume_per_instrument__isnull=True) | Q(max_volume_per_instrument__gt=0),
                 name="client_max_volume_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(drawdown_limit_percent__isnull=True)
+                | Q(drawdown_limit_percent__gt=0, drawdown_limit_percent__lt=100),
+                name="client_drawdown_limit_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(daily_loss_limit_percent__isnull=True)
+                | Q(daily_loss_limit_percent__gt=0, daily_loss_limit_percent__lt=100),
+                name="client_daily_loss_limit_range",
             ),
         ]
 
@@ -291,58 +327,6 @@ class AuditEvent(models.Model):
         return f"{self.action} {self.subject_type}#{self.subject_id} by {self.actor}"
 
 
-class OutboxMessage(models.Model):
-    """One message to one recipient, written in the transaction of the event that causes it
-    (``signals_app.notify``) and sent after the commit by ``monitoring.notifications``."""
-
-    channel = models.CharField(max_length=10, choices=OutboxChannel.choices)
-    recipient = models.CharField(max_length=254, help_text="Telegram chat id or e-mail address")
-    client = models.ForeignKey(
-        Client,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        help_text="empty: the owner",
-    )
-    template = models.CharField(max_length=40, choices=OutboxTemplate.choices)
-    subject = models.CharField(max_length=200, blank=True, help_text="e-mail only")
-    body = models.TextField()
-    reply_markup = models.JSONField(null=True, blank=True, help_text="Telegram only: the message's buttons")
-    dedupe_key = models.CharField(max_length=400, unique=True)
-    occurrences = models.PositiveIntegerField(default=1, help_text="events a grouped message stands for")
-    status = models.CharField(max_length=10, choices=OutboxStatus.choices, default=OutboxStatus.QUEUED)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    next_attempt_at = models.DateTimeField()
-    last_error = models.CharField(max_length=500, blank=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        indexes = [
-            # The delivery's claim: due queued rows, oldest first.
-            models.Index(fields=["next_attempt_at"], name="outbox_due", condition=Q(status="queued")),
-            models.Index(fields=["client", "created_at"]),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.template} to {self.channel}:{self.recipient} ({self.status})"
-
-
-class TelegramLinkCode(models.Model):
-    """A one-time code the owner gives a client: ``/start CODE`` to the bot links the chat
-    it comes from to the client (``signals_app.telegram``). Only its hash is stored."""
-
-    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
-    code_hash = models.CharField(max_length=64, unique=True)
-    expires_at = models.DateTimeField()
-    used_at = models.DateTimeField(null=True, blank=True)
-    used_by_chat_id = models.CharField(max_length=32, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return f"Telegram link code for client #{self.client_id}"
+# The notifications' tables live in their own module (this one would grow past what a
+# reader takes in); imported here so Django finds them as signals_app's models.
+from signals_app.models_outbox import OutboxMessage, TelegramLinkCode  # noqa: E402, F401

@@ -6,11 +6,13 @@
 - ``owner_tools``: the owner views that act on positions through services (manual close,
   test-breach), hung off the positions table's ``get_urls()``; its docstring says who may
   use them and why;
-- ``forms``: the owner tools' forms.
+- ``forms``: the owner tools' forms;
+- ``guards``: the clients' risk guards, re-armed by an action.
 """
 
 from __future__ import annotations
 
+from positions.admin.guards import ClientGuardAdmin
 from positions.admin.tables import AlertAdmin, CloseCommandAdmin, OpenPositionAdmin
 
-__all__ = ["AlertAdmin", "CloseCommandAdmin", "OpenPositionAdmin"]
+__all__ = ["AlertAdmin", "ClientGuardAdmin", "CloseCommandAdmin", "OpenPositionAdmin"]

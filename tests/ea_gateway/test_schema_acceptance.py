@@ -62,6 +62,7 @@ OPERATIONS = [
     ("POST", "/api/v1/admin/positions/{position_id}/close"),
     ("POST", "/api/v1/admin/positions/{position_id}/test-breach"),
     ("GET", "/api/v1/admin/positions/monitor/status"),
+    ("GET", "/api/v1/guards/status"),
 ]
 # 400s that compare a valid value with stored rows: (field, words its message starts with).
 STATE_REFUSALS = [

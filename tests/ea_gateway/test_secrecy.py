@@ -13,6 +13,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ea_gateway.choices import DeviceRole
 from monitoring.notifications import rate_limits
@@ -24,7 +25,7 @@ from signals_app.events import Actor
 from signals_app.models import OutboxMessage
 from signals_app.services import signal_create, signal_publish
 from tests.ea_helpers import ea_for, make_device
-from tests.factories import ClientFactory
+from tests.factories import ClientFactory, make_signal
 from tests.monitoring.notify_helpers import deliver_all
 from tests.notify_servers import body_of
 from tests.secrecy import RecordingHandler, find_levels
@@ -134,3 +135,51 @@ def test_no_hidden_level_reaches_an_ea(
     assert find_levels("\n".join(recorded_logs.lines), levels) == []
     for text in outbox + delivered:
         assert find_levels(text, levels) == [], text
+
+
+# --- the client's risk guard: its limits and the levels they set never reach the EA ----------
+
+LIMITS = st.decimals(min_value=Decimal("1.01"), max_value=Decimal("49.99"), places=2).filter(
+    lambda value: value % 1 != 0
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawdown=LIMITS, daily=LIMITS, start=st.integers(min_value=1000, max_value=90000))
+def test_no_guard_limit_or_trigger_level_reaches_an_ea(drawdown, daily, start, redis_client):
+    # given: a client with its own limits, an open position, and the equity it starts from
+    redis_client.flushdb()
+    client = ClientFactory(auto_approve=True, drawdown_limit_percent=drawdown, daily_loss_limit_percent=daily)
+    ea = ea_for(make_device(client=client))
+    signal = make_signal(symbol="XAUUSD", entry="2650.50")
+    approval = signal.approvals.get(client=client)
+    fill = {
+        "approval_id": approval.pk,
+        "status": "placed",
+        "broker_ticket": f"G{approval.pk}",
+        "entry_price": "2650.50",
+        "volume": "0.10",
+    }
+    peak = Decimal(start) + Decimal("0.37")
+    floor = (peak * (1 - drawdown / 100)).quantize(Decimal("0.01"))
+    daily_floor = (peak * (1 - daily / 100)).quantize(Decimal("0.01"))
+    below = min(floor, daily_floor) - Decimal("0.01")
+    beat = {"balance": str(peak), "open_tickets": [fill["broker_ticket"]]}
+
+    # when: the EA fills, beats above and then below the limit, and fetches its closes
+    responses = [ea.ack(fill), ea.heartbeat({**beat, "equity": str(peak)})]
+    responses.append(ea.heartbeat({**beat, "equity": str(below)}))
+    if not CloseCommand.objects.filter(position__client=client).exists():
+        # a move beyond the jump limit is held: the next beat confirms it
+        responses.append(ea.heartbeat({**beat, "equity": str(below)}))
+    assert CloseCommand.objects.filter(position__approval=approval).count() == 1
+    make_signal(symbol="EURUSD", entry="1.10000", sl="1.09000", tp="1.12000")
+    responses += [ea.close_commands(), ea.poll(), ea.heartbeat({**beat, "equity": str(below)})]
+
+    # then: the reason is generic, and no limit, trigger level or peak is in any answer
+    assert responses[-3].json()["commands"][0]["reason"] == "closed by the provider"
+    assert responses[-2].json() == {"approvals": []}
+    hidden = [drawdown, daily, floor, daily_floor, 100 - drawdown, 100 - daily]
+    for response in responses:
+        assert response.status_code == 200, response.content
+        assert find_levels(_text(response), hidden) == [], response.request["PATH_INFO"]
