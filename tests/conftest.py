@@ -60,7 +60,10 @@ def unused_tcp_port() -> int:
 def _seeded_instruments(request) -> None:
     """Transactional tests end with a TRUNCATE, which also removes the instruments
     migration 0002 seeds; put them back for whichever test comes next."""
-    if "django_db_setup" not in request.fixturenames:
+    uses_database = request.node.get_closest_marker("django_db") is not None or bool(
+        {"db", "transactional_db", "django_db_reset_sequences"} & set(request.fixturenames)
+    )
+    if not uses_database:
         return
     from importlib import import_module
 

@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.owner_api import READ_ERRORS, OwnerAPIView
+from positions.guard_status import instruments_guard_status
 from positions.guards.selectors import guards_status_clients
 
 MONEY = {"max_digits": 32, "decimal_places": 8}
@@ -56,11 +57,29 @@ class GuardClientOutput(serializers.Serializer):
     accounts = GuardAccountOutput(many=True)
 
 
+class GuardInstrumentOutput(serializers.Serializer):
+    instrument = serializers.CharField()
+    mode = serializers.ChoiceField(choices=["hold", "close"])
+    state = serializers.ChoiceField(
+        choices=["normal", "held", "closing"],
+        help_text="held: no breach judged there; closing: its positions are being closed",
+    )
+    reason = serializers.CharField(allow_blank=True, help_text="why it is not normal")
+    spread = serializers.CharField(allow_null=True, help_text="of the latest quote; null before any")
+    median_spread = serializers.CharField(
+        allow_null=True, help_text="of the last MARKET_GUARD_SPREAD_WINDOW fresh quotes"
+    )
+    last_quote_age_seconds = serializers.FloatField(allow_null=True)
+    live_positions = serializers.IntegerField(help_text="open or closing")
+    spread_factor = serializers.CharField(help_text="in force: the instrument's own, else the default")
+    gap_pips = serializers.CharField(help_text="in force")
+    quote_timeout_seconds = serializers.IntegerField(help_text="in force")
+    pip_size = serializers.CharField()
+
+
 class GuardsStatusOutput(serializers.Serializer):
     clients = GuardClientOutput(many=True)
-    instruments = serializers.ListField(
-        child=serializers.DictField(), help_text="the market guard, per instrument"
-    )
+    instruments = GuardInstrumentOutput(many=True, help_text="the market guard, per active instrument")
 
 
 class GuardsStatusView(OwnerAPIView):
@@ -71,7 +90,8 @@ class GuardsStatusView(OwnerAPIView):
         summary="The risk guards' state",
     )
     def get(self, request: Request) -> Response:
-        return Response(GuardsStatusOutput({"clients": guards_status_clients(), "instruments": []}).data)
+        status = {"clients": guards_status_clients(), "instruments": instruments_guard_status()}
+        return Response(GuardsStatusOutput(status).data)
 
 
 urlpatterns = [path("guards/status", GuardsStatusView.as_view(), name="owner-guards-status")]

@@ -68,10 +68,14 @@ HIGH_RATES = {"EA_THROTTLE_RATE": "100000/min", "FEED_THROTTLE_RATE": "100000/mi
 
 
 @pytest.fixture(scope="module")
-def api_schema():
+def api_schema(request, django_db_blocker):
     from config.wsgi import application
 
-    return schemathesis.openapi.from_wsgi(SCHEMA_URL, application, config=schemathesis.Config())
+    # Fetched through the whole middleware stack, which may touch the (test) database:
+    # whichever test of the module asks first, marked for the database or not.
+    request.getfixturevalue("django_db_setup")
+    with django_db_blocker.unblock():
+        return schemathesis.openapi.from_wsgi(SCHEMA_URL, application, config=schemathesis.Config())
 
 
 @dataclass

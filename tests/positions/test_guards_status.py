@@ -48,7 +48,12 @@ def test_each_figure_comes_from_the_heartbeats(redis_client):
     # then
     assert response.status_code == 200, response.content
     body = response.json()
-    assert body["instruments"] == []
+    # the market guard's half, per instrument: no quote yet where positions are open
+    instruments = {row["instrument"]: row for row in body["instruments"]}
+    assert instruments["XAUUSD"]["live_positions"] == 1
+    assert (instruments["XAUUSD"]["state"], instruments["XAUUSD"]["reason"]) == ("held", "no quote at all")
+    assert instruments["XAUUSD"]["spread"] is None
+    assert (instruments["US30"]["state"], instruments["US30"]["live_positions"]) == ("normal", 0)
     row = _client_row(body, client.name)
     assert row["state"] == "armed"
     assert Decimal(row["equity"]) == Decimal("10450")
