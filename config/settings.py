@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -267,19 +266,6 @@ BREACH_RECHECK_DELAY_SECONDS = env.int("BREACH_RECHECK_DELAY_SECONDS", 0, minimu
 SPIKE_MAX_JUMP_FRACTION = env.decimal(
     "SPIKE_MAX_JUMP_FRACTION", "0.02", minimum=Decimal("0.0001"), maximum=Decimal(1)
 )
-# Client risk guards: exposure limits (0: none) and the market guard (README: Configuration).
-GUARD_MAX_OPEN_POSITIONS = env.int("GUARD_MAX_OPEN_POSITIONS", 0, minimum=0)
-GUARD_MAX_VOLUME_PER_INSTRUMENT = env.decimal("GUARD_MAX_VOLUME_PER_INSTRUMENT", "0", minimum=Decimal(0))
-MARKET_GUARD_SPREAD_FACTOR = env.decimal(
-    "MARKET_GUARD_SPREAD_FACTOR", "5", minimum=Decimal(0), maximum=Decimal(1000)
-)
-if 0 < MARKET_GUARD_SPREAD_FACTOR <= 1:
-    raise ImproperlyConfigured("MARKET_GUARD_SPREAD_FACTOR must be above 1, or 0 for never")
-MARKET_GUARD_SPREAD_WINDOW = env.int("MARKET_GUARD_SPREAD_WINDOW", 50, minimum=10, maximum=1000)
-MARKET_GUARD_GAP_PIPS = env.decimal("MARKET_GUARD_GAP_PIPS", "0", minimum=Decimal(0))
-MARKET_GUARD_QUOTE_TIMEOUT_SECONDS = env.int(
-    "MARKET_GUARD_QUOTE_TIMEOUT_SECONDS", 60, minimum=1, maximum=86400
-)
 CLOSE_ACK_TIMEOUT_SECONDS = env.int("CLOSE_ACK_TIMEOUT_SECONDS", 30, minimum=1)
 CLOSE_MAX_ATTEMPTS = env.int("CLOSE_MAX_ATTEMPTS", 5, minimum=1, maximum=100)
 DEVICE_OFFLINE_SECONDS = env.int("DEVICE_OFFLINE_SECONDS", 120, minimum=1)
@@ -305,57 +291,15 @@ FEED_THROTTLE_RATE = env.rate("FEED_THROTTLE_RATE", "3000/min")
 FEED_MAX_QUOTES_PER_BATCH = env.int("FEED_MAX_QUOTES_PER_BATCH", 500, minimum=1, maximum=10000)
 # Minute bars of the owner's bid (positions.candles) older than this are pruned hourly.
 CANDLE_RETENTION_DAYS = env.int("CANDLE_RETENTION_DAYS", 30, minimum=1)
-# Client risk guards (positions.guards). A limit of 0 is off; a client's own limit, when
-# set, replaces the default. Percentages of the account's equity.
-GUARD_DRAWDOWN_LIMIT_PERCENT = env.decimal(
-    "GUARD_DRAWDOWN_LIMIT_PERCENT", "0", minimum=Decimal(0), maximum=Decimal("99.99")
-)
-GUARD_DAILY_LOSS_LIMIT_PERCENT = env.decimal(
-    "GUARD_DAILY_LOSS_LIMIT_PERCENT", "0", minimum=Decimal(0), maximum=Decimal("99.99")
-)
-# An account whose last heartbeat is older than this, with live positions, is "stale": an
-# alert, never a close. Also how long a held equity jump waits for its confirmation.
-GUARD_EQUITY_STALE_SECONDS = env.int("GUARD_EQUITY_STALE_SECONDS", 120, minimum=10, maximum=86_400)
-# A move of more than this from the last accepted equity is held until the next heartbeat
-# confirms it (the spike rule of quotes, for equity).
-GUARD_EQUITY_JUMP_PERCENT = env.decimal(
-    "GUARD_EQUITY_JUMP_PERCENT", "20", minimum=Decimal("0.01"), maximum=Decimal(100)
-)
-# The daily loss limit's day starts at midnight in this IANA time zone.
-GUARD_DAY_TIMEZONE = env.str("GUARD_DAY_TIMEZONE", "UTC")
-try:
-    ZoneInfo(GUARD_DAY_TIMEZONE)
-except (ZoneInfoNotFoundError, ValueError):
-    raise ImproperlyConfigured(
-        f"GUARD_DAY_TIMEZONE must be an IANA time zone (UTC, Europe/London...), not {GUARD_DAY_TIMEZONE!r}"
-    ) from None
-GUARD_CHECK_INTERVAL_SECONDS = env.int("GUARD_CHECK_INTERVAL_SECONDS", 10, minimum=1, maximum=3600)
 BEAT_HEARTBEAT_INTERVAL_SECONDS = env.int("BEAT_HEARTBEAT_INTERVAL_SECONDS", 15, minimum=1, maximum=3600)
 # /healthz calls beat unhealthy when its heartbeat is older than this.
 HEALTH_BEAT_MAX_AGE_SECONDS = env.int(
     "HEALTH_BEAT_MAX_AGE_SECONDS", 4 * BEAT_HEARTBEAT_INTERVAL_SECONDS, minimum=1
 )
 
-# --- Notifications (signals_app.notify writes the outbox, monitoring.notifications delivers) --
-# Without a token (or an e-mail URL) the messages are still written, as "not sent", so the
-# console shows what each recipient would have received.
-TELEGRAM_BOT_TOKEN = env.str("TELEGRAM_BOT_TOKEN", "")
-TELEGRAM_API_URL = env.http_url("TELEGRAM_API_URL", "https://api.telegram.org")
-# Set: the webhook (api/v1/telegram/webhook) takes updates carrying it, and approval messages get
-# Approve / Skip buttons. Telegram allows 1-256 of A-Z, a-z, 0-9, _ and -.
-TELEGRAM_WEBHOOK_SECRET = env.token("TELEGRAM_WEBHOOK_SECRET")
-OWNER_TELEGRAM_CHAT_ID = env.str("OWNER_TELEGRAM_CHAT_ID", "")
-OWNER_ALERT_EMAILS = env.list("OWNER_ALERT_EMAILS", [])
-# Alerts of one kind after the first within this window go out as one message with the count.
-OWNER_ALERT_GROUP_SECONDS = env.int("OWNER_ALERT_GROUP_SECONDS", 300, minimum=1, maximum=86400)
-CLOSE_NOTIFICATION_TELEGRAM = env.bool("CLOSE_NOTIFICATION_TELEGRAM", True)
-CLOSE_NOTIFICATION_EMAIL = env.bool("CLOSE_NOTIFICATION_EMAIL", True)
-NOTIFICATION_MAX_ATTEMPTS = env.int("NOTIFICATION_MAX_ATTEMPTS", 8, minimum=1, maximum=50)
-_email = env.email("EMAIL_URL")
-EMAIL_CONFIGURED = bool(_email)
-globals().update(_email)
-EMAIL_TIMEOUT = 10
-DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", "veilstop@localhost")
+# --- The clients' risk guards and the notifications: their own modules -------------
+from config.settings_guards import *  # noqa: E402, F403
+from config.settings_notify import *  # noqa: E402, F403
 
 # --- Logging: one line per record, to stderr ---------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", "INFO").upper()

@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 import core.converters  # noqa: F401  (registers <id:...> before the apps' URLs load)
+from monitoring.guards_page import guard_rearm, guards_page
 from monitoring.views import healthz, monitor_dashboard
 
 admin.site.site_header = "Veilstop owner console"
@@ -17,6 +18,8 @@ urlpatterns = [
     # Before admin.site.urls, whose catch-all would otherwise answer. admin_view: staff only,
     # CSRF, never cached, like every console page.
     path("admin/monitor/", admin.site.admin_view(monitor_dashboard), name="monitor-dashboard"),
+    path("admin/guards/", admin.site.admin_view(guards_page), name="guards-page"),
+    path("admin/guards/<id:client_id>/rearm/", admin.site.admin_view(guard_rearm), name="guard-rearm"),
     path("admin/", admin.site.urls),
     path("", RedirectView.as_view(pattern_name="monitor-dashboard"), name="home"),
     path("healthz", healthz, name="healthz"),
