@@ -120,13 +120,13 @@ def sweep_verdict(
                 verdict.silent[symbol] = why
         elif path.anomalies:
             verdict.abnormal[symbol] = describe(path.anomalies[-1][1])
-        if config.mode == MarketGuardMode.CLOSE and (why or path.anomalies):
-            trigger = quote if why else None
-            flagged = path.anomalies[-1][0].as_json(symbol) if path.anomalies else None
-            verdict.closes[symbol] = (
-                why or verdict.abnormal[symbol],
-                trigger.as_json() if trigger is not None else flagged,
-            )
+        # Close mode closes on what the market is now, never on bad data (SPEC invariant 4):
+        # the latest quote abnormal or silence; not a flagged quote the market has since left,
+        # nor an obvious spike (SPIKE_MAX_JUMP_FRACTION: a gap that size is held, then judged
+        # on the quotes after it), nor the "gap" of the quote that reverted one.
+        bad_data = path.held_spike or path.last_spike or bool(path.dropped_spikes)
+        if config.mode == MarketGuardMode.CLOSE and why and not bad_data:
+            verdict.closes[symbol] = (why, quote.as_json())
     return verdict
 
 

@@ -55,6 +55,7 @@ class JudgeablePath:
     dropped_spikes: list[PathQuote]
     held_spike: bool  # the last quote is a spike waiting for its confirmation
     anomalies: list[tuple[PathQuote, str]] = field(default_factory=list)  # flagged: never judged
+    last_spike: bool = False  # the latest quote jumped beyond the spike limit (flagged or not)
 
 
 def _parse(raw: bytes) -> PathEntry:
@@ -105,6 +106,7 @@ def path_judgeable(entries: list[PathEntry]) -> JudgeablePath:
         dropped_spikes=dropped,
         held_spike=held,
         anomalies=anomalies,
+        last_spike=bool(entries) and entries[-1].spike,
     )
 
 

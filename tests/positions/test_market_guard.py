@@ -148,15 +148,36 @@ def test_in_close_mode_an_abnormal_spread_closes_every_open_position_exactly_onc
     assert "closing its open positions" in Alert.objects.get(kind=AlertKind.MARKET_GUARD).message
 
 
-def test_in_close_mode_an_abnormal_quote_between_two_sweeps_still_closes(gold):
+def test_in_close_mode_an_abnormal_quote_the_market_left_before_a_sweep_closes_nothing(gold):
+    # given: one abnormal quote, normal again before any sweep looked (bad data, gone)
     signal, _ = gold
     guard(market_guard_mode="close")
     feed("2649.00", "2652.00")
-    feed("2650.00")  # normal again before any sweep looked
+    feed("2650.00")
 
     sweep()
 
-    assert CloseCommand.objects.filter(reason=CloseReason.MARKET_GUARD).count() == 3
+    # then: no close on a market that is no longer abnormal (SPEC invariant 4), an alert
+    assert not CloseCommand.objects.filter(reason=CloseReason.MARKET_GUARD).exists()
+    assert Alert.objects.filter(kind=AlertKind.MARKET_GUARD).exists()
+
+
+@override_settings(MARKET_GUARD_GAP_PIPS=Decimal("5"), SPIKE_MAX_JUMP_FRACTION=Decimal("0.02"))
+def test_in_close_mode_an_obvious_spike_closes_nothing_until_the_next_quote_confirms_it(gold):
+    # given: close mode, and a gap so large it is an obvious spike (beyond 2 %)
+    signal, _ = gold
+    guard(market_guard_mode="close")
+    feed("2800.00")
+
+    sweep()
+
+    # then: held, not closed, while the spike waits for its confirmation
+    assert not CloseCommand.objects.filter(reason=CloseReason.MARKET_GUARD).exists()
+
+    # when: the next quote reverts it: nothing to close either
+    feed("2650.00")
+    sweep()
+    assert not CloseCommand.objects.filter(reason=CloseReason.MARKET_GUARD).exists()
 
 
 @override_settings(MARKET_GUARD_QUOTE_TIMEOUT_SECONDS=20)
