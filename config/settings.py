@@ -192,6 +192,9 @@ if IS_PRODUCTION:
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", True)
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 3600, minimum=0)
 SESSION_COOKIE_HTTPONLY = True
+# Console messages server-side (the session, in PostgreSQL), never in a cookie: some carry
+# what must not leave the server in the clear (a Telegram link code).
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 X_FRAME_OPTIONS = "DENY"
 
 # --- Django REST framework ------------------------------------------------

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import PAGE_VAR
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -20,6 +21,15 @@ from django.utils import timezone
 from import_export.admin import ExportMixin
 from import_export.formats.base_formats import CSV, XLSX
 from import_export.forms import ExportForm
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def text_cell(value: str | None) -> str:
+    """Text that came from outside (an EA's ticket, a broker's error) as a spreadsheet must
+    read it: as text, never as a formula (OWASP CSV injection: a leading quote)."""
+    text = value or ""
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 class BoundedExportMixin(ExportMixin):
@@ -30,6 +40,8 @@ class BoundedExportMixin(ExportMixin):
     export_form_class = ExportForm  # every column: what a statement needs
 
     def export_action(self, request):
+        if not self.has_export_permission(request):
+            raise PermissionDenied  # before anything is counted: the refusal tells nothing
         try:
             rows = self.get_export_queryset(request).count() if request.method == "POST" else 0
         except IncorrectLookupParameters as error:  # a filter in the address that is no filter
@@ -82,7 +94,10 @@ class DateRangeFilter(admin.SimpleListFilter):
         if start is not None:
             queryset = queryset.filter(**{f"{self.field}__gte": _midnight(start)})
         if end is not None:
-            queryset = queryset.filter(**{f"{self.field}__lt": _midnight(end + timedelta(days=1))})
+            try:
+                queryset = queryset.filter(**{f"{self.field}__lt": _midnight(end + timedelta(days=1))})
+            except OverflowError:  # 9999-12-31: there is no day after it
+                raise IncorrectLookupParameters(f"{self.to_parameter} is past the last date") from None
         return queryset
 
     def choices(self, changelist):

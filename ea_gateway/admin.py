@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import connection, transaction
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -85,9 +85,15 @@ class DeviceAdmin(admin.ModelAdmin):
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         token = request.POST.get("once", "") if request.method == "POST" and object_id is None else ""
         try:
-            if is_token(token) and (done := self._done(token)) is not None:
-                raise AlreadySubmitted(done)
-            return super().changeform_view(request, object_id, form_url, extra_context)
+            with transaction.atomic():
+                if is_token(token):
+                    # Submissions of one form wait for each other (a double click): the second
+                    # sees the first's device committed, never a claim it takes for abandoned.
+                    with connection.cursor() as cursor:
+                        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"device-form:{token}"])
+                    if (done := self._done(token)) is not None:
+                        raise AlreadySubmitted(done)
+                return super().changeform_view(request, object_id, form_url, extra_context)
         except AlreadySubmitted as submitted:
             return self._already_submitted(request, submitted.device_id)
         except RedisError:

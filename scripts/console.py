@@ -57,7 +57,10 @@ def banner() -> int:
                 if answer.status == 200:
                     break
         except urllib.error.HTTPError as error:
-            failing = json.loads(error.read() or b"{}").get("failing", [])
+            try:
+                failing = json.loads(error.read() or b"{}").get("failing", [])
+            except (ValueError, AttributeError):  # not /healthz's JSON (a proxy's page, say)
+                failing = [f"HTTP {error.code}"]
         except OSError:
             pass  # not listening yet
         time.sleep(1)

@@ -18,7 +18,7 @@ from signals_app.choices import DecidedBy
 from signals_app.events import Actor
 from signals_app.guard_settings import guard_settings_save
 from signals_app.models import Approval, AuditEvent, Client, Instrument, Signal
-from signals_app.selectors import user_sees_hidden_levels
+from signals_app.selectors import audit_data_shown, user_sees_hidden_levels
 from signals_app.services import (
     approval_decide,
     signal_create,
@@ -71,6 +71,10 @@ class ClientAdmin(admin.ModelAdmin):
         guard_settings_save(obj=obj, by=Actor.user(request.user))
 
     search_fields = ["name", "contact_email", "telegram_chat_id"]
+    # A chat is linked only by the client sending a one-time code to the bot (a new code
+    # links the new chat in its place): never typed in, where a typo or a rogue edit would
+    # send the client's messages and approval buttons to someone else.
+    readonly_fields = ["telegram_chat_id"]
     actions = ["telegram_link_code"]
 
     @admin.action(description="Create a Telegram link code (shown once)", permissions=["change"])
@@ -311,7 +315,9 @@ class ApprovalAdmin(ReadOnlyAdmin):
 
 
 class AuditEventResource(resources.ModelResource):
-    """The audit log as exported: its public data only, never the encrypted part."""
+    """The audit log as exported: its public data only, never the encrypted part nor the
+    quote that triggered a close (it sits on a hidden level; the event's page shows it to
+    those who may see the levels)."""
 
     class Meta:
         model = AuditEvent
@@ -319,7 +325,7 @@ class AuditEventResource(resources.ModelResource):
         export_order = fields
 
     def dehydrate_data(self, event: AuditEvent) -> str:
-        return json.dumps(event.data, sort_keys=True)
+        return json.dumps(audit_data_shown(event.data, sees_levels=False), sort_keys=True)
 
 
 @admin.register(AuditEvent)
@@ -331,8 +337,19 @@ class AuditEventAdmin(BoundedExportMixin, ReadOnlyAdmin):
     date_hierarchy = "occurred_at"
 
     def get_fields(self, request, obj=None):
-        fields = ["occurred_at", "action", "subject_type", "subject_id", "actor_kind", "actor", "data"]
+        fields = ["occurred_at", "action", "subject_type", "subject_id", "actor_kind", "actor", "shown_data"]
         return fields + (["secret"] if user_sees_hidden_levels(request.user) else [])
+
+    def get_object(self, request, object_id, from_field=None):
+        event = super().get_object(request, object_id, from_field)
+        if event is not None:  # the reader decides what of its data is shown
+            event.sees_levels = user_sees_hidden_levels(request.user)
+        return event
+
+    @admin.display(description="data")
+    def shown_data(self, event: AuditEvent) -> str:
+        shown = audit_data_shown(event.data, sees_levels=getattr(event, "sees_levels", False))
+        return json.dumps(shown, indent=1, sort_keys=True)
 
     def get_readonly_fields(self, request, obj=None):
         return self.get_fields(request, obj)

@@ -1,5 +1,5 @@
-"""The owner's guard settings: a client's exposure limits and an instrument's market
-guard, saved from the console with an audit event of what changed."""
+"""The owner's guard settings: a client's exposure and risk limits and an instrument's
+market guard, saved from the console with an audit event of what changed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ from signals_app.events import Actor, audit
 from signals_app.models import Client, Instrument
 
 GUARD_FIELDS: dict[type, tuple[str, ...]] = {
-    Client: ("max_open_positions", "max_volume_per_instrument"),
+    Client: (
+        "max_open_positions",
+        "max_volume_per_instrument",
+        "drawdown_limit_percent",
+        "daily_loss_limit_percent",
+    ),
     Instrument: (
         "market_guard_mode",
         "market_guard_spread_factor",

@@ -9,6 +9,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from import_export import fields, resources
 
+from core.exports import text_cell
 from positions.models import CloseCommand, OpenPosition
 
 
@@ -45,6 +46,9 @@ class PositionResource(resources.ModelResource):
 
     def get_queryset(self):
         return super().get_queryset().select_related("client", "instrument")
+
+    def dehydrate_broker_ticket(self, position: OpenPosition) -> str:
+        return text_cell(position.broker_ticket)
 
     def dehydrate_entry_price(self, position: OpenPosition):
         return _at(position.entry_price, position.instrument.digits)
@@ -93,5 +97,8 @@ class CloseCommandResource(resources.ModelResource):
         price = (command.result or {}).get("close_price")
         return None if price is None else _at(Decimal(price), command.position.instrument.digits)
 
+    def dehydrate_broker_ticket(self, command: CloseCommand) -> str:
+        return text_cell(command.position.broker_ticket)
+
     def dehydrate_broker_error(self, command: CloseCommand) -> str:
-        return (command.result or {}).get("error", "")
+        return text_cell((command.result or {}).get("error", ""))

@@ -21,6 +21,7 @@ from positions.admin.owner_tools import OwnerToolsMixin
 from positions.alerts import alerts_acknowledge
 from positions.models import Alert, CloseCommand, OpenPosition
 from signals_app.events import Actor
+from signals_app.selectors import TRIGGER_QUOTE, user_sees_hidden_levels
 
 
 @admin.register(OpenPosition)
@@ -86,10 +87,18 @@ class CloseCommandAdmin(BoundedExportMixin, ReadOnlyAdmin):
         CommandSignalIdFilter,
     ]
     resource_classes = [CloseCommandResource]
-    list_select_related = ["position__instrument", "device"]
+    list_select_related = ["position__instrument", "position__client", "device"]
     raw_id_fields = ["position", "device"]
     search_fields = ["=id", "=position__id"]
+
     date_hierarchy = "created_at"
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if user_sees_hidden_levels(request.user):
+            return fields
+        # The quote that triggered the close sits on the level it crossed.
+        return [name for name in fields if name != TRIGGER_QUOTE]
 
 
 @admin.register(Alert)

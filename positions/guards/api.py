@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.urls import path
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
+from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -14,7 +15,9 @@ from positions.guard_status import instruments_guard_status
 from positions.guards.selectors import guards_status_clients
 
 MONEY = {"max_digits": 32, "decimal_places": 8}
-PERCENT = {"max_digits": 12, "decimal_places": 2}
+# Wide enough for whatever an EA reports (equity from -1e15 on a peak of 0.01 is a
+# drawdown of 1e19 %): a figure that does not fit would fail the whole answer.
+PERCENT = {"max_digits": 32, "decimal_places": 2}
 
 
 class GuardAccountOutput(serializers.Serializer):
@@ -82,7 +85,17 @@ class GuardsStatusOutput(serializers.Serializer):
     instruments = GuardInstrumentOutput(many=True, help_text="the market guard, per active instrument")
 
 
+class MayViewGuards(BasePermission):
+    """The guards' figures (equity, limits) take the guards table's view permission, as
+    the console's guards page does, not only staff status."""
+
+    def has_permission(self, request, view) -> bool:
+        return request.user.has_perm("positions.view_clientguard")
+
+
 class GuardsStatusView(OwnerAPIView):
+    permission_classes = [*OwnerAPIView.permission_classes, MayViewGuards]
+
     @extend_schema(
         responses={200: GuardsStatusOutput, **READ_ERRORS},
         tags=["owner"],

@@ -5,8 +5,10 @@ and the same form sent again (a browser resubmitting it) creates or rotates noth
 from __future__ import annotations
 
 import re
+import threading
 
 import pytest
+from django.db import connection
 from django.test import Client as HttpClient
 
 from ea_gateway.models import Device
@@ -134,3 +136,32 @@ def test_with_redis_unreachable_nothing_is_created_or_rotated(owner_browser, set
     assert "nothing was" in rotated.content.decode().lower()
     assert not Device.objects.filter(name="frank's EA").exists()
     assert Device.objects.get(pk=device.pk).secret == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_double_click_creates_one_device(owner, redis_client):
+    # given: the same add form sent twice at once (two browser connections, one token)
+    client = ClientFactory(name="Gina")
+    browsers = [HttpClient(), HttpClient()]
+    for browser in browsers:
+        browser.force_login(owner)
+    form = {"name": "gina's EA", "role": "ea", "client": client.pk}
+    form["once"] = _once(browsers[0].get(ADD).content.decode())
+    start = threading.Barrier(2)
+    answers: list[int] = []
+
+    def submit(browser) -> None:
+        start.wait()
+        answers.append(browser.post(ADD, form).status_code)
+        connection.close()
+
+    threads = [threading.Thread(target=submit, args=(browser,)) for browser in browsers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    # then: one device, one secret issued; the other submission was told it was done
+    assert Device.objects.filter(name="gina's EA").count() == 1
+    assert AuditEvent.objects.filter(action=AuditAction.DEVICE_CREATED).count() == 1
+    assert sorted(answers) == [302, 303]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -17,8 +18,11 @@ from openpyxl import load_workbook
 
 from positions.choices import CloseReason, PositionStatus
 from positions.closes import close_command_request
-from positions.models import OpenPosition
+from positions.models import CloseCommand, OpenPosition
+from positions.quotes import Quote, quotes_ingest
+from positions.scanner import sweep
 from signals_app.events import Actor
+from signals_app.models import AuditEvent
 from tests.factories import make_signal, open_book
 from tests.secrecy import find_levels
 
@@ -80,7 +84,9 @@ def test_a_bad_date_changes_nothing_and_is_no_server_error(owner_browser, three_
     assert "e=1" in response["Location"]
 
 
-@pytest.mark.parametrize("query", ["?bogus=1", "?opened_at_from=yesterday", "?state=maybe"])
+@pytest.mark.parametrize(
+    "query", ["?bogus=1", "?opened_at_from=yesterday", "?state=maybe", "?opened_at_to=9999-12-31"]
+)
 def test_an_export_of_a_bad_filter_is_refused_without_a_server_error(owner_browser, three_days, query):
     response = _export(owner_browser, POSITIONS + query)
     assert response.status_code == 302
@@ -136,3 +142,38 @@ def _xlsx_text(content: bytes) -> str:
     return "\n".join(
         ",".join("" if v is None else str(v) for v in row) for row in sheet.iter_rows(values_only=True)
     )
+
+
+def test_the_quote_that_triggered_a_close_is_only_for_those_who_see_the_levels(staff_with, owner_browser):
+    # given: a hidden stop crossed by a quote exactly on it (the scanner's close, audited)
+    sl = Decimal("2645.00")
+    (position,) = open_book(make_signal(symbol="XAUUSD", entry="2650.50", sl=str(sl), tp="2670.00"), 1)
+    quotes_ingest(quotes=[Quote("XAUUSD", sl, sl + Decimal("0.30"), time.time())], source="t")
+    sweep()
+    command = CloseCommand.objects.get(position=position)
+    assert command.trigger_quote is not None
+    event = AuditEvent.objects.filter(data__has_key="trigger_quote").latest("pk")
+    browser = HttpClient()
+    browser.force_login(staff_with("positions.view_closecommand", "signals_app.view_auditevent"))
+
+    # then: neither the export nor the pages show it to staff without the levels' permission
+    seen = [
+        _export(browser, "/admin/signals_app/auditevent/export/").content.decode(),
+        browser.get(f"/admin/signals_app/auditevent/{event.pk}/change/").content.decode(),
+        browser.get(f"/admin/positions/closecommand/{command.pk}/change/").content.decode(),
+    ]
+    for text in seen:
+        assert find_levels(text, [sl]) == []
+    # while the owner, who may see the levels, sees where the close was triggered
+    owner_page = owner_browser.get(f"/admin/positions/closecommand/{command.pk}/change/").content.decode()
+    assert find_levels(owner_page, [sl])
+
+
+def test_a_ticket_from_an_ea_is_exported_as_text_never_as_a_formula(owner_browser, three_days):
+    OpenPosition.objects.filter(pk=three_days[0].pk).update(broker_ticket='=HYPERLINK("http://x")')
+    sheet = load_workbook(io.BytesIO(_export(owner_browser, POSITIONS, XLSX_FORMAT).content)).active
+    header = [cell.value for cell in sheet[1]]
+    tickets = [row[header.index("broker_ticket")].value for row in sheet.iter_rows(min_row=2)]
+    assert '\'=HYPERLINK("http://x")' in tickets
+    formulas = [cell for row in sheet.iter_rows() for cell in row if cell.data_type == "f"]
+    assert formulas == []

@@ -151,6 +151,27 @@ def test_anonymous_is_401_and_non_staff_403():
     assert "clients" not in response.content.decode()
 
 
+def test_staff_without_the_guards_view_permission_is_403():
+    response = api_for(UserFactory(is_staff=True)).get(STATUS_URL)
+    assert_error(response, 403, "forbidden")
+    assert "clients" not in response.content.decode()
+
+
+@override_settings(GUARD_EQUITY_JUMP_PERCENT=Decimal("100"))
+def test_an_absurd_equity_is_a_figure_not_a_server_error(redis_client):
+    # given: an account that starts at 1.00 and then reports -1e10, twice (confirmed)
+    client = ClientFactory(auto_approve=True)
+    ea = ea_for(make_device(client=client))
+    _open(ea, make_signal(symbol="XAUUSD", entry="2650.50"), "S1")
+    for equity in ("1.00", "-10000000000.00", "-10000000000.00"):
+        _beat(ea, equity, ["S1"])
+
+    response = api_for(OwnerFactory()).get(STATUS_URL)
+
+    assert response.status_code == 200, response.content
+    assert Decimal(_client_row(response.json(), client.name)["drawdown_percent"]) > Decimal("1e9")
+
+
 def test_the_schema_documents_the_guards_status(redis_client):
     owner_api = api_for(OwnerFactory())
     schema = owner_api.get("/api/v1/schema?format=json").json()
