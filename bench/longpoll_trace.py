@@ -103,15 +103,15 @@ def _trace_web() -> None:
 
     ea_wake.fetch_unless_empty = traced_fetch_unless_empty
 
-    deliver = views.close_commands_deliver
+    lease = views.close_commands_lease
 
-    def traced_deliver(*, device_id, **kwargs):
-        commands = deliver(device_id=device_id, **kwargs)
-        if commands:
+    def traced_lease(*, device_id, **kwargs):
+        leased = lease(device_id=device_id, **kwargs)
+        if leased.commands:
             record("lease", device_id)
-        return commands
+        return leased
 
-    views.close_commands_deliver = traced_deliver
+    views.close_commands_lease = traced_lease
 
     send = quotes.current_app.send_task
 

@@ -74,6 +74,16 @@ def device_entry_cached(*, key_id: str) -> DeviceEntry | None:
     return entry
 
 
+def device_copy(device: Device) -> Device:
+    """A request's own copy of a cached device: nothing a view does to it reaches the
+    cached one. What ``copy.copy`` makes (Django's ``__getstate__``: the fields, and the
+    state with its cache of related objects copied), without its trip through pickling's
+    protocol (``__reduce_ex__``, the app registry's model lookup) on every request."""
+    clone = Device.__new__(Device)
+    clone.__dict__.update(device.__getstate__())
+    return clone
+
+
 def device_entry_load(*, key_id: str, generation: str) -> DeviceEntry:
     """Read the device now; ``generation`` must have been read before this call."""
     # The account snapshot is the largest field and no request reads it from here.

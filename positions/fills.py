@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from core.errors import DomainError
@@ -203,6 +203,23 @@ def position_open(*, approval: Approval, device_id: int, fill: Fill, by: Actor) 
     return position
 
 
+# One statement: a ticket reported again is no longer missing, one not reported is missing
+# from now (unless it was already), and the positions missing since the cutoff (as they
+# were before this statement: the rows it marks are never among them) are returned.
+_MARK_MISSING = """
+WITH marked AS (
+    UPDATE {table}
+       SET ticket_missing_since = CASE WHEN broker_ticket = ANY(%(tickets)s::text[]) THEN NULL
+                                       ELSE %(now)s END
+     WHERE device_id = %(device)s AND status = %(open)s
+       AND (broker_ticket = ANY(%(tickets)s::text[])) = (ticket_missing_since IS NOT NULL)
+)
+SELECT id FROM {table}
+ WHERE device_id = %(device)s AND status = %(open)s AND NOT broker_ticket = ANY(%(tickets)s::text[])
+   AND opened_at < %(cutoff)s AND ticket_missing_since <= %(cutoff)s
+"""
+
+
 def positions_reconcile(
     *, device_id: int, open_tickets: set[str], by: Actor, now: datetime | None = None
 ) -> int:
@@ -214,22 +231,24 @@ def positions_reconcile(
     be in the snapshot yet; a ``closing`` one is waiting for its close-ack).
     """
     now = now or timezone.now()
-    grace = timedelta(seconds=settings.RECONCILE_GRACE_SECONDS)
+    cutoff = now - timedelta(seconds=settings.RECONCILE_GRACE_SECONDS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _MARK_MISSING.format(table=OpenPosition._meta.db_table),
+            {
+                "device": device_id,
+                "open": PositionStatus.OPEN.value,
+                "tickets": sorted(open_tickets),
+                "now": now,
+                "cutoff": cutoff,
+            },
+        )
+        candidates = [row[0] for row in cursor.fetchall()]
+    if not candidates:  # an EA's every heartbeat but the rare one: one statement, no transaction
+        return 0
     with transaction.atomic():
-        live = OpenPosition.objects.filter(device_id=device_id, status=PositionStatus.OPEN)
-        live.filter(broker_ticket__in=open_tickets, ticket_missing_since__isnull=False).update(
-            ticket_missing_since=None
-        )
-        live.exclude(broker_ticket__in=open_tickets).filter(ticket_missing_since__isnull=True).update(
-            ticket_missing_since=now
-        )
-        candidates = (
-            live.filter(opened_at__lt=now - grace, ticket_missing_since__lte=now - grace)
-            .exclude(broker_ticket__in=open_tickets)
-            .values_list("pk", flat=True)
-        )
         vanished = positions_lock(
-            candidates, skip_locked=True, status=PositionStatus.OPEN, ticket_missing_since__lte=now - grace
+            candidates, skip_locked=True, status=PositionStatus.OPEN, ticket_missing_since__lte=cutoff
         )
         if not vanished:
             return 0

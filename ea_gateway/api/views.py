@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
-from django.utils import timezone
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from core import wake
 from ea_gateway.api import serializers as io
 from ea_gateway.api.authentication import HMACDeviceAuthentication
+from ea_gateway.api.negotiation import JSON, DeviceContentNegotiation
 from ea_gateway.api.permissions import IsEADevice, IsFeedDevice
 from ea_gateway.api.throttling import DeviceRateThrottle
 from ea_gateway.models import Device
@@ -24,8 +25,7 @@ from ea_protocol.signing import HEADER_SERVER_TIME
 from positions.close_delivery import (
     CloseResult,
     close_command_ack,
-    close_commands_deliver,
-    close_commands_next_due,
+    close_commands_lease,
 )
 from positions.quotes import Quote, quotes_ingest
 
@@ -59,10 +59,17 @@ WAIT = OpenApiParameter(
 )
 
 
+def _nothing(key: str) -> HttpResponse:
+    """``{key: []}``, the answer to an idle EA's request, exactly as DRF's JSON renderer
+    writes it, without a serializer or a renderer."""
+    return HttpResponse(b'{"%s":[]}' % key.encode(), content_type=JSON)
+
+
 class DeviceAPIView(APIView):
     authentication_classes = [HMACDeviceAuthentication]
     permission_classes = [IsEADevice]
     throttle_classes = [DeviceRateThrottle]
+    content_negotiation_class = DeviceContentNegotiation
 
     def finalize_response(self, request, response, *args, **kwargs):
         # On every answer, so an EA whose clock drifted can correct it (docs/ea-protocol.md).
@@ -80,6 +87,8 @@ class LongPollView(DeviceAPIView):
     def pending_topic(self, request: Request, device: Device) -> tuple[str, int] | None:
         """For the authentication: the wake topic whose "anything pending?" it may read in
         its own round trip (``ea_gateway.wake`` step 1), for an answer without a wait only."""
+        if not request._request.META.get("QUERY_STRING"):  # an idle EA's request: no QueryDict to build
+            return self.wake_topic(device)
         return self.wake_topic(device) if request.query_params.getlist("wait") in ([], ["0"]) else None
 
     def waited(self, request: Request, *, fetch) -> list:
@@ -112,8 +121,9 @@ class PollView(LongPollView):
     def get(self, request: Request) -> Response:
         device = request.auth
         approvals = self.waited(request, fetch=lambda: (approvals_for_ea(device=device), None))
-        # Nothing to hand out (an idle EA): the output serializer would only copy its fields.
-        return Response(io.PollOutput({"approvals": approvals}).data if approvals else {"approvals": []})
+        if not approvals:  # an idle EA: the output serializer would only copy its fields
+            return _nothing("approvals")
+        return Response(io.PollOutput({"approvals": approvals}).data)
 
 
 class AckView(DeviceAPIView):
@@ -155,16 +165,17 @@ class CloseCommandsView(LongPollView):
         device_id = request.auth.pk
 
         def deliver() -> Fetched:
-            now = timezone.now()
             limit = settings.CLOSE_COMMANDS_PER_POLL
-            commands = close_commands_deliver(device_id=device_id, limit=limit, now=now)
-            if len(commands) == limit:  # maybe more: the next request looks
-                return Fetched(commands, None)
+            lease = close_commands_lease(device_id=device_id, limit=limit)
+            if len(lease.commands) == limit:  # maybe more: the next request looks
+                return Fetched(lease.commands, None)
             # All that was due, leased: "nothing pending" holds until a wake or the next due.
-            return Fetched(commands, close_commands_next_due(device_id=device_id, after=now), drained=True)
+            return Fetched(lease.commands, lease.next_due_in, drained=True)
 
         commands = self.waited(request, fetch=deliver)
-        return Response(io.CloseCommandsOutput({"commands": commands}).data if commands else {"commands": []})
+        if not commands:
+            return _nothing("commands")
+        return Response(io.CloseCommandsOutput({"commands": commands}).data)
 
 
 class CloseAckView(DeviceAPIView):
