@@ -81,20 +81,17 @@ class PlanChange:
 
 
 # One upsert for every plan a sweep changed. A plan whose partials did not move keeps its
-# stored token (read back in the statement) rather than a fresh encryption of the same map;
-# a plan that has hit none stores null (nothing to hide, nothing to encrypt).
+# stored token (the row's own, kept by the update) rather than a fresh encryption of the same
+# map; a plan that has hit none stores null (nothing to hide, nothing to encrypt).
 _SAVE = """
 INSERT INTO positions_signalplan AS sp
        (signal_id, state, exit_kind, exit_quote, partials_hit, exited_by, book_version, updated_at)
-SELECT w.signal_id, w.state, w.exit_kind, w.exit_quote,
-       coalesce(w.partials_hit,
-                (SELECT kept.partials_hit FROM positions_signalplan kept WHERE kept.signal_id = w.signal_id)),
-       w.exited_by, w.book_version, now()
+SELECT w.signal_id, w.state, w.exit_kind, w.exit_quote, w.partials_hit, w.exited_by, w.book_version, now()
   FROM unnest(%s::bigint[], %s::bytea[], %s::text[], %s::jsonb[], %s::bytea[], %s::text[], %s::bigint[])
        AS w(signal_id, state, exit_kind, exit_quote, partials_hit, exited_by, book_version)
 ON CONFLICT (signal_id) DO UPDATE
    SET state = EXCLUDED.state, exit_kind = EXCLUDED.exit_kind, exit_quote = EXCLUDED.exit_quote,
-       partials_hit = EXCLUDED.partials_hit, exited_by = EXCLUDED.exited_by,
+       partials_hit = coalesce(EXCLUDED.partials_hit, sp.partials_hit), exited_by = EXCLUDED.exited_by,
        book_version = EXCLUDED.book_version, updated_at = EXCLUDED.updated_at
 """
 
