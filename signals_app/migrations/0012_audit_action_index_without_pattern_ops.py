@@ -16,7 +16,7 @@ CREATE INDEX signals_app_auditevent_action_415e271b_like
 
 
 class Migration(migrations.Migration):
-    dependencies = [("signals_app", "0007_instrument_plans_version")]
+    dependencies = [("signals_app", "0011_notifications_outbox")]
 
     operations = [
         migrations.SeparateDatabaseAndState(
