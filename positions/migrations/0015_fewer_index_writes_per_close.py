@@ -15,8 +15,8 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("ea_gateway", "0001_initial"),
-        ("positions", "0012_alert_kind_notification_failed"),
-        ("signals_app", "0012_audit_action_index_without_pattern_ops"),
+        ("positions", "0014_guard_choices_merged"),
+        ("signals_app", "0013_audit_action_index_without_pattern_ops"),
     ]
 
     operations = [

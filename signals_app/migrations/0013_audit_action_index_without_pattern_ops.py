@@ -16,7 +16,7 @@ CREATE INDEX signals_app_auditevent_action_415e271b_like
 
 
 class Migration(migrations.Migration):
-    dependencies = [("signals_app", "0011_notifications_outbox")]
+    dependencies = [("signals_app", "0012_client_risk_guard_limits")]
 
     operations = [
         migrations.SeparateDatabaseAndState(
