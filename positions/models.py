@@ -33,7 +33,9 @@ class OpenPosition(models.Model):
     device = models.ForeignKey(
         DEVICE_MODEL, on_delete=models.PROTECT, related_name="positions", db_index=False
     )
-    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="positions")
+    instrument = models.ForeignKey(
+        Instrument, on_delete=models.PROTECT, related_name="positions", db_index=False
+    )
     side = models.CharField(max_length=4, choices=Side.choices)
     requested_entry_price = models.DecimalField(**PRICE)
     entry_price = models.DecimalField(**PRICE)
@@ -64,16 +66,15 @@ class OpenPosition(models.Model):
                 name="position_remaining_volume_range",
             ),
         ]
+        # Every index below that names ``status`` (or has it in its condition) takes a new
+        # entry on each status change: a mass breach moves thousands of positions to
+        # closing in one statement, so an index is kept only where a query needs it.
+        # A signal's positions (live or not) are found through the ``signal`` key's own
+        # index: at most one per client (one approval per signal and client).
         indexes = [
-            # A signal's live positions (open, or closing part of their volume): the
-            # owner's close of a signal, its plan status.
-            models.Index(
-                fields=["signal"],
-                name="position_live_by_signal",
-                condition=Q(status__in=[PositionStatus.OPEN, PositionStatus.CLOSING]),
-            ),
-            # A sweep worker's book of one instrument (positions.plan_book) walks the same,
-            # per instrument.
+            # A sweep worker's book of one instrument (positions.plan_book): the signals
+            # with live positions, by a loose index scan. It leads with the instrument, so
+            # the ``instrument`` key has no index of its own.
             models.Index(
                 fields=["instrument", "signal"],
                 name="position_live_by_instrument",
@@ -99,7 +100,11 @@ class CloseCommand(models.Model):
     """A close the server asks an EA to execute. At most one active per position."""
 
     position = models.ForeignKey(OpenPosition, on_delete=models.PROTECT, related_name="close_commands")
-    device = models.ForeignKey(DEVICE_MODEL, on_delete=models.PROTECT, related_name="close_commands")
+    # No index of its own: a device's commands are asked for while pending
+    # (close_pending_by_device leads with it) or by id.
+    device = models.ForeignKey(
+        DEVICE_MODEL, on_delete=models.PROTECT, related_name="close_commands", db_index=False
+    )
     volume = models.DecimalField(**VOLUME)
     reason = models.CharField(max_length=16, choices=CloseReason.choices)
     status = models.CharField(
@@ -151,7 +156,13 @@ class CloseCommand(models.Model):
             ),
             # The dashboard's last hour / last day figures and charts.
             models.Index(fields=["created_at"], name="close_by_created_at"),
-            models.Index(fields=["completed_at"], name="close_by_completed_at"),
+            # Only finished commands: a command is created without it (one entry fewer per
+            # close queued), and every query of it asks for a time since.
+            models.Index(
+                fields=["completed_at"],
+                name="close_by_completed_at",
+                condition=Q(completed_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -210,9 +221,9 @@ class SignalPlan(models.Model):
     )
     exit_quote = models.JSONField(null=True, blank=True, help_text="the quote that ended the plan")
     partials_hit = EncryptedJSONField(
-        default=dict,
+        null=True,
         blank=True,
-        help_text="partial index -> the quote that hit it (near the level: encrypted)",
+        help_text="partial index -> the quote that hit it (near the level: encrypted); null: none hit yet",
     )
     exited_by = models.CharField(max_length=150, blank=True)
     book_version = models.BigIntegerField(

@@ -81,19 +81,17 @@ class PlanChange:
 
 
 # One upsert for every plan a sweep changed. A plan whose partials did not move keeps its
-# stored token (read back in the statement) rather than a fresh encryption of the same map.
+# stored token (the row's own, kept by the update) rather than a fresh encryption of the same
+# map; a plan that has hit none stores null (nothing to hide, nothing to encrypt).
 _SAVE = """
 INSERT INTO positions_signalplan AS sp
        (signal_id, state, exit_kind, exit_quote, partials_hit, exited_by, book_version, updated_at)
-SELECT w.signal_id, w.state, w.exit_kind, w.exit_quote,
-       coalesce(w.partials_hit,
-                (SELECT kept.partials_hit FROM positions_signalplan kept WHERE kept.signal_id = w.signal_id)),
-       w.exited_by, w.book_version, now()
+SELECT w.signal_id, w.state, w.exit_kind, w.exit_quote, w.partials_hit, w.exited_by, w.book_version, now()
   FROM unnest(%s::bigint[], %s::bytea[], %s::text[], %s::jsonb[], %s::bytea[], %s::text[], %s::bigint[])
        AS w(signal_id, state, exit_kind, exit_quote, partials_hit, exited_by, book_version)
 ON CONFLICT (signal_id) DO UPDATE
    SET state = EXCLUDED.state, exit_kind = EXCLUDED.exit_kind, exit_quote = EXCLUDED.exit_quote,
-       partials_hit = EXCLUDED.partials_hit, exited_by = EXCLUDED.exited_by,
+       partials_hit = coalesce(EXCLUDED.partials_hit, sp.partials_hit), exited_by = EXCLUDED.exited_by,
        book_version = EXCLUDED.book_version, updated_at = EXCLUDED.updated_at
 """
 
@@ -124,7 +122,8 @@ def plans_save(changes: list[PlanChange], *, by: Actor) -> dict[int, SavedPlans]
                 json_encrypt(stored.state.to_json()),
                 stored.exit_kind,
                 None if exit_quote is None else json.dumps(exit_quote),
-                json_encrypt(partials) if hits or change.before is EMPTY else None,
+                # None: the stored map (or none, null, for a plan that has hit no partial yet).
+                json_encrypt(partials) if hits else None,
                 by.name if exit_event else "",
                 versions[change.instrument_id][1],
             ),
@@ -154,13 +153,13 @@ def plan_exit_event(events: list[PlanEvent]) -> PlanEvent | None:
 
 
 def _audit_entries(change: PlanChange) -> list[AuditEntry]:
-    subject = Signal(pk=change.signal_id)
     entries = [
         AuditEntry(
             action=AuditAction.SIGNAL_PARTIAL_TP_HIT
             if event.kind == PARTIAL_TP
             else AuditAction.SIGNAL_PLAN_EXITED,
-            subject=subject,
+            subject=Signal,
+            subject_id=change.signal_id,
             data={
                 "kind": event.kind,
                 "partial_index": event.partial_index,
@@ -175,7 +174,8 @@ def _audit_entries(change: PlanChange) -> list[AuditEntry]:
         entries.append(
             AuditEntry(
                 action=AuditAction.SIGNAL_STOP_MOVED,
-                subject=subject,
+                subject=Signal,
+                subject_id=change.signal_id,
                 data={"moved_by": change.state.moved_by, "moves": len(moves)},
                 secret_data={
                     "old_stop": None if moves[0].old_stop is None else str(moves[0].old_stop),

@@ -82,7 +82,10 @@ def audit_many(
 @dataclass(frozen=True)
 class AuditEntry:
     action: AuditAction
-    subject: models.Model
+    # The subject's model and id (not an instance: a sweep that ends a thousand plans
+    # builds no thousand model instances to name them).
+    subject: type[models.Model]
+    subject_id: int
     data: dict[str, Any]
     secret_data: dict[str, Any] | None = None
 
@@ -108,7 +111,7 @@ def audit_bulk(*, by: Actor, entries: list[AuditEntry]) -> int:
                 by.name,
                 [AuditAction(entry.action).value for entry in entries],
                 [_subject_type(entry.subject) for entry in entries],
-                [entry.subject.pk for entry in entries],
+                [entry.subject_id for entry in entries],
                 [json.dumps(entry.data) for entry in entries],
                 [None if entry.secret_data is None else json_encrypt(entry.secret_data) for entry in entries],
             ],

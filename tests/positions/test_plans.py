@@ -184,13 +184,14 @@ def test_an_atr_trailing_stop_without_bars_alerts_and_does_not_move(redis_client
     assert state is None or state["moved_stop"] is None
 
 
-def _partials_token(signal) -> bytes:
+def _partials_token(signal) -> bytes | None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT partials_hit FROM positions_signalplan WHERE signal_id = %s", [signal.pk])
-        return bytes(cursor.fetchone()[0])
+        (token,) = cursor.fetchone()
+        return None if token is None else bytes(token)
 
 
-def test_a_save_keeps_the_partials_token_until_a_partial_is_hit(redis_client):
+def test_a_save_encrypts_the_partials_only_once_a_partial_is_hit(redis_client):
     # given: a trailing plan with a partial, saved once (its stop not moved yet)
     signal = make_signal(
         symbol="EURUSD",
@@ -204,21 +205,28 @@ def test_a_save_keeps_the_partials_token_until_a_partial_is_hit(redis_client):
     open_book(signal, 2)
     put_quote("EURUSD", "1.10000", "1.10010")
     sweep()
-    first = _partials_token(signal)
+    assert SignalPlan.objects.filter(signal=signal).exists()
+    assert _partials_token(signal) is None  # no partial hit: nothing stored, nothing encrypted
 
     # when: a rally trails the stop (the plan is saved again, no partial reached)
     put_quote("EURUSD", "1.10300", "1.10310")
     sweep()
 
-    # then: the plan's state moved, its partials' token is the very one stored before
+    # then: the plan's state moved, still no partial stored
     assert Decimal(SignalPlan.objects.get(signal=signal).state["moved_stop"]) == Decimal("1.10100")
-    assert _partials_token(signal) == first
-    assert SignalPlan.objects.get(signal=signal).partials_hit == {}
+    assert _partials_token(signal) is None
 
-    # when: the partial is reached: a new token, still encrypted, naming the quote that hit it
+    # when: the partial is reached: a token, encrypted, naming the quote that hit it
     put_quote("EURUSD", "1.10610", "1.10620")
     sweep()
-    assert _partials_token(signal) != first
-    assert b"1.1061" not in _partials_token(signal)
+    first = _partials_token(signal)
+    assert first is not None
+    assert b"1.1061" not in first
     assert SignalPlan.objects.get(signal=signal).partials_hit["0"]["bid"] == "1.10610"
+
+    # when: the stop trails on (saved again, no new partial): the very token stored before
+    put_quote("EURUSD", "1.10900", "1.10910")
+    sweep()
+    assert Decimal(SignalPlan.objects.get(signal=signal).state["moved_stop"]) > Decimal("1.10100")
+    assert _partials_token(signal) == first
     assert CloseCommand.objects.filter(reason=CloseReason.PARTIAL_TP).count() == 2
