@@ -20,7 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from demo.management.commands.demo import demo_clients
+from monitoring.notifications.standin import STANDIN_TOKEN
 from signals_app.choices import OutboxStatus
+from signals_app.events import Actor
+from signals_app.models import Client
 from signals_app.models_outbox import OutboxMessage
 from tests.helpers import REPO_ROOT, process_environment, wait_for
 
@@ -202,3 +206,17 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@pytest.mark.django_db
+def test_the_demo_clients_have_made_up_chats_only_while_telegram_goes_to_the_stand_in(settings):
+    by = Actor.system("demo")
+    settings.TELEGRAM_BOT_TOKEN = STANDIN_TOKEN
+    assert [client.telegram_chat_id for client in demo_clients(by=by)] == ["100001", "100002", "100003"]
+    # when: a real bot, and bob linked his own chat meanwhile
+    Client.objects.filter(name="demo-bob").update(telegram_chat_id="555")
+    settings.TELEGRAM_BOT_TOKEN = "123:real"
+    assert [client.telegram_chat_id for client in demo_clients(by=by)] == ["", "555", ""]
+    # and without any token: none made up
+    settings.TELEGRAM_BOT_TOKEN = ""
+    assert [client.telegram_chat_id for client in demo_clients(by=by)] == ["", "555", ""]
