@@ -17,14 +17,18 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-# The ports `make run` listens on, by the variable that sets each.
+# The ports `make run` listens on, by the variable that sets each; the Bot API stand-in's
+# only without a TELEGRAM_BOT_TOKEN (scripts/start.sh runs it then).
 PORTS = {"WEB_PORT": "8000", "FLOWER_PORT": "5555"}
+STANDIN_PORT = {"TELEGRAM_STANDIN_PORT": "8081"}
+STANDIN_TOKEN = "standin"  # noqa: S105 - monitoring.notifications.standin.STANDIN_TOKEN, not a secret
 HEALTHY_WITHIN_SECONDS = float(os.environ.get("VEILSTOP_START_TIMEOUT", "120"))
 
 
 def ports() -> int:
     taken = []
-    for variable, default in PORTS.items():
+    listened = PORTS if os.environ.get("TELEGRAM_BOT_TOKEN") else PORTS | STANDIN_PORT
+    for variable, default in listened.items():
         value = os.environ.get(variable, default)
         if not value.isdigit() or not 0 < int(value) < 65536:
             print(f"make run: {variable}={value!r} is not a port number (1-65535).", file=sys.stderr)
@@ -48,6 +52,7 @@ def ports() -> int:
 
 def banner() -> int:
     web, flower = (os.environ.get(variable, default) for variable, default in PORTS.items())
+    (standin,) = (os.environ.get(variable, default) for variable, default in STANDIN_PORT.items())
     base = f"http://127.0.0.1:{web}"
     deadline = time.monotonic() + HEALTHY_WITHIN_SECONDS
     failing: list[str] = []
@@ -86,6 +91,7 @@ def banner() -> int:
         f"    metrics         {base}/metrics",
         f"    Flower          http://127.0.0.1:{flower}/",
         "",
+        _telegram(standin, state),
         (
             f"  Demo: a replayed EURUSD feed, a bot publishing a signal every {every} s with hidden "
             "levels a few\n  pips around the market, and three simulated client EAs (alice, bob, carol) "
@@ -104,6 +110,23 @@ def banner() -> int:
     ]
     print("\n".join(lines), flush=True)
     return 0
+
+
+def _telegram(standin_port: str, state: Path) -> str:
+    standin = (
+        os.environ.get("TELEGRAM_BOT_TOKEN") == STANDIN_TOKEN
+        and os.environ.get("TELEGRAM_API_URL") == f"http://127.0.0.1:{standin_port}"
+    )
+    if not standin:
+        return "  Telegram: messages go to the Bot API at " + os.environ.get(
+            "TELEGRAM_API_URL", "https://api.telegram.org"
+        )
+    return (
+        f"  Telegram: no TELEGRAM_BOT_TOKEN, so messages go to a local stand-in of the Bot API "
+        f"(http://127.0.0.1:{standin_port}/):\n  one 'telegram.1 | ... to chat <id>: <text>' line "
+        f"each in this log, one JSON line each in\n  {state / 'telegram-standin.jsonl'}, and "
+        "the console's Outbox messages."
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ stops it at once naming the variable that moves it."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -19,6 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from demo.management.commands.demo import demo_clients
+from monitoring.notifications.standin import STANDIN_TOKEN
+from signals_app.choices import OutboxStatus
+from signals_app.events import Actor
+from signals_app.models import Client
+from signals_app.models_outbox import OutboxMessage
 from tests.helpers import REPO_ROOT, process_environment, wait_for
 
 VENV_BIN = str(Path(sys.executable).parent)
@@ -36,18 +43,42 @@ def _start_sh(log: Path, **environment: str) -> subprocess.Popen:
         )
 
 
+@pytest.mark.parametrize("variable", ["FLOWER_PORT", "TELEGRAM_STANDIN_PORT"])
 @pytest.mark.django_db
-def test_a_taken_port_stops_it_before_anything_starts_naming_the_variable(tmp_path, unused_tcp_port):
+def test_a_taken_port_stops_it_before_anything_starts_naming_the_variable(
+    tmp_path, unused_tcp_port, variable
+):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", unused_tcp_port))
         taken.listen()
-        process = _start_sh(tmp_path / "run.log", FLOWER_PORT=str(unused_tcp_port))
+        # (no bot token: the Bot API stand-in's port is one `make run` listens on)
+        process = _start_sh(tmp_path / "run.log", TELEGRAM_BOT_TOKEN="", **{variable: str(unused_tcp_port)})
         assert process.wait(60) == 1
     said = (tmp_path / "run.log").read_text()
     assert f"port {unused_tcp_port} on 127.0.0.1 is taken" in said
-    assert "FLOWER_PORT=" in said
+    assert f"{variable}=" in said
     assert "Operations to perform" not in said  # nothing was migrated or started
     assert "Traceback" not in said
+
+
+def test_with_a_bot_token_the_stand_in_port_is_not_checked(unused_tcp_port):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", unused_tcp_port))
+        taken.listen()
+        checked = subprocess.run(
+            [sys.executable, "scripts/console.py", "ports"],
+            cwd=REPO_ROOT,
+            env={
+                **os.environ,
+                "TELEGRAM_BOT_TOKEN": "123:real",
+                "TELEGRAM_STANDIN_PORT": str(unused_tcp_port),
+                "WEB_PORT": str(_free_port()),
+                "FLOWER_PORT": str(_free_port()),
+            },
+            capture_output=True,
+            text=True,
+        )
+    assert (checked.returncode, checked.stderr) == (0, "")
 
 
 @pytest.mark.parametrize(
@@ -100,13 +131,16 @@ def test_the_site_root_and_view_site_lead_to_the_monitor(admin_client):
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_make_run_starts_everything_says_where_it_is_stops_on_ctrl_c_and_starts_again(tmp_path, redis_client):
-    web, flower = _free_port(), _free_port()
+    web, flower, standin = _free_port(), _free_port(), _free_port()
     environment = {
         "WEB_PORT": str(web),
         "FLOWER_PORT": str(flower),
+        "TELEGRAM_STANDIN_PORT": str(standin),
+        "TELEGRAM_BOT_TOKEN": "",  # no token: Telegram messages go to the local stand-in
         "VEILSTOP_STATE_DIR": str(tmp_path / "state"),
         "DEMO_SIGNAL_EVERY": "3",
     }
+    recorded = tmp_path / "state" / "telegram-standin.jsonl"
 
     with _running(tmp_path / "first.log", environment) as said:
         # then: the banner, once healthy, says where everything is
@@ -117,8 +151,21 @@ def test_make_run_starts_everything_says_where_it_is_stops_on_ctrl_c_and_starts_
             assert home.url.startswith(f"http://127.0.0.1:{web}/admin/login/?next=/admin/monitor/")
         # and the demo's EAs at work leave no access-log lines, the start-up no errors
         wait_for(lambda: " placed: " in said(), timeout=60)
+        # and the demo clients' messages reach the Bot API stand-in: logged, recorded, sent
+        assert f"local stand-in of the Bot API (http://127.0.0.1:{standin}/)" in said()
+        assert str(recorded) in said()
+        wait_for(lambda: recorded.exists() and "Position opened" in recorded.read_text(), timeout=30)
+        message = next(
+            json.loads(line) for line in recorded.read_text().splitlines() if "Position opened" in line
+        )
+        assert message["chat"]["id"] in (100001, 100002, 100003)
+        assert f"to chat {message['chat']['id']}: Position opened / " in said()
+        delivered = OutboxMessage.objects.filter(
+            status=OutboxStatus.SENT, recipient=str(message["chat"]["id"])
+        )
+        wait_for(delivered.exists, timeout=10)
     # then (Ctrl-C): everything stopped, nothing listens on its ports any more
-    for port in (web, flower):
+    for port in (web, flower, standin):
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(("127.0.0.1", port))
@@ -159,3 +206,17 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@pytest.mark.django_db
+def test_the_demo_clients_have_made_up_chats_only_while_telegram_goes_to_the_stand_in(settings):
+    by = Actor.system("demo")
+    settings.TELEGRAM_BOT_TOKEN = STANDIN_TOKEN
+    assert [client.telegram_chat_id for client in demo_clients(by=by)] == ["100001", "100002", "100003"]
+    # when: a real bot, and bob linked his own chat meanwhile
+    Client.objects.filter(name="demo-bob").update(telegram_chat_id="555")
+    settings.TELEGRAM_BOT_TOKEN = "123:real"
+    assert [client.telegram_chat_id for client in demo_clients(by=by)] == ["", "555", ""]
+    # and without any token: none made up
+    settings.TELEGRAM_BOT_TOKEN = ""
+    assert [client.telegram_chat_id for client in demo_clients(by=by)] == ["", "555", ""]

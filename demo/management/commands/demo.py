@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from rest_framework.authtoken.models import Token
@@ -35,15 +36,43 @@ from ea_client.transport import SignedTransport
 from ea_gateway.choices import DeviceRole
 from ea_gateway.models import Device
 from ea_gateway.services import IssuedCredentials, device_create, device_rotate_secret
+from monitoring.notifications.standin import STANDIN_TOKEN
 from positions.quotes import quote_latest
 from positions.replay import resolve, ticks
 from signals_app.events import Actor
+from signals_app.models import Client
 from signals_app.services import client_ensure
 
 logger = logging.getLogger("demo")
 SYMBOL = "EURUSD"
 PIP = Decimal("0.0001")
-CLIENTS = [("demo-alice", Decimal("0.10")), ("demo-bob", Decimal("0.20")), ("demo-carol", Decimal("0.05"))]
+# name, default volume, and the made-up Telegram chat each has while messages go to the
+# local Bot API stand-in (`make run` without a TELEGRAM_BOT_TOKEN).
+CLIENTS = [
+    ("demo-alice", Decimal("0.10"), "100001"),
+    ("demo-bob", Decimal("0.20"), "100002"),
+    ("demo-carol", Decimal("0.05"), "100003"),
+]
+
+
+def demo_clients(*, by: Actor) -> list[Client]:
+    """The demo's clients, created if missing. While Telegram messages go to the local
+    stand-in, each has its made-up chat there; with a real bot, which would only refuse
+    them, a made-up chat left from a stand-in run is removed (a chat linked with a code stays)."""
+    standin = settings.TELEGRAM_BOT_TOKEN == STANDIN_TOKEN
+    clients = []
+    for name, volume, chat_id in CLIENTS:
+        client, _ = client_ensure(
+            name=name,
+            auto_approve=True,
+            default_volume=volume,
+            telegram_chat_id=chat_id if standin else None,
+            by=by,
+        )
+        if not standin and client.telegram_chat_id == chat_id:
+            client, _ = client_ensure(name=name, telegram_chat_id="", by=by)
+        clients.append(client)
+    return clients
 
 
 def _credentials(*, name: str, role: str, client, by: Actor) -> IssuedCredentials:
@@ -82,9 +111,8 @@ class Command(BaseCommand):
 
         feed = _credentials(name="demo feed", role=DeviceRole.FEED, client=None, by=by)
         eas = []
-        for name, volume in CLIENTS:
-            client, _ = client_ensure(name=name, auto_approve=True, default_volume=volume, by=by)
-            eas.append(_credentials(name=f"{name} EA", role=DeviceRole.EA, client=client, by=by))
+        for client in demo_clients(by=by):
+            eas.append(_credentials(name=f"{client.name} EA", role=DeviceRole.EA, client=client, by=by))
         bot_user, _ = get_user_model().objects.get_or_create(username="demo-bot", defaults={"is_staff": True})
         token = Token.objects.get_or_create(user=bot_user)[0].key
 
