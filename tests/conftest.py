@@ -82,3 +82,17 @@ def _fresh_plan_books() -> None:
     from positions.plan_book import books_clear
 
     books_clear()
+
+
+@pytest.fixture
+def recorded_logs():
+    """Every log record at INFO or above from every logger, while the test runs
+    (``tests.secrecy.RecordingHandler``): what the secrecy tests scan."""
+    import logging
+
+    from tests.secrecy import RecordingHandler
+
+    handler = RecordingHandler()
+    logging.getLogger().addHandler(handler)
+    yield handler
+    logging.getLogger().removeHandler(handler)

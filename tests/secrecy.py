@@ -89,3 +89,8 @@ def redis_text(client) -> str:
             raise AssertionError(f"Redis key {text(key)!r} has a type this scan cannot read: {kind}")
         lines.append(f"{text(key)} {' '.join(text(value) for value in values)}")
     return readable("\n".join(lines))
+
+
+def response_text(response) -> str:
+    """Everything an HTTP answer carries: its body and every header."""
+    return response.content.decode() + " " + " ".join(f"{k}: {v}" for k, v in response.items())

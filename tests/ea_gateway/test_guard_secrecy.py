@@ -4,7 +4,6 @@ nor its limits (names or values), nor why the provider closed; nor does a log li
 
 from __future__ import annotations
 
-import logging
 import time
 from decimal import Decimal
 
@@ -21,25 +20,13 @@ from signals_app.models import Instrument
 from signals_app.services import signal_create, signal_publish
 from tests.ea_helpers import ea_for, make_device
 from tests.factories import ClientFactory
-from tests.secrecy import RecordingHandler, find_levels, level_pattern
+from tests.secrecy import find_levels, level_pattern, response_text
 from tests.signals.test_secrecy import signals
 
 pytestmark = pytest.mark.django_db
 
 # Words that would tell an EA why it got less, or why it was closed.
 GUARD_WORDS = ("max_open_positions", "max_volume", "limit", "held", "market_guard", "spread", "gap", "expos")
-
-
-@pytest.fixture
-def recorded_logs():
-    handler = RecordingHandler()
-    logging.getLogger().addHandler(handler)
-    yield handler
-    logging.getLogger().removeHandler(handler)
-
-
-def _text(response) -> str:
-    return response.content.decode() + " " + " ".join(f"{k}: {v}" for k, v in response.items())
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -107,7 +94,7 @@ def test_no_limit_and_no_level_reaches_an_ea_through_the_guards(
     assert command["reason"] == "closed by the provider"
     for response in responses:
         assert response.status_code == 200
-        text = _text(response)
+        text = response_text(response)
         assert find_levels(text, levels) == []
         assert not level_pattern(Decimal(max_volume)).search(text)
         assert not [word for word in GUARD_WORDS if word in text.lower()], text

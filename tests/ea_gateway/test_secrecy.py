@@ -5,7 +5,6 @@ delivered to Telegram or by e-mail) and no log line at INFO or above holds a hid
 from __future__ import annotations
 
 import json
-import logging
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -28,22 +27,10 @@ from tests.ea_helpers import ea_for, make_device
 from tests.factories import ClientFactory, make_signal
 from tests.monitoring.notify_helpers import deliver_all
 from tests.notify_servers import body_of
-from tests.secrecy import RecordingHandler, find_levels
+from tests.secrecy import find_levels, response_text
 from tests.signals.test_secrecy import signals
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def recorded_logs():
-    handler = RecordingHandler()
-    logging.getLogger().addHandler(handler)
-    yield handler
-    logging.getLogger().removeHandler(handler)
-
-
-def _text(response) -> str:
-    return response.content.decode() + " " + " ".join(f"{k}: {v}" for k, v in response.items())
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -128,7 +115,7 @@ def test_no_hidden_level_reaches_an_ea(
     # then
     for response in responses:
         assert response.status_code != 500
-        assert find_levels(_text(response), levels) == [], (
+        assert find_levels(response_text(response), levels) == [], (
             response.request["PATH_INFO"],
             response.status_code,
         )
@@ -182,4 +169,4 @@ def test_no_guard_limit_or_trigger_level_reaches_an_ea(drawdown, daily, start, r
     hidden = [drawdown, daily, floor, daily_floor, 100 - drawdown, 100 - daily]
     for response in responses:
         assert response.status_code == 200, response.content
-        assert find_levels(_text(response), hidden) == [], response.request["PATH_INFO"]
+        assert find_levels(response_text(response), hidden) == [], response.request["PATH_INFO"]

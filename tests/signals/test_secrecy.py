@@ -3,7 +3,6 @@ log line at INFO or above contains a hidden level."""
 
 from __future__ import annotations
 
-import logging
 from decimal import Decimal
 
 import pytest
@@ -14,7 +13,7 @@ from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from tests.factories import ClientFactory, OwnerFactory, UserFactory, token_for
-from tests.secrecy import RecordingHandler, find_levels, level_pattern
+from tests.secrecy import find_levels, level_pattern
 
 pytestmark = pytest.mark.django_db
 
@@ -55,15 +54,6 @@ def test_level_pattern_matches_formatting_variants_only():
     pattern = level_pattern(Decimal("2645.50"))
     assert all(pattern.search(text) for text in ["sl=2645.5,", "2645.500", '"2645.50"'])
     assert not any(pattern.search(text) for text in ["12645.5", "2645.51", "2645"])
-
-
-@pytest.fixture
-def recorded_logs():
-    handler = RecordingHandler()
-    root = logging.getLogger()
-    root.addHandler(handler)
-    yield handler
-    root.removeHandler(handler)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
