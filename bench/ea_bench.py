@@ -73,6 +73,16 @@ ENDPOINTS = {
     "close-commands": ("GET", "/api/v1/client/close-commands"),
     "heartbeat": ("POST", "/api/v1/client/heartbeat"),
 }
+
+
+def request_body(endpoint: str, ticket: str) -> bytes:
+    """The signed body of one bench request: a heartbeat reports its device's ticket."""
+    if endpoint != "heartbeat":
+        return b""
+    account = {"balance": "10000.00", "equity": "10000.00", "open_tickets": [ticket]}
+    return json.dumps(account, separators=(",", ":")).encode()
+
+
 WARMUP_SECONDS = 3
 WARMUP_PASSES = 3  # requests per device and worker before a measured run
 WARMUP_MAX_SECONDS = 60
@@ -325,12 +335,7 @@ def write_requests(path: Path, endpoint: str, count: int, fleet: list[Credential
     lines = []
     for index in range(count):
         device = fleet[index % len(fleet)]
-        body = b""
-        if endpoint == "heartbeat":
-            body = json.dumps(
-                {"balance": "10000.00", "equity": "10000.00", "open_tickets": [device.ticket]},
-                separators=(",", ":"),
-            ).encode()
+        body = request_body(endpoint, device.ticket)
         nonce = f"{run}-{index:012d}"
         canonical = signing.canonical_string(
             method=method, path=url_path, query_string="", timestamp=timestamp, nonce=nonce, body=body

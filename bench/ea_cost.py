@@ -68,12 +68,9 @@ def environs(endpoint: str, count: int, fleet, query: str = "") -> list[dict]:
     result = []
     for index in range(count):
         device = fleet[index % len(fleet)]
-        body = b""
-        if endpoint == "heartbeat":
-            body = json.dumps(
-                {"balance": "10000.00", "equity": "10000.00", "open_tickets": [device.ticket]},
-                separators=(",", ":"),
-            ).encode()
+        from bench.ea_bench import request_body
+
+        body = request_body(endpoint, device.ticket)
         environ = {
             "REQUEST_METHOD": method,
             "PATH_INFO": path,
