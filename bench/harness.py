@@ -32,6 +32,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -770,3 +771,35 @@ class SweepProcess:
                 self.process.wait(15)
         if self.process in _children:
             _children.remove(self.process)
+
+
+# --- a node of the product's own processes (gunicorn, Celery) for the soak and long-poll benches
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def node_environment(*, redis_url: str, port: int, web_concurrency: int, **extra: str) -> dict[str, str]:
+    """The environment of a bench node's processes: this process's database (the bench's
+    own), ``redis_url``, gunicorn on ``port``, quiet logs, no shared metrics directory."""
+    from django.db import connection
+
+    from config.environment import database_url
+
+    environment = dict(os.environ)
+    environment.update(
+        DATABASE_URL=database_url(connection.settings_dict),
+        REDIS_URL=redis_url,
+        DJANGO_ENV="test",
+        DEBUG="false",
+        LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+        WEB_PORT=str(port),
+        WEB_CONCURRENCY=str(web_concurrency),
+        **extra,
+    )
+    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return environment

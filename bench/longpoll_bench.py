@@ -43,6 +43,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench import harness  # noqa: E402 - imports no Django at module level
+from bench.harness import free_port  # noqa: E402
 from ea_protocol import signing  # noqa: E402 - the standard library only: safe before Django
 
 TARGET_P50_MS = 100.0
@@ -228,39 +230,20 @@ def build_book(*, eas: int, rounds: int, per_round: int) -> Book:
 # --- the node: gunicorn as configured, a Celery worker -----------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @dataclass
 class Node:
     workers: int
     trace: bool = False
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="veilstop-longpoll-")))
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def environment(self) -> dict[str, str]:
         from django.conf import settings
-        from django.db import connection
 
-        from config.environment import database_url
-
-        environment = dict(os.environ)
-        environment.update(
-            DATABASE_URL=database_url(connection.settings_dict),
-            REDIS_URL=settings.REDIS_URL,
-            DJANGO_ENV="test",
-            DEBUG="false",
-            LOG_LEVEL="WARNING",
-            PYTHONUNBUFFERED="1",
-            WEB_PORT=str(self.port),
-            WEB_CONCURRENCY=str(self.workers),
+        return harness.node_environment(
+            redis_url=settings.REDIS_URL, port=self.port, web_concurrency=self.workers
         )
-        environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        return environment
 
     def start(self) -> None:
         config = "python:bench.longpoll_trace" if self.trace else "python:config.gunicorn"

@@ -70,6 +70,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 # The standard library only, and no Django: safe before django.setup().
+from bench import harness  # noqa: E402
+from bench.harness import free_port  # noqa: E402
 from ea_client.client import ACK_PATH, CLOSE_ACK_PATH, EAClient  # noqa: E402
 from ea_client.executors import SimulatedBroker  # noqa: E402
 from ea_client.store import ExecutedStore  # noqa: E402
@@ -92,12 +94,6 @@ RECOVERY_TIMEOUT = 60.0
 
 
 # --- own Redis --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class OwnRedis:
@@ -204,25 +200,9 @@ class Node:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def environment(self) -> dict[str, str]:
-        from django.db import connection
-
-        from config.environment import database_url
-
-        environment = dict(os.environ)
-        environment.update(
-            DATABASE_URL=database_url(connection.settings_dict),
-            REDIS_URL=self.redis_url,
-            REDIS_TEST_DB="0",
-            DJANGO_ENV="test",
-            DEBUG="false",
-            LOG_LEVEL="WARNING",
-            PYTHONUNBUFFERED="1",
-            WEB_PORT=str(self.port),
-            WEB_CONCURRENCY="2",
-            **SERVER_SETTINGS,
+        return harness.node_environment(
+            redis_url=self.redis_url, port=self.port, web_concurrency=2, REDIS_TEST_DB="0", **SERVER_SETTINGS
         )
-        environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        return environment
 
     def start(self) -> None:
         self.spawn("web", ["-m", "gunicorn", "config.wsgi", "--config", "python:config.gunicorn"])
