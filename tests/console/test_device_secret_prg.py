@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 import pytest
 from django.db import connection
@@ -139,23 +140,38 @@ def test_with_redis_unreachable_nothing_is_created_or_rotated(owner_browser, set
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_double_click_creates_one_device(owner, redis_client):
-    # given: the same add form sent twice at once (two browser connections, one token)
+def test_a_double_click_creates_one_device(owner, redis_client, monkeypatch):
+    # given: the same add form sent twice (two browser connections, one token), the second
+    # arriving while the first has claimed the token but not yet committed its device
+    from ea_gateway import admin as device_admin
+
     client = ClientFactory(name="Gina")
     browsers = [HttpClient(), HttpClient()]
     for browser in browsers:
         browser.force_login(owner)
     form = {"name": "gina's EA", "role": "ea", "client": client.pk}
     form["once"] = _once(browsers[0].get(ADD).content.decode())
-    start = threading.Barrier(2)
+    claimed = threading.Event()
+    real_claim = device_admin.once_claim
+
+    def claim_then_linger(token, *, device_id):  # the first transaction stays open a while
+        real_claim(token, device_id=device_id)
+        claimed.set()
+        time.sleep(1.0)
+
+    monkeypatch.setattr(device_admin, "once_claim", claim_then_linger)
     answers: list[int] = []
 
-    def submit(browser) -> None:
-        start.wait()
+    def submit(browser, after: threading.Event | None) -> None:
+        if after is not None:
+            after.wait(10)
         answers.append(browser.post(ADD, form).status_code)
         connection.close()
 
-    threads = [threading.Thread(target=submit, args=(browser,)) for browser in browsers]
+    threads = [
+        threading.Thread(target=submit, args=(browsers[0], None)),
+        threading.Thread(target=submit, args=(browsers[1], claimed)),
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
