@@ -94,7 +94,7 @@ def telegram_approval_decide(*, approval_id: int, approve: bool, chat_id: str) -
         return f"This signal was already decided ({approval.get_status_display().lower()})."
     signal = approval.signal
     what = f"{signal.get_side_display()} {signal.instrument.symbol}"
-    return f"Approved: {what}. Your EA takes it on its next poll." if approve else f"Skipped: {what}."
+    return f"Approved: {what}." if approve else f"Skipped: {what}."
 
 
 def _chat_id(chat: Any) -> str | None:
