@@ -1,4 +1,5 @@
-"""Fixtures for the owner console: the owner, and staff with chosen permissions."""
+"""Fixtures for the owner console: the owner, staff with chosen permissions, and a real
+Chromium logged in as the owner (tests/console/browser.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
+from tests.console.browser import OWNER_PASSWORD, chromium_driver, log_in
 from tests.factories import OwnerFactory, UserFactory
 
 
@@ -36,3 +38,16 @@ def staff_with(db) -> Callable[..., object]:
         return get_user_model().objects.get(pk=user.pk)  # no stale permission cache
 
     return make
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    yield from chromium_driver(tmp_path_factory.mktemp("chromium-profile"))
+
+
+@pytest.fixture
+def owner_session(browser, live_server, redis_client):
+    """A browser logged in as the owner through the real login form."""
+    get_user_model().objects.create_superuser("owner", "owner@example.com", OWNER_PASSWORD)
+    log_in(browser, live_server.url, "owner", OWNER_PASSWORD)
+    return browser
