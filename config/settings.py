@@ -263,6 +263,9 @@ if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
 POSITION_MONITOR_ENABLED = env.bool("POSITION_MONITOR_ENABLED", True)
 POSITION_MONITOR_DRY_RUN = env.bool("POSITION_MONITOR_DRY_RUN", False)
 POSITION_MONITOR_INTERVAL_SECONDS = env.int("POSITION_MONITOR_INTERVAL_SECONDS", 5, minimum=1, maximum=3600)
+# A mass breach's claim split over this many connections at once (positions.claim_apart), so
+# the database's cores share it; each sweeping process holds up to this many more. 1: off.
+SWEEP_CLAIM_CONNECTIONS = env.int("SWEEP_CLAIM_CONNECTIONS", 2, minimum=1, maximum=16)
 QUOTE_MAX_AGE_SECONDS = env.int("QUOTE_MAX_AGE_SECONDS", 10, minimum=1)
 BREACH_PRICE_TOLERANCE_PIPS = env.decimal("BREACH_PRICE_TOLERANCE_PIPS", "0", minimum=Decimal(0))
 BREACH_RECHECK_DELAY_SECONDS = env.int("BREACH_RECHECK_DELAY_SECONDS", 0, minimum=0, maximum=60)

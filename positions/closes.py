@@ -37,12 +37,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
+from functools import partial
 from typing import Any
 
 from django.db import connection, transaction
 
 from core.wake import wake_devices
 from positions.choices import CloseReason, PositionStatus
+from positions.claim_apart import ApartFailed, chunks_by_key, run_apart
 from positions.locks import POSITIONS_IN_ORDER
 from positions.models import CloseCommand, OpenPosition
 from signals_app.choices import AuditAction
@@ -159,17 +161,51 @@ _STATEMENTS = {
     for claim in Claim
 }
 NOTE_MAX_LENGTH = 2000
+# A claim is split over connections only when each chunk has at least this many rows:
+# below it, one statement costs less than the threads' hand-offs.
+CLAIM_CHUNK_MIN_REQUESTS = 250
 LOT_STEP = Decimal("0.01")  # a partial close is rounded down to this
 
 
-def closes_claim(*, claim: Claim, requests: list[CloseRequest], by: Actor) -> dict[int, int]:
+def closes_claim(
+    *, claim: Claim, requests: list[CloseRequest], by: Actor, connections: int = 1
+) -> dict[int, int]:
     """Queue a close of the whole remaining volume of every position the requests
-    name that may be claimed; return {position id: close command id} for those queued."""
+    name that may be claimed; return {position id: close command id} for those queued.
+
+    With ``connections`` > 1 (the scanner's, ``SWEEP_CLAIM_CONNECTIONS``), a claim of
+    at least twice ``CLAIM_CHUNK_MIN_REQUESTS`` requests (a mass breach) is split by key
+    into up to that many chunks of consecutive keys (rows naming one key stay together,
+    so the chunks name disjoint positions), claimed at once, each on a connection and in
+    a transaction of its own (``positions.claim_apart``), all ended before this returns.
+    Exactly-once is the database's either way (the guarded ``open → closing`` and the
+    partial unique indexes). Each chunk commits as it ends, before the caller's
+    transaction: if one fails this raises, the caller rolls back (the scanner: plans not
+    saved, quote paths not trimmed) and its next sweep claims what is still open, while
+    what the committed chunks claimed is closing and is not claimed again. A claim of
+    fewer requests runs in the caller's transaction."""
     if not requests:
         return {}
     requests = sorted(requests, key=lambda request: request.key)
+    chunks = chunks_by_key(requests, parts=connections, minimum=CLAIM_CHUNK_MIN_REQUESTS)
+    if len(chunks) == 1:
+        with transaction.atomic():
+            queued = _claim(claim, requests, by=by)
+    else:
+        try:
+            queued = [row for rows in run_apart(partial(_claim, claim, by=by), chunks) for row in rows]
+        except ApartFailed as failed:
+            # Those that committed stand: their EAs hear of them, then the caller rolls back.
+            wake_devices(device_id for rows in failed.results for _, _, device_id in rows)
+            raise failed.error from failed.error.__cause__  # the database's own error
+    # After the commit: the devices' waiting EAs hear of their commands at once.
+    wake_devices(device_id for _, _, device_id in queued)
+    return {position_id: command_id for position_id, command_id, _ in queued}
+
+
+def _claim(claim: Claim, requests: list[CloseRequest], *, by: Actor) -> list[tuple[int, int, int]]:
     scope = claim.value
-    with transaction.atomic(), connection.cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(
             _STATEMENTS[claim],
             {
@@ -190,10 +226,7 @@ def closes_claim(*, claim: Claim, requests: list[CloseRequest], by: Actor) -> di
                 **audit_sql_params(by=by, action=AuditAction.POSITION_CLOSE_REQUESTED),
             },
         )
-        queued = cursor.fetchall()
-    # After the commit: the devices' waiting EAs hear of their commands at once.
-    wake_devices(device_id for _, _, device_id in queued)
-    return {position_id: command_id for position_id, command_id, _ in queued}
+        return cursor.fetchall()
 
 
 def close_command_request(

@@ -92,6 +92,7 @@ logger = logging.getLogger(__name__)
 
 DRY_RUN_SEEN_KEY = "veilstop:breach-dry-run:{signal}:{kind}"
 SCANNER = Actor.system("scanner")
+SIGNALS = Claim.SIGNAL_POSITIONS
 
 
 @dataclass
@@ -125,6 +126,7 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
         return report
     work = _Sweep(now=time.time() if now is None else now, report=report)
     instruments = instruments_named(symbols)
+    ids = {symbol: pk for pk, symbol in instruments.items()}
     locked: set[int] = set()
     taken: set[int] = set()
     saved: dict[int, SavedPlans] = {}
@@ -149,7 +151,7 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
                 taken = plans_take_dirty(dirty & (held | set(unknown)))
                 for book in books:
                     book.mark_live(taken)
-                recheck_all = _recheck_all(symbols)
+                recheck_all = symbols is None and plans_recheck_all_due()
                 requests = standing_orders(
                     now=_at(work.now),
                     changes=work.changes,
@@ -164,9 +166,9 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
                     dirty=taken,
                     recheck_all=recheck_all,
                 )
-                report.commands_created = len(
-                    closes_claim(claim=Claim.SIGNAL_POSITIONS, requests=requests, by=SCANNER)
-                ) + guard_closes(work.guard, {symbol: pk for pk, symbol in instruments.items()})
+                apart = settings.SWEEP_CLAIM_CONNECTIONS
+                queued = closes_claim(claim=SIGNALS, requests=requests, by=SCANNER, connections=apart)
+                report.commands_created = len(queued) + guard_closes(work.guard, ids)
             ended = [change.signal_id for change in work.changes if change.state.exit_kind]
             held_back = held_back_by_canary(ended) if ended else {}
     except BaseException:
@@ -175,7 +177,7 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
         raise
     books_saved(saved, books)
     paths_trim(work.consumed)
-    guard_alerts(work.guard, {symbol: pk for pk, symbol in instruments.items()})
+    guard_alerts(work.guard, ids)
     _after_sweep(work, held_back)
     report.seconds = time.perf_counter() - started
     _record_sweep(report)
@@ -272,10 +274,6 @@ def _changed(before: PlanState, after: PlanState) -> bool:
     """Anything but the read position changed. Re-reading quotes that changed nothing
     changes nothing again, so an unchanged plan is not written."""
     return replace(before, last_seq=0) != replace(after, last_seq=0)
-
-
-def _recheck_all(symbols: set[str] | None) -> bool:
-    return symbols is None and plans_recheck_all_due()
 
 
 def _after_sweep(work: _Sweep, held_back: dict[int, int]) -> None:

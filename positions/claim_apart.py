@@ -1,0 +1,101 @@
+"""A mass breach's claim, split over the database's cores: ``run_apart`` runs a job on
+every chunk at once, each chunk in a thread of this process's pool, on that thread's own
+connection and in a transaction of its own, and waits for all of them.
+
+Used by ``positions.closes.closes_claim`` for the scanner (``SWEEP_CLAIM_CONNECTIONS``):
+one statement closing 10,000 positions keeps one database backend busy while the
+others idle; chunks of it run side by side.
+
+What makes it safe to wait on threads (a wait PostgreSQL cannot see in its deadlock
+detector): the calling thread claims nothing itself, so it holds no position lock while
+it waits; each chunk locks its positions in id order, as every claim does, so the
+chunks' lock waits and other claims' follow one order; and a chunk that waits longer
+than CLAIM_LOCK_TIMEOUT_MS for a lock fails (``lock_timeout``) instead of hanging.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
+
+from django.db import connection, transaction
+
+CLAIM_LOCK_TIMEOUT_MS = 10_000
+Result = TypeVar("Result")
+
+
+class Keyed(Protocol):
+    key: int
+
+
+Row = TypeVar("Row", bound=Keyed)
+
+
+class ApartFailed(Exception):
+    """A chunk failed. Every chunk has ended (committed or rolled back): ``results``
+    holds what the committed ones returned, ``error`` the first failure."""
+
+    def __init__(self, error: BaseException, results: list[Any]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.results = results
+
+
+def chunks_by_key(rows: Sequence[Row], *, parts: int, minimum: int) -> list[list[Row]]:
+    """``rows`` (sorted by key) in at most ``parts`` runs of consecutive rows, none of
+    fewer than about ``minimum``; rows of one key stay in one run."""
+    count = min(parts, len(rows) // minimum) if minimum > 0 else parts
+    if count <= 1:
+        return [list(rows)]
+    size = -(-len(rows) // count)
+    chunks: list[list[Row]] = []
+    for row in rows:
+        if chunks and (len(chunks[-1]) < size or chunks[-1][-1].key == row.key):
+            chunks[-1].append(row)
+        else:
+            chunks.append([row])
+    return chunks
+
+
+def run_apart(job: Callable[[list[Row]], Result], chunks: list[list[Row]]) -> list[Result]:
+    """``job(chunk)`` for every chunk at once, each committed on its own; the results in
+    the chunks' order, or ``ApartFailed`` once every chunk has ended."""
+    pool = _pool(len(chunks))
+    futures = [pool.submit(_in_own_transaction, job, chunk) for chunk in chunks]
+    results: list[Result] = []
+    failure: BaseException | None = None
+    for future in futures:
+        try:
+            results.append(future.result())
+        except Exception as error:
+            failure = failure or error
+    if failure is not None:
+        raise ApartFailed(failure, results)
+    return results
+
+
+def _in_own_transaction(job: Callable[[list[Row]], Result], chunk: list[Row]) -> Result:
+    # django.db.connection is this pool thread's own: Django keeps one per thread. It is
+    # closed after each job: a mass breach is rare, a connection costs a few ms next to
+    # its claim, and an idle one held per thread would only pin a server slot.
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{CLAIM_LOCK_TIMEOUT_MS}ms"])
+            return job(chunk)
+    finally:
+        connection.close()
+
+
+# By process id (a forked worker child makes its own): the pool and its thread count.
+_POOLS: dict[int, tuple[int, ThreadPoolExecutor]] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    size, pool = _POOLS.get(os.getpid(), (0, None))
+    if pool is None or size < threads:
+        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="claim-apart")
+        _POOLS[os.getpid()] = (threads, pool)
+    return pool

@@ -1,0 +1,172 @@
+"""A mass breach's claim split over connections (positions.claim_apart): each chunk on a
+connection and in a transaction of its own, committed before the caller's; exactly one
+close per position whatever fails; the scanner uses it above the chunk minimum."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import psycopg2
+import pytest
+from django.db import OperationalError, connection, transaction
+from django.test import override_settings
+
+from positions import closes
+from positions.choices import CloseReason, PositionStatus
+from positions.claim_apart import chunks_by_key
+from positions.closes import Claim, CloseRequest, closes_claim
+from positions.models import CloseCommand, OpenPosition
+from positions.scanner import sweep
+from signals_app.choices import AuditAction
+from signals_app.events import Actor
+from signals_app.models import AuditEvent
+from tests.factories import make_signal, open_book
+from tests.helpers import current_database_url
+from tests.positions.test_scanner import put_quote
+
+OWNER = Actor.system("test")
+SIGNALS = Claim.SIGNAL_POSITIONS
+
+
+class Row:
+    def __init__(self, key: int) -> None:
+        self.key = key
+
+
+def _keys(chunks) -> list[list[int]]:
+    return [[row.key for row in chunk] for chunk in chunks]
+
+
+def test_chunks_are_runs_of_consecutive_keys_with_each_key_in_one():
+    rows = [Row(key) for key in (1, 2, 2, 3, 4, 5, 5, 5, 6, 7)]
+    assert _keys(chunks_by_key(rows, parts=2, minimum=2)) == [[1, 2, 2, 3, 4], [5, 5, 5, 6, 7]]
+    assert _keys(chunks_by_key(rows, parts=3, minimum=2)) == [[1, 2, 2, 3], [4, 5, 5, 5], [6, 7]]
+    # a key's rows never split, even where the size says so
+    assert _keys(chunks_by_key([Row(1), Row(1), Row(1), Row(2)], parts=2, minimum=1)) == [[1, 1, 1], [2]]
+    # below twice the minimum, or one part asked for: one chunk
+    assert _keys(chunks_by_key(rows, parts=2, minimum=6)) == [[1, 2, 2, 3, 4, 5, 5, 5, 6, 7]]
+    assert len(chunks_by_key(rows, parts=1, minimum=1)) == 1
+    assert chunks_by_key([], parts=4, minimum=1) == [[]]
+
+
+def _signals(count: int, per_signal: int = 2):
+    signals = [
+        make_signal(symbol="EURUSD", entry="1.10000", sl="1.09800", tp="1.10200") for _ in range(count)
+    ]
+    for signal in signals:
+        open_book(signal, per_signal)
+    return signals
+
+
+def _requests(signals) -> list[CloseRequest]:
+    return [CloseRequest(key=signal.pk, reason=CloseReason.MANUAL) for signal in signals]
+
+
+def _committed_commands() -> int:
+    """What another session sees: only committed rows."""
+    with psycopg2.connect(current_database_url()) as other, other.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM positions_closecommand")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_chunks_commit_on_their_own_before_the_caller_does(monkeypatch, redis_client):
+    # given
+    monkeypatch.setattr(closes, "CLAIM_CHUNK_MIN_REQUESTS", 2)
+    signals = _signals(6)
+
+    # when: claimed apart inside a transaction the caller has not committed yet
+    with transaction.atomic():
+        queued = closes_claim(
+            claim=Claim.SIGNAL_POSITIONS, requests=_requests(signals), by=OWNER, connections=3
+        )
+        seen_while_open = _committed_commands()
+        transaction.set_rollback(True)
+
+    # then: every position got its close, committed by the chunks, and the caller's
+    # rollback undid none of them
+    assert seen_while_open == 12
+    assert len(queued) == 12
+    assert CloseCommand.objects.count() == 12
+    assert set(OpenPosition.objects.values_list("status", flat=True)) == {PositionStatus.CLOSING}
+    assert AuditEvent.objects.filter(action=AuditAction.POSITION_CLOSE_REQUESTED).count() == 12
+
+
+@pytest.mark.django_db(transaction=True)
+def test_below_the_minimum_the_claim_is_the_callers(monkeypatch, redis_client):
+    monkeypatch.setattr(closes, "CLAIM_CHUNK_MIN_REQUESTS", 4)
+    signals = _signals(6)  # 6 requests: fewer than two chunks of 4
+
+    with transaction.atomic():
+        closes_claim(claim=Claim.SIGNAL_POSITIONS, requests=_requests(signals), by=OWNER, connections=3)
+        seen_while_open = _committed_commands()
+        transaction.set_rollback(True)
+
+    assert seen_while_open == 0
+    assert not CloseCommand.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_that_fails_leaves_the_others_and_the_next_claim_closes_the_rest_once(
+    monkeypatch, redis_client
+):
+    # given: a position of the last chunk's signals held by another transaction
+    monkeypatch.setattr(closes, "CLAIM_CHUNK_MIN_REQUESTS", 2)
+    monkeypatch.setattr("positions.claim_apart.CLAIM_LOCK_TIMEOUT_MS", 300)
+    signals = _signals(6)
+    held = OpenPosition.objects.filter(signal=signals[-1]).order_by("pk").first()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with psycopg2.connect(current_database_url()) as other, other.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM positions_openposition WHERE id = %s FOR UPDATE", [held.pk])
+            locked.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert locked.wait(10)
+
+    # when: the claim's last chunk waits past its lock timeout
+    try:
+        with pytest.raises(OperationalError) as failure:
+            closes_claim(claim=Claim.SIGNAL_POSITIONS, requests=_requests(signals), by=OWNER, connections=2)
+    finally:
+        release.set()
+        holder.join(10)
+
+    # then: the failure is the lock timeout; the first chunk's closes stand, the second's not
+    assert isinstance(failure.value.__cause__, psycopg2.errors.LockNotAvailable)
+    first_chunk = CloseCommand.objects.count()
+    assert first_chunk == 6
+    assert not CloseCommand.objects.filter(position__signal=signals[-1]).exists()
+
+    # and the next claim closes the rest, each position exactly once
+    queued = closes_claim(claim=Claim.SIGNAL_POSITIONS, requests=_requests(signals), by=OWNER, connections=2)
+    assert len(queued) == 6
+    assert CloseCommand.objects.count() == 12
+    assert CloseCommand.objects.values("position_id").distinct().count() == 12
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_mass_breach_sweep_claims_apart_and_closes_each_position_once(monkeypatch, redis_client):
+    # given: eight signals crossed at once, the chunk minimum low enough to split them
+    monkeypatch.setattr(closes, "CLAIM_CHUNK_MIN_REQUESTS", 2)
+    _signals(8, per_signal=3)
+    put_quote("EURUSD", "1.10000", "1.10010")
+    sweep()
+
+    # when
+    put_quote("EURUSD", "1.09700", "1.09710")
+    with override_settings(SWEEP_CLAIM_CONNECTIONS=4):
+        report = sweep()
+
+    # then
+    assert report.commands_created == 24
+    assert CloseCommand.objects.count() == 24
+    assert set(CloseCommand.objects.values_list("reason", flat=True)) == {CloseReason.STOP_LOSS}
+    assert CloseCommand.objects.values("position_id").distinct().count() == 24
+    assert sweep().commands_created == 0  # nothing claimed twice
+    assert Decimal(CloseCommand.objects.first().trigger_quote["bid"]) == Decimal("1.09700")
+    assert connection.in_atomic_block is False
