@@ -28,13 +28,14 @@ from typing import Any
 
 from cryptography.fernet import InvalidToken
 from django.db import connection
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from positions.bars import Bar, Timeframe
 from positions.candles import BAR_ORIGIN, candles_between
 from positions.choices import LIVE_STATUSES, CloseCommandStatus, CloseReason
 from positions.exit_plan import PLAN_UNWALKABLE, SL, ExitPlan, PlanState
-from positions.models import CloseCommand, OpenPosition
+from positions.models import OpenPosition
 from positions.selectors import plan_status
 from signals_app.choices import AuditAction
 from signals_app.hidden_levels import HiddenLevelsError
@@ -110,20 +111,16 @@ class Life:
 
 def signal_life(signal: Signal, *, now: datetime | None = None) -> Life:
     now = now or timezone.now()
-    positions = OpenPosition.objects.filter(signal_id=signal.pk)
-    first_fill = positions.order_by("opened_at").values_list("opened_at", flat=True).first()
-    if first_fill is None:
-        return Life(signal.published_at or signal.created_at, now, True)
-    live = positions.filter(status__in=LIVE_STATUSES).exists()
-    last_close = (
-        CloseCommand.objects.filter(position__signal_id=signal.pk, status=CloseCommandStatus.EXECUTED)
-        .order_by("-completed_at")
-        .values_list("completed_at", flat=True)
-        .first()
+    positions = OpenPosition.objects.filter(signal_id=signal.pk).aggregate(
+        first_fill=Min("opened_at"),
+        last_close=Max("closed_at"),  # set when a position is closed in full, by us or outside
+        live=Count("pk", filter=Q(status__in=LIVE_STATUSES)),
     )
-    if live or last_close is None:
-        return Life(first_fill, now, True)
-    return Life(first_fill, max(last_close, first_fill), False)
+    if positions["first_fill"] is None:
+        return Life(signal.published_at or signal.created_at, now, True)
+    if positions["live"] or positions["last_close"] is None:
+        return Life(positions["first_fill"], now, True)
+    return Life(positions["first_fill"], max(positions["last_close"], positions["first_fill"]), False)
 
 
 def signal_chart(

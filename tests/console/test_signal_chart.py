@@ -16,7 +16,7 @@ from django.utils import timezone
 from positions.bars import Timeframe
 from positions.candles import candles_between, candles_record
 from positions.quotes import Quote
-from positions.signal_chart import MAX_CANDLES
+from positions.signal_chart import MARGIN_BARS, MAX_CANDLES
 from tests.console.chart_story import BIDS, LEVELS, STOPS, trade_story
 from tests.factories import UserFactory, make_signal
 from tests.secrecy import find_levels, response_text
@@ -267,3 +267,15 @@ def test_candles_between_reads_a_window_binned_on_the_timeframe():
     newest = read("M1", start, start + timedelta(minutes=29), limit=3)
     assert [bar.start.minute for bar in newest] == [27, 28, 29]
     assert read("M1", start + timedelta(minutes=5), start) == []
+
+
+def test_a_closed_signals_chart_ends_a_few_bars_after_its_last_close(owner_browser, story):
+    last_close = story.start + timedelta(minutes=len(BIDS) - 1, seconds=30)  # the trailing stop's
+
+    with time_machine.travel(story.end + timedelta(hours=3), tick=False):
+        chart = owner_browser.get(chart_url(story.signal)).context["chart"]
+
+    assert chart.timeframe == Timeframe.M1
+    assert chart.until == last_close + timedelta(minutes=MARGIN_BARS)
+    assert chart.since == story.start + timedelta(minutes=1, seconds=10) - timedelta(minutes=MARGIN_BARS)
+    assert len(chart.bars) == len(BIDS)
