@@ -36,7 +36,7 @@ from positions.candles import BAR_ORIGIN, candles_between
 from positions.choices import LIVE_STATUSES, CloseCommandStatus, CloseReason
 from positions.exit_plan import PLAN_UNWALKABLE, SL, ExitPlan, PlanState
 from positions.models import OpenPosition
-from positions.selectors import plan_status
+from positions.selectors import PlanStatus, plan_status
 from signals_app.choices import AuditAction
 from signals_app.hidden_levels import HiddenLevelsError
 from signals_app.models import AuditEvent, Signal
@@ -162,10 +162,26 @@ def signal_chart(
     # Capped: where the stop stood before the oldest event kept is not known; the line starts there.
     start = min((event.at for event in events), default=since) if capped else since
     steps = thin_steps(stop_steps(plan, since=max(start, since), events=events), timeframe)
-    if status.exit_quote is not None and status.exit_quote.at is not None and steps:
-        steps = [step for step in steps if step.at <= status.exit_quote.at]
-        steps.append(StopStep(status.exit_quote.at, None, ""))  # the plan ended: no stop after
+    ended_at = _plan_ended_at(signal.pk, status) if status.state.exit_kind else None
+    if ended_at is not None and steps:
+        steps = [step for step in steps if step.at <= ended_at]
+        steps.append(StopStep(ended_at, None, ""))  # the plan ended: no stop after
     return replace(chart, levels=plan_levels(plan), stop_steps=steps, stop_history_capped=capped)
+
+
+def _plan_ended_at(signal_id: int, status: PlanStatus) -> datetime | None:
+    """When the plan ended: its exit quote's time, or for the strategy's exit (no quote) when
+    it was asked for."""
+    if status.exit_quote is not None and status.exit_quote.at is not None:
+        return status.exit_quote.at
+    return (
+        AuditEvent.objects.filter(
+            subject_type="signal", subject_id=signal_id, action=AuditAction.SIGNAL_EXIT_REQUESTED
+        )
+        .order_by("-occurred_at")
+        .values_list("occurred_at", flat=True)
+        .first()
+    )
 
 
 def plan_levels(plan: ExitPlan) -> list[Level]:

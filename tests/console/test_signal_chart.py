@@ -17,6 +17,8 @@ from positions.bars import Timeframe
 from positions.candles import candles_between, candles_record
 from positions.quotes import Quote
 from positions.signal_chart import MARGIN_BARS, MAX_CANDLES
+from positions.signal_exit import signal_exit
+from signals_app.events import Actor
 from tests.console.chart_story import BIDS, LEVELS, STOPS, trade_story
 from tests.factories import UserFactory, make_signal
 from tests.secrecy import find_levels, response_text
@@ -279,3 +281,19 @@ def test_a_closed_signals_chart_ends_a_few_bars_after_its_last_close(owner_brows
     assert chart.until == last_close + timedelta(minutes=MARGIN_BARS)
     assert chart.since == story.start + timedelta(minutes=1, seconds=10) - timedelta(minutes=MARGIN_BARS)
     assert len(chart.bars) == len(BIDS)
+
+
+def test_the_strategys_exit_ends_the_stop_line_when_it_was_asked_for(owner_browser, redis_client):
+    signal = make_signal()
+    start = this_minute()
+    record("XAUUSD", [(start + timedelta(minutes=n), f"265{n}.00") for n in range(3)])
+    exit_at = start + timedelta(minutes=1, seconds=30)
+    with time_machine.travel(exit_at, tick=False):
+        signal_exit(signal_id=signal.pk, by=Actor.system("tests"))
+
+    with time_machine.travel(start + timedelta(minutes=3), tick=False):
+        chart = owner_browser.get(chart_url(signal)).context["chart"]
+
+    steps = [(step.price, step.set_by) for step in chart.stop_steps]
+    assert steps == [(Decimal("2645.00"), "sl"), (None, "")]
+    assert chart.stop_steps[-1].at == exit_at
