@@ -16,6 +16,7 @@ from django.conf import settings
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from core.chart_axis import nice_step
 from monitoring.dashboard import HourActivity
 
 WIDTH, HEIGHT = 720, 210
@@ -38,23 +39,9 @@ def _number(value: float) -> str:
     return f"{value:.1f}"
 
 
-def _nice_step(rough: float, *, integer: bool) -> float:
-    """The smallest 1, 2 or 5 times a power of ten at least ``rough``: gridlines a person reads easily."""
-    if rough <= 0:
-        return 1.0
-    exponent = math.floor(math.log10(rough))
-    if integer:
-        exponent = max(exponent, 0)
-    for multiple in (1, 2, 5, 10):
-        step = multiple * 10.0**exponent
-        if step >= rough:
-            return step
-    return 10.0 ** (exponent + 1)
-
-
 def _axis(peak: float, *, integer: bool) -> list[float]:
     """Gridline values from 0 to just above ``peak``, at most five of them."""
-    step = _nice_step(peak / 4, integer=integer)
+    step = nice_step(peak / 4, integer=integer)
     top = step * max(1, math.ceil(peak / step))
     return [step * index for index in range(round(top / step) + 1)]
 

@@ -11,8 +11,9 @@
    from the minutes in SQL (``date_bin``, bars on UTC multiples of their
    length). A minute without quotes has no bar, and neither has a longer
    period without any (weekends, like MetaTrader's charts).
-3. ``atr``: ``positions.bars.average_true_range`` over the newest bars.
-4. ``candles_prune``: minutes older than ``CANDLE_RETENTION_DAYS`` go, in
+3. ``candles_between``: the bars of a period (a signal's chart), binned the same way;
+4. ``atr``: ``positions.bars.average_true_range`` over the newest bars.
+5. ``candles_prune``: minutes older than ``CANDLE_RETENTION_DAYS`` go, in
    batches (beat: ``positions.candles_prune``).
 
 Bars are built on the bid, as MetaTrader's charts are.
@@ -125,7 +126,7 @@ SELECT date_bin(%(step)s, minute, %(origin)s) AS start,
  GROUP BY 1
  ORDER BY 1
 """
-_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)  # midnight UTC: H4 bars start at 00:00, 04:00, …; D1 at 00:00
+BAR_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)  # midnight UTC: H4 bars start at 00:00, 04:00, …; D1 at 00:00
 
 
 def candles_read(*, instrument_id: int, timeframe: Timeframe | str, limit: int) -> list[Bar]:
@@ -136,9 +137,53 @@ def candles_read(*, instrument_id: int, timeframe: Timeframe | str, limit: int) 
     step = timedelta(seconds=Timeframe(timeframe).seconds)
     with connection.cursor() as cursor:
         cursor.execute(
-            _READ, {"step": step, "origin": _ORIGIN, "instrument_id": instrument_id, "limit": limit}
+            _READ, {"step": step, "origin": BAR_ORIGIN, "instrument_id": instrument_id, "limit": limit}
         )
-        rows = cursor.fetchall()
+        return _bars(cursor.fetchall())
+
+
+# The newest ``limit`` bars that start before ``until`` and end after ``since``, through
+# the (instrument, minute) index.
+_BETWEEN = """
+SELECT * FROM (
+SELECT date_bin(%(step)s, minute, %(origin)s) AS start,
+       (array_agg(open ORDER BY minute))[1],
+       max(high),
+       min(low),
+       (array_agg(close ORDER BY minute DESC))[1],
+       sum(quotes)
+  FROM positions_candle
+ WHERE instrument_id = %(instrument_id)s
+   AND minute >= date_bin(%(step)s, %(since)s, %(origin)s) AND minute <= %(until)s
+ GROUP BY 1
+ ORDER BY 1 DESC
+ LIMIT %(limit)s
+) newest ORDER BY 1
+"""
+
+
+def candles_between(
+    *, instrument_id: int, timeframe: Timeframe | str, since: datetime, until: datetime, limit: int
+) -> list[Bar]:
+    """The bars of ``timeframe`` covering ``since`` to ``until`` (the bar holding ``since``
+    included), oldest first; the newest ``limit`` of them when there are more."""
+    if limit < 1 or until < since:
+        return []
+    step = timedelta(seconds=Timeframe(timeframe).seconds)
+    params = {
+        "step": step,
+        "origin": BAR_ORIGIN,
+        "instrument_id": instrument_id,
+        "since": since,
+        "until": until,
+        "limit": limit,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_BETWEEN, params)
+        return _bars(cursor.fetchall())
+
+
+def _bars(rows: list[tuple]) -> list[Bar]:
     return [
         Bar(start=start, open=open_, high=high, low=low, close=close, quotes=int(quotes))
         for start, open_, high, low, close, quotes in rows

@@ -6,6 +6,7 @@
 - ``owner_tools``: the owner views that act on positions through services (manual close,
   test-breach), hung off the positions table's ``get_urls()``; its docstring says who may
   use them and why;
+- ``signal_chart``: a signal's chart (candles, hidden levels, fills, closes), owner only;
 - ``forms``: the owner tools' forms;
 - ``guards``: the clients' risk guards, re-armed by an action.
 """

@@ -18,6 +18,7 @@ from positions.admin.filters import (
     StateFilter,
 )
 from positions.admin.owner_tools import OwnerToolsMixin
+from positions.admin.signal_chart import SignalChartMixin
 from positions.alerts import alerts_acknowledge
 from positions.models import Alert, CloseCommand, OpenPosition
 from signals_app.events import Actor
@@ -25,9 +26,10 @@ from signals_app.selectors import TRIGGER_QUOTE, user_sees_hidden_levels
 
 
 @admin.register(OpenPosition)
-class OpenPositionAdmin(BoundedExportMixin, OwnerToolsMixin, ReadOnlyAdmin):
+class OpenPositionAdmin(BoundedExportMixin, SignalChartMixin, OwnerToolsMixin, ReadOnlyAdmin):
     """The owner tools (manual close, test-breach) come from ``OwnerToolsMixin``: its
-    ``get_urls()`` adds their views and ``close_selected`` is its action."""
+    ``get_urls()`` adds their views and ``close_selected`` is its action. A signal's chart
+    comes from ``SignalChartMixin``."""
 
     list_display = [
         "id",
