@@ -6,6 +6,8 @@
 - ``owner_tools``: the owner views that act on positions through services (manual close,
   test-breach), hung off the positions table's ``get_urls()``; its docstring says who may
   use them and why;
+- ``live``: the live book (owner only): live columns on the positions table and the
+  per-signal and per-client page, from ``positions.live``;
 - ``forms``: the owner tools' forms;
 - ``guards``: the clients' risk guards, re-armed by an action.
 """
