@@ -62,11 +62,14 @@ class LiveChangeList(ChangeList):
 # --- how a figure reads ---------------------------------------------------------------
 
 
-def quote_html(quote: QuoteView | None, digits: int) -> SafeString:
+def quote_html(quote: QuoteView | None, digits: int, *, stacked: bool = False) -> SafeString:
+    """Bid and ask (``stacked``: one above the other, for a narrow column)."""
     if quote is None:
         return format_html('<span class="live-none">{}</span>', NO_QUOTE)
     prices = format_html(
-        "{}&nbsp;/ {}", formatting.price(quote.bid, digits), formatting.price(quote.ask, digits)
+        "{}<br>{}" if stacked else "{}&nbsp;/ {}",
+        formatting.price(quote.bid, digits),
+        formatting.price(quote.ask, digits),
     )
     if quote.stale:
         return format_html(
@@ -138,7 +141,9 @@ class LiveBookMixin:
     @admin.display(description="Bid/Ask")
     def live_quote(self, position: OpenPosition) -> str:
         live = self._live(position)
-        return formatting.NONE if live is None else quote_html(live.quote, position.instrument.digits)
+        if live is None:
+            return formatting.NONE
+        return quote_html(live.quote, position.instrument.digits, stacked=True)
 
     @admin.display(description="Float P&L")
     def live_pnl(self, position: OpenPosition) -> str:
