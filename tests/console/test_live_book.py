@@ -21,7 +21,7 @@ from ea_gateway.models import Device
 from ea_gateway.services import device_heartbeat
 from positions.choices import PositionStatus
 from positions.exit_plan import TRAILING, PlanState
-from positions.live import positions_live, signals_live
+from positions.live import clients_live, positions_live, signals_live
 from positions.models import OpenPosition, SignalPlan
 from tests.factories import make_signal, open_book
 from tests.positions.test_scanner import put_quote
@@ -313,6 +313,8 @@ def test_the_selectors_read_once_whatever_the_number_of_positions(book, django_a
         figures = positions_live(page)
     with django_assert_num_queries(2):  # the books summed per signal, their plans
         signals = signals_live()
+    with django_assert_num_queries(6):  # the books per client and instrument, the guards' five reads
+        clients = clients_live()
 
     assert len(figures) == 23
     assert {figure.plan.stop.pips for figure in figures.values()} == {
@@ -321,3 +323,4 @@ def test_the_selectors_read_once_whatever_the_number_of_positions(book, django_a
         Decimal("43.7"),
     }
     assert len(signals) == 7
+    assert sum(client.positions for client in clients) == 23
