@@ -47,9 +47,6 @@ from signals_app.models import Signal
 
 logger = logging.getLogger(__name__)
 
-# The live book lists at most this many signals (the most recent first).
-SIGNALS_SHOWN = 200
-
 
 @dataclass(frozen=True)
 class QuoteView:
@@ -186,7 +183,7 @@ _VOLUME = Sum("remaining_volume")
 _ENTRY_VOLUME = Sum(F("entry_price") * F("remaining_volume"), output_field=DecimalField())
 
 
-def signals_live(*, now: float | None = None, limit: int = SIGNALS_SHOWN) -> list[SignalLive]:
+def signals_live(*, limit: int, now: float | None = None) -> list[SignalLive]:
     """Every signal with live positions (the most recent ``limit``), its book summed."""
     now = time.time() if now is None else now
     rows = list(

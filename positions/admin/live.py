@@ -40,6 +40,8 @@ LIVE_BOOK_PERMISSIONS = ("positions.view_openposition", "signals_app.view_hidden
 # The clients' half shows the guards' figures: the guards page's permission too.
 CLIENTS_PERMISSION = "positions.view_clientguard"
 REFRESH_SECONDS = 5
+# The page lists at most this many signals (the most recent first); the table has the rest.
+SIGNALS_SHOWN = 200
 LIVE_COLUMNS = ("live_quote", "live_pnl", "live_stop", "live_targets")
 _LIVE = "_live"  # where LiveChangeList puts each position's figures
 UNREADABLE = "levels unreadable"
@@ -165,12 +167,14 @@ class LiveBookMixin:
             raise PermissionDenied
         now = time.time()
         shows_clients = request.user.has_perm(CLIENTS_PERMISSION)
+        signals = signals_live(limit=SIGNALS_SHOWN, now=now)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": "Live book",
             "refresh_seconds": REFRESH_SECONDS,
-            "signals": [_signal_row(signal) for signal in signals_live(now=now)],
+            "signals": [_signal_row(signal) for signal in signals],
+            "signals_shown": SIGNALS_SHOWN if len(signals) == SIGNALS_SHOWN else None,
             "shows_clients": shows_clients,
             "clients": [_client_row(client) for client in clients_live(now=now)] if shows_clients else [],
         }

@@ -16,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from openpyxl import load_workbook
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+import positions.admin.live
 import positions.live
 from ea_gateway.models import Device
 from ea_gateway.services import device_heartbeat
@@ -312,7 +313,7 @@ def test_the_selectors_read_once_whatever_the_number_of_positions(book, django_a
     with django_assert_num_queries(1):  # the plans of the page's 7 signals
         figures = positions_live(page)
     with django_assert_num_queries(2):  # the books summed per signal, their plans
-        signals = signals_live()
+        signals = signals_live(limit=100)
     with django_assert_num_queries(6):  # the books per client and instrument, the guards' five reads
         clients = clients_live()
 
@@ -324,3 +325,18 @@ def test_the_selectors_read_once_whatever_the_number_of_positions(book, django_a
     }
     assert len(signals) == 7
     assert sum(client.positions for client in clients) == 23
+
+
+def test_the_clients_half_needs_the_guards_permission_too(staff_with, book, monkeypatch):
+    gold, yen, gold_positions, yen_positions = book
+    browser = HttpClient()
+    browser.force_login(staff_with("positions.view_openposition", "signals_app.view_hidden_levels"))
+    monkeypatch.setattr(positions.admin.live, "SIGNALS_SHOWN", 1)
+
+    page = browser.get(LIVE_BOOK).content.decode()
+
+    assert f'id="live-signal-{yen.pk}"' in page  # the most recent signal only
+    assert f'id="live-signal-{gold.pk}"' not in page
+    assert 'id="live-signals-capped"' in page
+    assert 'id="live-clients"' not in page
+    assert gold_positions[0].client.name not in page
