@@ -15,6 +15,9 @@ Bounded reads, whatever the number of positions:
    (``positions.quotes.quotes_latest``);
 4. the arithmetic, in ``positions.live_rules``.
 
+The clients' figures add the risk guards' own reads (``guards_status_clients``: a fixed
+handful of queries, as the guards page makes).
+
 A missing quote (or Redis unreachable) gives "no quote", a signal whose levels do not
 decrypt or parse gives "levels unreadable": never an error page. Nothing is written.
 """
