@@ -41,3 +41,22 @@ def timestamp(value: datetime | str | None) -> str:
         return NONE
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     return formats.date_format(timezone.localtime(moment), "DATETIME_FORMAT")
+
+
+def pips(value: Decimal | None) -> str:
+    """A distance in pips, to a tenth: ``-12.5 pips``; None is a dash."""
+    if value is None:
+        return NONE
+    return f"{Decimal(value).quantize(Decimal('0.1'), rounding=ROUND_HALF_EVEN)} pips"
+
+
+def age(seconds: float) -> str:
+    """How long ago, as a person reads it: ``42 s``, ``5 min``, ``1.5 h``, ``3 days``."""
+    seconds = max(seconds, 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"

@@ -52,16 +52,7 @@ def _changelist(model: str, **filters: str) -> str:
 
 
 def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    seconds = max(seconds, 0.0)
-    if seconds < 90:
-        return f"{seconds:.0f} s ago"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min ago"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h ago"
-    return f"{seconds / 86400:.0f} days ago"
+    return "never" if seconds is None else f"{formatting.age(seconds)} ago"
 
 
 def _duration(milliseconds: float) -> str:

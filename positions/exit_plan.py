@@ -43,6 +43,15 @@ TRAILING = "trailing"
 BREAKEVEN = "breakeven"
 SIGNAL_EXIT = "signal_exit"
 
+# How the owner's pages name them (test-breach, the live book).
+KIND_NAMES = {
+    SL: "stop-loss",
+    TP: "take-profit",
+    TRAILING: "trailing stop",
+    BREAKEVEN: "breakeven stop",
+    SIGNAL_EXIT: "the strategy's exit",
+}
+
 
 # What reading or walking a stored plan raises when its state no longer fits its levels
 # (or a value is malformed): the scanner skips such a plan with an alert, the owner's

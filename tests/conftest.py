@@ -59,7 +59,8 @@ def unused_tcp_port() -> int:
 @pytest.fixture(autouse=True)
 def _seeded_instruments(request) -> None:
     """Transactional tests end with a TRUNCATE, which also removes the instruments
-    migration 0002 seeds; put them back for whichever test comes next."""
+    migration 0002 seeds; put them back for whichever test comes next, with the quote
+    currencies migration 0009 gives them (USDJPY in JPY)."""
     uses_database = request.node.get_closest_marker("django_db") is not None or bool(
         {"db", "transactional_db", "django_db_reset_sequences"} & set(request.fixturenames)
     )
@@ -73,6 +74,7 @@ def _seeded_instruments(request) -> None:
 
     if not Instrument.objects.exists():
         import_module("signals_app.migrations.0002_seed_instruments").seed(apps, None)
+        import_module("signals_app.migrations.0009_instrument_quote_currency").currencies(apps, None)
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,8 @@
   test-breach), hung off the positions table's ``get_urls()``; its docstring says who may
   use them and why;
 - ``signal_chart``: a signal's chart (candles, hidden levels, fills, closes), owner only;
+- ``live``: the live book (owner only): live columns on the positions table and the
+  per-signal and per-client page, from ``positions.live``;
 - ``forms``: the owner tools' forms;
 - ``guards``: the clients' risk guards, re-armed by an action.
 """

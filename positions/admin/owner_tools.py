@@ -29,7 +29,7 @@ import core.converters  # noqa: F401  (registers <id:...>, which get_urls uses)
 from positions.admin.forms import BreachTestForm, ManualCloseForm
 from positions.choices import PositionStatus
 from positions.closes import Claim, ManualCloseResult, positions_close_manual
-from positions.exit_plan import BREAKEVEN, PARTIAL_TP, PLAN_UNWALKABLE, SIGNAL_EXIT, SL, TP, TRAILING
+from positions.exit_plan import KIND_NAMES, PARTIAL_TP, PLAN_UNWALKABLE
 from positions.models import OpenPosition
 from positions.selectors import BreachTest, breach_test, plan_status
 from signals_app.events import Actor
@@ -57,14 +57,6 @@ TEST_BREACH_PERMISSIONS = (
 CLOSABLE_STATUSES = list(Claim.POSITIONS.value.statuses)
 # A close-all lists these; the closing ones are shown and reported as skipped.
 SIGNAL_CLOSE_STATUSES = [*CLOSABLE_STATUSES, PositionStatus.CLOSING]
-# Exit kinds (positions.exit_plan) and who set the stop, as the page names them.
-KIND_NAMES = {
-    SL: "stop-loss",
-    TP: "take-profit",
-    TRAILING: "trailing stop",
-    BREAKEVEN: "breakeven stop",
-    SIGNAL_EXIT: "the strategy's exit",
-}
 
 
 def _require(request: HttpRequest, permissions: Iterable[str]) -> None:

@@ -17,6 +17,7 @@ from positions.admin.filters import (
     SignalIdFilter,
     StateFilter,
 )
+from positions.admin.live import LiveBookMixin
 from positions.admin.owner_tools import OwnerToolsMixin
 from positions.admin.signal_chart import SignalChartMixin
 from positions.alerts import alerts_acknowledge
@@ -26,10 +27,11 @@ from signals_app.selectors import TRIGGER_QUOTE, user_sees_hidden_levels
 
 
 @admin.register(OpenPosition)
-class OpenPositionAdmin(BoundedExportMixin, SignalChartMixin, OwnerToolsMixin, ReadOnlyAdmin):
+class OpenPositionAdmin(BoundedExportMixin, LiveBookMixin, SignalChartMixin, OwnerToolsMixin, ReadOnlyAdmin):
     """The owner tools (manual close, test-breach) come from ``OwnerToolsMixin``: its
     ``get_urls()`` adds their views and ``close_selected`` is its action. A signal's chart
-    comes from ``SignalChartMixin``."""
+    comes from ``SignalChartMixin``; the live columns and the live book page from
+    ``LiveBookMixin`` (owner only)."""
 
     list_display = [
         "id",
@@ -60,6 +62,8 @@ class OpenPositionAdmin(BoundedExportMixin, SignalChartMixin, OwnerToolsMixin, R
     date_hierarchy = "opened_at"
     actions = ["close_selected"]
     change_form_template = "admin/positions/openposition/change_form.html"
+    # The export's list template with the live book's link among the object tools.
+    import_export_change_list_template = "admin/positions/openposition/change_list.html"
 
     @admin.display(description="entry", ordering="entry_price")
     def entry(self, position: OpenPosition) -> str:
