@@ -124,7 +124,7 @@ def two_factor_enroll(request):
     form = CodeForm(request.POST or None)
     if request.method == "POST" and _judge(request, form, device, enrolling=True):
         return HttpResponseRedirect(next_url)
-    qr_svg = segno.make(device.config_url, error="m").svg_inline(scale=5, dark="#000", light="#fff")
+    qr_svg = segno.make(device.config_url, error="m").svg_inline(scale=4, dark="#000", light="#fff")
     return _page(
         request,
         "staff_auth/two_factor_enroll.html",
