@@ -44,6 +44,11 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", 15, minimu
 # out only themselves, not the owner at their own address.
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+# The reverse proxies in front of the web process that append to X-Forwarded-For (0: none,
+# the connection's address is the client's). Behind one, set 1, or every login seems to come
+# from the proxy and the lockout works per username alone (staff_auth.client_address).
+LOGIN_TRUSTED_PROXIES = env.int("LOGIN_TRUSTED_PROXIES", 0, minimum=0, maximum=5)
+AXES_CLIENT_IP_CALLABLE = "staff_auth.client_address.client_ip_address"
 AXES_LOCKOUT_TEMPLATE = "staff_auth/lockout.html"
 # The attempts' form data stays out of axes' table (it would hold the username typed as a
 # password by mistake, for one).

@@ -131,3 +131,26 @@ def test_ea_requests_never_reach_axes(client, redis_client):
     assert not AuditEvent.objects.filter(action__startswith="auth.").exists()
     headers = signed_headers(key=key, secret=issued.secret, method="GET", path=POLL)
     assert client.get(POLL, headers=headers).status_code == 200
+
+
+@lockout_after_three
+@override_settings(LOGIN_TRUSTED_PROXIES=1)
+def test_behind_a_proxy_the_lockout_keys_on_the_address_the_proxy_saw(client, owner):
+    def through_proxy(seen_by_proxy: str, password: str, claimed: str = ""):
+        forwarded = f"{claimed}, {seen_by_proxy}" if claimed else seen_by_proxy
+        return client.post(
+            "/admin/login/",
+            {"username": owner.username, "password": password, "next": "/admin/"},
+            REMOTE_ADDR="10.0.0.2",  # the proxy
+            HTTP_X_FORWARDED_FOR=forwarded,
+        )
+
+    # a stranger, whatever address they claim, is locked out at the address the proxy saw
+    for attempt in range(LIMIT):
+        through_proxy("203.0.113.9", "not-the-password", claimed=f"198.51.100.{attempt}")
+    assert through_proxy("203.0.113.9", PASSWORD, claimed="198.51.100.7").status_code == 429
+    assert {event.data["ip"] for event in audited(AuditAction.AUTH_LOGIN_FAILED)} == {"203.0.113.9"}
+
+    # the owner, through the same proxy from their own address, logs in
+    assert through_proxy("198.51.100.7", PASSWORD).status_code == 302
+    assert _logged_in(client)
