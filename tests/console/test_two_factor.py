@@ -4,18 +4,29 @@ reused and throttled codes refused; the reset command; nothing changes with it o
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 import time_machine
 from django.conf import settings
 from django.core.management import CommandError, call_command
-from django.test import override_settings
+from django.db import connection
+from django.http import HttpResponse
+from django.test import Client, RequestFactory, override_settings
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework.authtoken.models import Token
 
+from ea_gateway.middleware import (
+    BrowserAuthenticationMiddleware,
+    BrowserAxesMiddleware,
+    BrowserMessageMiddleware,
+    BrowserOTPMiddleware,
+    BrowserSessionMiddleware,
+)
 from signals_app.choices import ActorKind, AuditAction
 from signals_app.models import AuditEvent
+from staff_auth.middleware import StaffSessionMiddleware
 from staff_auth.two_factor import base32_secret
 from tests.console.auth_helpers import (
     ENROLL_URL,
@@ -254,3 +265,64 @@ def test_a_staff_user_without_hidden_levels_permission_gets_the_same_gate(client
     staff.save()
     password_login(client, staff.username)
     assert client.get("/admin/")["Location"].startswith(VERIFY_URL)
+
+
+@two_factor_on
+@pytest.mark.parametrize(
+    ("path", "browser"),
+    [("/api/v1/client/poll", False), ("/api/v1/feed/quotes", False), ("/admin/", True)],
+)
+def test_the_device_api_gets_none_of_the_login_machinery(path, browser):
+    seen = {}
+
+    def view(request):
+        user = getattr(request, "user", None)
+        seen.update(
+            session=hasattr(request, "session"), otp=user is not None and hasattr(user, "is_verified")
+        )
+        return HttpResponse()
+
+    # the browser stack in settings' order, around the view
+    chain = BrowserSessionMiddleware(
+        BrowserAuthenticationMiddleware(
+            BrowserOTPMiddleware(
+                StaffSessionMiddleware(BrowserMessageMiddleware(BrowserAxesMiddleware(view)))
+            )
+        )
+    )
+    response = chain(RequestFactory().get(path))
+
+    assert response.status_code == 200
+    assert seen == {"session": browser, "otp": browser}
+    assert "Set-Cookie" not in response.headers
+
+
+@two_factor_on
+@pytest.mark.django_db(transaction=True)
+def test_two_sessions_sending_one_code_at_once_get_in_once():
+    owner = OwnerFactory()
+    owner.set_password(PASSWORD)
+    owner.save()
+    device = TOTPDevice.objects.create(user=owner, name="authenticator", confirmed=True)
+    clients = [Client(), Client()]
+    for client in clients:
+        password_login(client, owner.username)
+    code = code_for(device.bin_key)
+    barrier = threading.Barrier(2)
+    results = []
+
+    def send(client) -> None:
+        try:
+            barrier.wait()
+            results.append(client.post(VERIFY_URL, {"otp_token": code, "next": "/admin/"}).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(results) == [200, 302]  # one in, the other told the code was used
+    assert len(audited(AuditAction.AUTH_TWO_FACTOR_PASSED)) == 1
