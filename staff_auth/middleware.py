@@ -54,6 +54,9 @@ class StaffSessionMiddleware:
         return self.get_response(request)
 
     def _second_step(self, request):
+        if not (request.user.is_active and request.user.is_staff):  # no console user: not a login here
+            request.user = AnonymousUser()
+            return self.get_response(request)
         path = request.path_info
         verify, enroll = reverse("two-factor-verify"), reverse("two-factor-enroll")
         if path in {verify, enroll, reverse("admin:logout")}:

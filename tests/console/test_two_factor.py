@@ -326,3 +326,13 @@ def test_two_sessions_sending_one_code_at_once_get_in_once():
 
     assert sorted(results) == [200, 302]  # one in, the other told the code was used
     assert len(audited(AuditAction.AUTH_TWO_FACTOR_PASSED)) == 1
+
+
+@two_factor_on
+def test_a_session_of_a_user_who_is_not_staff_is_no_login_and_no_redirect_loop(client):
+    user = UserFactory(is_staff=False)
+    client.force_login(user)
+    response = client.get("/admin/")
+    assert response["Location"].startswith("/admin/login/")
+    assert client.get("/admin/login/").status_code == 200  # the login form, not a redirect
+    assert client.get(STATUS_API).status_code in {401, 403}
