@@ -10,6 +10,7 @@ from django.dispatch import receiver
 from signals_app.choices import AuditAction
 from staff_auth.events import auth_audit
 from staff_auth.session_clock import session_clock_start
+from staff_auth.two_factor import SECOND_FACTOR
 
 
 @receiver(user_logged_in, dispatch_uid="staff_auth.login")
@@ -27,6 +28,8 @@ def _logged_in(sender, request, user, **kwargs) -> None:
 
 @receiver(user_login_failed, dispatch_uid="staff_auth.login_failed")
 def _login_failed(sender, credentials, request=None, **kwargs) -> None:
+    if credentials.get(SECOND_FACTOR):  # a wrong code, audited as such by staff_auth.two_factor
+        return
     # Django has already masked the password in ``credentials``; only the username is kept.
     auth_audit(
         action=AuditAction.AUTH_LOGIN_FAILED,

@@ -7,6 +7,9 @@
 - Verification: a code of the user's confirmed device. django-otp refuses a code already
   used (each is valid once: only a later time step is accepted after it) and throttles
   wrong ones per device (``verify_is_allowed``: 1, 2, 4 ... seconds between tries).
+- A wrong code also counts as a failed login for django-axes (same username + IP key as
+  the password step): at ``AXES_FAILURE_LIMIT`` the session is logged out and the lockout
+  page shown, and the password step refuses that username + IP until the cool-off ends.
 - Every accepted, refused and throttled code and every reset is audited; the code and
   the secret never are.
 """
@@ -18,16 +21,22 @@ from base64 import b32encode
 from dataclasses import dataclass
 
 import django_otp
+from axes.handlers.proxy import AxesProxyHandler
+from axes.utils import reset as axes_reset
 from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_login_failed
 from django.db import transaction
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from signals_app.choices import AuditAction
 from signals_app.events import Actor
-from staff_auth.events import auth_audit
+from staff_auth.events import auth_audit, client_ip
 
 DEVICE_NAME = "authenticator"
+# Marks the failed logins this module reports to django-axes: a wrong code, not a password
+# (staff_auth.receivers audits those as two_factor_failed, not as login_failed).
+SECOND_FACTOR = "second_factor"
 
 
 def is_verified(user) -> bool:
@@ -60,6 +69,15 @@ def base32_secret(device: TOTPDevice) -> str:
 class CodeCheck:
     accepted: bool
     message: str = ""
+    locked_out: bool = False  # django-axes' limit reached: end the session, show the lockout
+
+
+def lockout_credentials(user) -> dict:
+    return {"username": user.get_username(), SECOND_FACTOR: True}
+
+
+def is_locked_out(request) -> bool:
+    return AxesProxyHandler.is_locked(request, lockout_credentials(request.user))
 
 
 def two_factor_code_check(*, request, device: TOTPDevice, token: str, enrolling: bool) -> CodeCheck:
@@ -68,6 +86,8 @@ def two_factor_code_check(*, request, device: TOTPDevice, token: str, enrolling:
     confirmed."""
     user = request.user
     step = "enrol" if enrolling else "verify"
+    if is_locked_out(request):
+        return CodeCheck(False, locked_out=True)
     allowed, why = device.verify_is_allowed()
     if not allowed:
         wait = math.ceil(((why or {}).get("locked_until", timezone.now()) - timezone.now()).total_seconds())
@@ -86,6 +106,9 @@ def two_factor_code_check(*, request, device: TOTPDevice, token: str, enrolling:
             user=user,
             data={"step": step, "reason": "wrong_or_used"},
         )
+        user_login_failed.send(sender=__name__, credentials=lockout_credentials(user), request=request)
+        if getattr(request, "axes_locked_out", False):
+            return CodeCheck(False, locked_out=True)
         return CodeCheck(False, "That code is wrong or was already used: enter the next one your app shows.")
     with transaction.atomic():
         if enrolling:
@@ -101,6 +124,8 @@ def two_factor_code_check(*, request, device: TOTPDevice, token: str, enrolling:
             request=request,
             user=user,
         )
+    # Both steps passed: this username + IP starts afresh, as after a password-only login.
+    axes_reset(ip=client_ip(request), username=user.get_username())
     request.session.cycle_key()
     django_otp.login(request, verified)
     return CodeCheck(True)

@@ -8,9 +8,11 @@ import re
 from urllib.parse import urlencode
 
 import segno
+from axes.helpers import get_lockout_response
 from django import forms
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth import logout
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
@@ -22,10 +24,12 @@ from django.views.decorators.cache import never_cache
 from signals_app.choices import AuditAction
 from staff_auth.events import auth_audit
 from staff_auth.two_factor import (
+    CodeCheck,
     base32_secret,
     confirmed_device,
     enrolment_device,
     is_verified,
+    lockout_credentials,
     two_factor_code_check,
 )
 
@@ -80,7 +84,7 @@ def _start(request):
     return request.user, None
 
 
-def _judge(request, form: CodeForm, device, *, enrolling: bool) -> bool:
+def _judge(request, form: CodeForm, device, *, enrolling: bool) -> CodeCheck:
     if not form.is_valid():
         auth_audit(
             action=AuditAction.AUTH_TWO_FACTOR_FAILED,
@@ -88,13 +92,30 @@ def _judge(request, form: CodeForm, device, *, enrolling: bool) -> bool:
             user=request.user,
             data={"step": "enrol" if enrolling else "verify", "reason": "malformed"},
         )
-        return False
+        return CodeCheck(False)
     check = two_factor_code_check(
         request=request, device=device, token=form.cleaned_data["otp_token"], enrolling=enrolling
     )
-    if not check.accepted:
+    if check.message:
         form.add_error("otp_token", check.message)
-    return check.accepted
+    return check
+
+
+def _lockout(request):
+    """django-axes' limit reached on the code step: end the half-logged-in session and
+    answer with the lockout page (429)."""
+    credentials = lockout_credentials(request.user)
+    logout(request)
+    request.axes_locked_out = True
+    return get_lockout_response(request, None, credentials)
+
+
+def _posted(request, form: CodeForm, device, next_url: str, *, enrolling: bool):
+    """The response to a posted code, or None to show the form again with its error."""
+    check = _judge(request, form, device, enrolling=enrolling)
+    if check.locked_out:
+        return _lockout(request)
+    return HttpResponseRedirect(next_url) if check.accepted else None
 
 
 @never_cache
@@ -107,8 +128,10 @@ def two_factor_verify(request):
     if device is None:
         return HttpResponseRedirect(f"{reverse('two-factor-enroll')}?{urlencode({'next': next_url})}")
     form = CodeForm(request.POST or None)
-    if request.method == "POST" and _judge(request, form, device, enrolling=False):
-        return HttpResponseRedirect(next_url)
+    if request.method == "POST":
+        answered = _posted(request, form, device, next_url, enrolling=False)
+        if answered is not None:
+            return answered
     return _page(request, "staff_auth/two_factor_verify.html", form, next_url, title="Two-factor login")
 
 
@@ -122,8 +145,10 @@ def two_factor_enroll(request):
         return HttpResponseRedirect(f"{reverse('two-factor-verify')}?{urlencode({'next': next_url})}")
     device = enrolment_device(user=user)
     form = CodeForm(request.POST or None)
-    if request.method == "POST" and _judge(request, form, device, enrolling=True):
-        return HttpResponseRedirect(next_url)
+    if request.method == "POST":
+        answered = _posted(request, form, device, next_url, enrolling=True)
+        if answered is not None:
+            return answered
     qr_svg = segno.make(device.config_url, error="m").svg_inline(scale=4, dark="#000", light="#fff")
     return _page(
         request,

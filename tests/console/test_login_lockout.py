@@ -12,11 +12,12 @@ import time_machine
 from axes.models import AccessAttempt
 from django.test import override_settings
 from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework.authtoken.models import Token
 
 from signals_app.choices import ActorKind, AuditAction
 from signals_app.models import AuditEvent
-from tests.console.auth_helpers import PASSWORD, audited, password_login
+from tests.console.auth_helpers import PASSWORD, VERIFY_URL, audited, code_for, password_login
 from tests.ea_helpers import make_device, signed_headers
 from tests.factories import OwnerFactory
 
@@ -154,3 +155,45 @@ def test_behind_a_proxy_the_lockout_keys_on_the_address_the_proxy_saw(client, ow
     # the owner, through the same proxy from their own address, logs in
     assert through_proxy("198.51.100.7", PASSWORD).status_code == 302
     assert _logged_in(client)
+
+
+@lockout_after_three
+@override_settings(STAFF_TWO_FACTOR=True)
+def test_wrong_codes_count_towards_the_lockout_too(client, owner):
+    device = TOTPDevice.objects.create(user=owner, name="authenticator", confirmed=True)
+    right = code_for(device.bin_key)
+    wrong = "000000" if right != "000000" else "111111"
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        # given: the password step passed
+        assert password_login(client, owner.username).status_code == 302
+        # when: wrong codes up to the limit (each after django-otp's throttle)
+        for attempt in range(1, LIMIT + 1):
+            clock.shift(timedelta(seconds=2**attempt))
+            response = client.post(VERIFY_URL, {"otp_token": wrong, "next": "/admin/"})
+        # then: the lockout page, the half-logged-in session ended, the password refused too
+        assert response.status_code == 429
+        assert "Login locked" in response.content.decode()
+        assert client.get("/admin/")["Location"].startswith("/admin/login/")
+        assert password_login(client, owner.username).status_code == 429
+
+    assert len(audited(AuditAction.AUTH_TWO_FACTOR_FAILED, subject_id=owner.pk)) == LIMIT
+    assert audited(AuditAction.AUTH_LOCKED_OUT, subject_id=owner.pk)
+    # the wrong codes are not also reported as wrong passwords; the refused password is
+    assert len(audited(AuditAction.AUTH_LOGIN_FAILED)) == 1
+    for event in AuditEvent.objects.filter(action__startswith="auth."):
+        assert wrong not in repr(event.data)
+
+
+@lockout_after_three
+@override_settings(STAFF_TWO_FACTOR=True)
+def test_a_right_code_clears_the_wrong_ones_before_it(client, owner):
+    device = TOTPDevice.objects.create(user=owner, name="authenticator", confirmed=True)
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        password_login(client, owner.username)
+        wrong = "000000" if code_for(device.bin_key) != "000000" else "111111"
+        client.post(VERIFY_URL, {"otp_token": wrong, "next": "/admin/"})
+        assert AccessAttempt.objects.filter(username=owner.username).exists()
+        clock.shift(2)
+        response = client.post(VERIFY_URL, {"otp_token": code_for(device.bin_key), "next": "/admin/"})
+        assert response.status_code == 302
+    assert not AccessAttempt.objects.filter(username=owner.username).exists()
