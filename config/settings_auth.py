@@ -31,8 +31,9 @@ OTP_TOTP_THROTTLE_FACTOR = 1
 
 # --- Login throttling and lockout (django-axes) -----------------------------------------------
 # The AxesStandaloneBackend refuses a locked-out username + IP before any password check;
-# ModelBackend then checks the password. Only Django's authenticate() reaches axes: the admin
-# login form. DRF tokens and EA/feed HMAC signatures never call it.
+# ModelBackend then checks the password. Only the admin login form (Django's authenticate())
+# and the code step (staff_auth.two_factor reports wrong codes) reach axes: DRF tokens and
+# EA/feed HMAC signatures never do.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
