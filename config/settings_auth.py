@@ -39,6 +39,8 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_ENABLED = True
+# No "AXES: BEGIN" banner on every manage.py command; failures are still logged (WARNING) and audited.
+AXES_VERBOSE = False
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", 15, minimum=1, maximum=7 * 24 * 60))
 # Failures count per username and IP together: a stranger failing the owner's username locks
