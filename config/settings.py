@@ -66,11 +66,15 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "import_export",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
     "signals_app",
     "positions",
     "ea_gateway",
     "monitoring",
     "demo",
+    "staff_auth",
 ]
 
 MIDDLEWARE = [
@@ -84,8 +88,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "ea_gateway.middleware.BrowserCsrfViewMiddleware",
     "ea_gateway.middleware.BrowserAuthenticationMiddleware",
+    "ea_gateway.middleware.BrowserOTPMiddleware",
+    # Idle and absolute session expiry, and the second factor's gate (config/settings_auth.py).
+    "staff_auth.middleware.StaffSessionMiddleware",
     "ea_gateway.middleware.BrowserMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # django-axes: a refused login becomes the lockout page (innermost, as axes asks).
+    "ea_gateway.middleware.BrowserAxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -304,6 +313,7 @@ HEALTH_BEAT_MAX_AGE_SECONDS = env.int(
 )
 
 # --- The clients' risk guards and the notifications: their own modules -------------
+from config.settings_auth import *  # noqa: E402, F403
 from config.settings_guards import *  # noqa: E402, F403
 from config.settings_notify import *  # noqa: E402, F403
 

@@ -8,11 +8,15 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 import core.converters  # noqa: F401  (registers <id:...> before the apps' URLs load)
 from monitoring.guards_page import guard_rearm, guards_page
 from monitoring.views import healthz, monitor_dashboard
+from staff_auth.admin_site import require_two_factor
+from staff_auth.views import two_factor_enroll, two_factor_verify
 
 admin.site.site_header = "Veilstop owner console"
 admin.site.site_title = "Veilstop"
 admin.site.index_title = "Signals, positions and devices"
 admin.site.site_url = "/admin/monitor/"  # "View site": the monitor dashboard
+# STAFF_TWO_FACTOR on: every admin view wants a session that passed the code step.
+require_two_factor(admin.site)
 
 urlpatterns = [
     # Before admin.site.urls, whose catch-all would otherwise answer. admin_view: staff only,
@@ -20,6 +24,10 @@ urlpatterns = [
     path("admin/monitor/", admin.site.admin_view(monitor_dashboard), name="monitor-dashboard"),
     path("admin/guards/", admin.site.admin_view(guards_page), name="guards-page"),
     path("admin/guards/<id:client_id>/rearm/", admin.site.admin_view(guard_rearm), name="guard-rearm"),
+    # The code step of a login and the enrolment of an authenticator: a session that passed
+    # only the password step reaches these (staff_auth.middleware), so they are not admin_view.
+    path("admin/two-factor/", two_factor_verify, name="two-factor-verify"),
+    path("admin/two-factor/enroll/", two_factor_enroll, name="two-factor-enroll"),
     path("admin/", admin.site.urls),
     path("", RedirectView.as_view(pattern_name="monitor-dashboard"), name="home"),
     path("healthz", healthz, name="healthz"),

@@ -14,14 +14,17 @@ and no other path is (a prefix would also catch a path the device API does not
 own). A pattern that has no such path (a converter in it, no name, an include())
 would get the whole browser stack: the system check ``ea_gateway.E001``
 (``ea_gateway.checks``) names it at ``manage.py check``, ``migrate`` and
-``runserver``. The middleware that protects every response (security headers, the host
-check, frame options) and the request metrics run for these paths too.
+``runserver``. django-otp's and django-axes' middleware (the staff's second factor and
+login lockout, ``staff_auth``) are browser-only likewise. The middleware that protects
+every response (security headers, the host check, frame options) and the request metrics
+run for these paths too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from axes.middleware import AxesMiddleware
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
@@ -37,6 +40,7 @@ from django.urls import (
     resolve,
     reverse,
 )
+from django_otp.middleware import OTPMiddleware
 
 from ea_gateway.api import urls as device_api_urls
 
@@ -133,4 +137,12 @@ class BrowserAuthenticationMiddleware(_BrowserOnly, AuthenticationMiddleware):
 
 
 class BrowserMessageMiddleware(_BrowserOnly, MessageMiddleware):
+    pass
+
+
+class BrowserOTPMiddleware(_BrowserOnly, OTPMiddleware):
+    pass
+
+
+class BrowserAxesMiddleware(_BrowserOnly, AxesMiddleware):
     pass

@@ -44,6 +44,7 @@ class ActorKind(models.TextChoices):
     CLIENT = "client", "Client"
     DEVICE = "device", "Device"
     SYSTEM = "system", "System"
+    VISITOR = "visitor", "Visitor (not logged in)"
 
 
 class AuditAction(models.TextChoices):
@@ -90,6 +91,16 @@ class AuditAction(models.TextChoices):
     CLIENT_GUARD_TRIPPED = "client_guard.tripped"
     CLIENT_GUARD_REARMED = "client_guard.rearmed"
     ALERT_ACKNOWLEDGED = "alert.acknowledged"
+    # The staff's logins (staff_auth): never a password, a code or a TOTP secret in them.
+    AUTH_LOGIN = "auth.login"
+    AUTH_LOGIN_FAILED = "auth.login_failed"
+    AUTH_LOCKED_OUT = "auth.locked_out"
+    AUTH_LOGOUT = "auth.logout"
+    AUTH_SESSION_EXPIRED = "auth.session_expired"
+    AUTH_TWO_FACTOR_ENROLLED = "auth.two_factor_enrolled"
+    AUTH_TWO_FACTOR_PASSED = "auth.two_factor_passed"
+    AUTH_TWO_FACTOR_FAILED = "auth.two_factor_failed"
+    AUTH_TWO_FACTOR_RESET = "auth.two_factor_reset"
 
 
 class OutboxChannel(models.TextChoices):

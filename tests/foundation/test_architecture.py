@@ -19,11 +19,21 @@ PACKAGES = [
     "positions",
     "ea_gateway",
     "monitoring",
+    "staff_auth",
     "ea_protocol",
     "ea_client",
     "demo",
 ]
-SERVER_PACKAGES = ["config", "core", "signals_app", "positions", "ea_gateway", "monitoring", "ea_protocol"]
+SERVER_PACKAGES = [
+    "config",
+    "core",
+    "signals_app",
+    "positions",
+    "ea_gateway",
+    "monitoring",
+    "staff_auth",
+    "ea_protocol",
+]
 MAX_MODULE_LINES = 350
 
 
