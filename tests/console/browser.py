@@ -73,7 +73,12 @@ def chromium_driver(profile_dir: Path) -> Iterator[webdriver.Chrome]:
         environment.setenv("SE_OFFLINE", "true")  # belt and braces: Selenium Manager never downloads
         driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
     driver.set_page_load_timeout(30)
-    driver.set_window_size(WIDTH, HEIGHT)
+    # The page's own viewport at 1366x900: a headless window of that size keeps some of it
+    # for the browser's frame (1366x757 seen), so the viewport is set, not the window.
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+    )
     yield driver
     driver.quit()
 
@@ -95,10 +100,11 @@ def wait_for(browser, by: str, value: str):
 
 
 def screenshot(browser, name: str) -> Path:
-    """The viewport (1366x900) as test-artifacts/<name>, checked to be a real PNG."""
+    """The viewport (1366x900) as test-artifacts/<name>, checked to be a real PNG of that size."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
     assert browser.save_screenshot(str(path))
+    assert _png_size(path.read_bytes()) == (WIDTH, HEIGHT)
     assert path.stat().st_size > 1000
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return path
@@ -109,3 +115,8 @@ def no_sideways_scroll(browser) -> bool:
     return browser.execute_script(
         "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"
     )
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    # The IHDR chunk, first after the signature: width and height, 4 bytes each, big-endian.
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
