@@ -8,6 +8,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import Q
 
+from core import formatting
 from signals_app.choices import (
     ActorKind,
     ApprovalStatus,
@@ -262,7 +263,10 @@ class Signal(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.side} {self.instrument_id and self.instrument.symbol} @ {self.entry_price}"
+        if not self.instrument_id:
+            return f"#{self.pk} {self.side} @ {self.entry_price}"
+        entry = formatting.price(self.entry_price, self.instrument.digits)
+        return f"#{self.pk} {self.side} {self.instrument.symbol} @ {entry}"
 
 
 class Approval(models.Model):

@@ -79,7 +79,7 @@ def test_the_owner_sees_the_signals_life_on_its_candles(owner_browser, story):
         assert f'class="level level-{kind}"' in svg
         assert text in svg
     # the effective stop as the sweeps moved it, one step per minute it moved in, ended with the plan
-    stops = [(step.at.minute - story.start.minute, step.price) for step in chart.stop_steps]
+    stops = [((step.at - story.start) // timedelta(minutes=1), step.price) for step in chart.stop_steps]
     assert [Decimal(price) for _, price in stops[:-1]] == [Decimal(price) for price in STOPS.values()]
     assert [minute for minute, _ in stops[1:-1]] == list(STOPS)[1:]
     assert stops[-1][1] is None
@@ -232,12 +232,13 @@ def test_a_signal_whose_levels_do_not_decrypt_still_shows_its_prices(owner_brows
     assert 'class="level ' not in page
 
 
-def test_a_long_life_shows_the_newest_candles_and_says_so(owner_browser):
+def test_a_long_life_shows_the_newest_candles_and_says_so(owner_browser, owner):
     signal = make_signal()
     start = this_minute()
     record("XAUUSD", [(start + timedelta(minutes=n), "2650.00") for n in range(MAX_CANDLES + 20)])
 
     with time_machine.travel(start + timedelta(minutes=MAX_CANDLES + 20), tick=False):
+        owner_browser.force_login(owner)  # hours later: a session of then, not one gone idle
         response = owner_browser.get(chart_url(signal), {"timeframe": "M1"})
 
     chart = response.context["chart"]
@@ -271,10 +272,11 @@ def test_candles_between_reads_a_window_binned_on_the_timeframe():
     assert read("M1", start + timedelta(minutes=5), start) == []
 
 
-def test_a_closed_signals_chart_ends_a_few_bars_after_its_last_close(owner_browser, story):
+def test_a_closed_signals_chart_ends_a_few_bars_after_its_last_close(owner_browser, owner, story):
     last_close = story.start + timedelta(minutes=len(BIDS) - 1, seconds=30)  # the trailing stop's
 
     with time_machine.travel(story.end + timedelta(hours=3), tick=False):
+        owner_browser.force_login(owner)  # hours later: a session of then, not one gone idle
         chart = owner_browser.get(chart_url(story.signal)).context["chart"]
 
     assert chart.timeframe == Timeframe.M1
