@@ -9,10 +9,9 @@ import core.converters  # noqa: F401  (registers <id:...> before the apps' URLs 
 from monitoring.guards_page import guard_rearm, guards_page
 from monitoring.views import healthz, monitor_dashboard
 
-admin.site.site_header = "Veilstop owner console"
-admin.site.site_title = "Veilstop"
+# The site's header, title and "view site" link (the monitor dashboard): UNFOLD in
+# config/settings_console.py, which the theme's admin site reads.
 admin.site.index_title = "Signals, positions and devices"
-admin.site.site_url = "/admin/monitor/"  # "View site": the monitor dashboard
 
 urlpatterns = [
     # Before admin.site.urls, whose catch-all would otherwise answer. admin_view: staff only,

@@ -11,6 +11,7 @@ from django.urls import path, reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 from redis.exceptions import RedisError
+from unfold.admin import ModelAdmin
 
 from core.errors import DomainError
 from ea_gateway.admin_once import (
@@ -48,7 +49,7 @@ class DeviceCreateForm(forms.ModelForm):
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
+class DeviceAdmin(ModelAdmin):
     list_display = ["name", "role", "client", "key_id", "active", "last_seen_at", "revoked_at"]
     list_filter = ["role", "active"]
     list_select_related = ["client"]

@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+from unfold.admin import ModelAdmin
 
 from core import formatting
 from core.admin_base import ReadOnlyAdmin
@@ -29,7 +30,7 @@ ADVANCED_KEYS = ("partial_take_profits", "trailing", "breakeven")
 
 
 @admin.register(Instrument)
-class InstrumentAdmin(admin.ModelAdmin):
+class InstrumentAdmin(ModelAdmin):
     list_display = [
         "symbol",
         "description",
@@ -49,7 +50,7 @@ class InstrumentAdmin(admin.ModelAdmin):
 
 
 @admin.register(Client)
-class ClientAdmin(admin.ModelAdmin):
+class ClientAdmin(ModelAdmin):
     list_display = [
         "name",
         "active",
@@ -162,7 +163,7 @@ class SignalForm(forms.ModelForm):
 
 
 @admin.register(Signal)
-class SignalAdmin(admin.ModelAdmin):
+class SignalAdmin(ModelAdmin):
     form = SignalForm
     list_display = [
         "id",
