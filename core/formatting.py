@@ -41,3 +41,11 @@ def timestamp(value: datetime | str | None) -> str:
         return NONE
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     return formats.date_format(timezone.localtime(moment), "DATETIME_FORMAT")
+
+
+def list_timestamp(value: datetime | None) -> str:
+    """A moment in a console list whose column header names the zone (settings.TIME_ZONE,
+    UTC), left out of each row so the row stays narrow: ``2026-11-30 07:08:09``."""
+    if value is None:
+        return NONE
+    return formats.date_format(timezone.localtime(value), "Y-m-d H:i:s")

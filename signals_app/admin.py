@@ -7,10 +7,13 @@ from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from unfold.admin import ModelAdmin
+from unfold.decorators import display
 
 from core import formatting
 from core.admin_base import ReadOnlyAdmin
+from core.badges import badge
 from core.errors import DomainError
+from signals_app.admin_badges import APPROVAL_COLOURS, APPROVAL_WORDS, DECIDED_BY_WORDS, SIGNAL_COLOURS
 from signals_app.choices import DecidedBy
 from signals_app.events import Actor
 from signals_app.guard_settings import guard_settings_save
@@ -170,7 +173,7 @@ class SignalAdmin(ModelAdmin):
         "instrument",
         "side",
         "entry",
-        "status",
+        "state",
         "ttl_minutes",
         "approvals",
         "created_at",
@@ -212,6 +215,10 @@ class SignalAdmin(ModelAdmin):
                 return super().get_queryset(request, exclude_parameters).defer("owner_only")
 
         return WithoutLevels
+
+    @display(description="status", ordering="status", label=SIGNAL_COLOURS)
+    def state(self, signal: Signal) -> tuple[str, str]:
+        return badge(signal.status, {})
 
     @admin.display(description="approvals", ordering="approval_count")
     def approvals(self, signal: Signal) -> int:
@@ -283,12 +290,24 @@ class SignalAdmin(ModelAdmin):
 class ApprovalAdmin(ReadOnlyAdmin):
     """Approvals come from publishing; decisions go through the actions, which audit them."""
 
-    list_display = ["id", "signal", "client", "volume", "status", "decided_by", "expires_at", "created_at"]
+    list_display = ["id", "of_signal", "client", "volume", "state", "decided", "expires_at", "created_at"]
     list_filter = ["status", "decided_by", "signal__instrument"]
     list_select_related = ["signal__instrument", "client"]
     raw_id_fields = ["signal", "client", "decided_by_user"]
     search_fields = ["=id", "=signal__id", "client__name"]
     actions = ["approve_on_behalf", "decline_on_behalf"]
+
+    @admin.display(description="signal", ordering="signal_id")
+    def of_signal(self, approval: Approval) -> str:
+        return f"#{approval.signal_id} {approval.signal.instrument.symbol} {approval.signal.side}"
+
+    @display(description="status", ordering="status", label=APPROVAL_COLOURS)
+    def state(self, approval: Approval) -> tuple[str, str]:
+        return badge(approval.status, APPROVAL_WORDS)
+
+    @admin.display(description="decided by", ordering="decided_by")
+    def decided(self, approval: Approval) -> str:
+        return DECIDED_BY_WORDS.get(approval.decided_by, approval.decided_by or "—")
 
     def _decide(self, request, queryset, approve: bool) -> None:
         by = Actor.user(request.user)
