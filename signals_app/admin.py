@@ -8,6 +8,10 @@ from django.http import HttpResponseRedirect
 from django.urls import reverse
 from unfold.admin import ModelAdmin
 from unfold.decorators import display
+from unfold.widgets import UnfoldAdminDecimalFieldWidget as DecimalInput
+from unfold.widgets import UnfoldAdminIntegerFieldWidget as IntegerInput
+from unfold.widgets import UnfoldAdminTextareaWidget as Textarea
+from unfold.widgets import UnfoldAdminTextInputWidget as TextInput
 
 from core import formatting
 from core.admin_base import ReadOnlyAdmin
@@ -30,6 +34,7 @@ from signals_app.telegram import telegram_link_code_create
 
 LEVEL_FIELDS = ["sl", "tp", "max_holding_minutes", "strategy", "reason", "advanced"]
 ADVANCED_KEYS = ("partial_take_profits", "trailing", "breakeven")
+HIDDEN_PRICE = {"required": False, "max_digits": 20, "decimal_places": 10, "widget": DecimalInput}
 
 
 @admin.register(Instrument)
@@ -99,16 +104,17 @@ class OptionalJSONField(forms.JSONField):
 class SignalForm(forms.ModelForm):
     """Signal fields plus the hidden levels, which go through the same validation as the API."""
 
-    sl = forms.DecimalField(required=False, max_digits=20, decimal_places=10, label="Stop-loss (hidden)")
-    tp = forms.DecimalField(required=False, max_digits=20, decimal_places=10, label="Take-profit (hidden)")
-    max_holding_minutes = forms.IntegerField(required=False, min_value=1)
-    strategy = forms.CharField(required=False, max_length=500)
-    reason = forms.CharField(required=False, max_length=500, widget=forms.Textarea(attrs={"rows": 2}))
+    # Unfold's widgets: the form's own fields look like the model's (which unfold styles itself).
+    sl = forms.DecimalField(label="Stop-loss (hidden)", **HIDDEN_PRICE)
+    tp = forms.DecimalField(label="Take-profit (hidden)", **HIDDEN_PRICE)
+    max_holding_minutes = forms.IntegerField(required=False, min_value=1, widget=IntegerInput)
+    strategy = forms.CharField(required=False, max_length=500, widget=TextInput)
+    reason = forms.CharField(required=False, max_length=500, widget=Textarea(attrs={"rows": 2}))
     advanced = OptionalJSONField(
         required=False,
         label="Trade management (hidden)",
         help_text='JSON with any of "partial_take_profits", "trailing", "breakeven".',
-        widget=forms.Textarea(attrs={"rows": 4}),
+        widget=Textarea(attrs={"rows": 4}),
     )
 
     class Meta:
