@@ -82,6 +82,7 @@ def test_the_login_page_is_accessible(browser, live_server, axe_source, db):
     wait_for(browser, By.ID, "id_username")
 
     violations = _violations(browser, axe_source)
+    screenshot(browser, "a11y-login.png")
 
     assert violations == [], _report("login", violations)
 
@@ -99,6 +100,7 @@ def test_the_main_console_pages_are_accessible(owner_session, live_server, axe_s
         "device page": (f"/admin/ea_gateway/device/{device.pk}/change/", "rotate-secret"),
         "guards page": ("/admin/guards/", "client-guards"),
         "test breach": (f"/admin/positions/openposition/signal/{signal.pk}/test-breach/", "test-breach-form"),
+        "close confirmation": (f"/admin/positions/openposition/{desk.positions[-1].pk}/close/", "close-form"),
     }
     failures = []
     for page, (path, element) in pages.items():

@@ -113,3 +113,16 @@ def test_the_relaid_lists_show_no_hidden_level_without_the_permission(client, st
         assert "Northwind" in page or "XAUUSD" in page or "signal." in page  # the page has its rows
         for level in levels:
             assert level not in page
+
+
+def test_our_own_pages_get_the_plain_html_look_and_unfolds_pages_keep_theirs(owner_browser):
+    def body_class(path: str) -> str:
+        page = owner_browser.get(path).content.decode()
+        assert '<link href="/static/console/console.css" rel="stylesheet">' in page
+        (classes,) = re.findall(r'<body class="([^"]*)"', page)
+        return classes
+
+    for ours in ("/admin/monitor/", "/admin/guards/"):
+        assert "console-page" in body_class(ours).split(), ours
+    for unfolds in ("/admin/", "/admin/positions/openposition/", "/admin/signals_app/signal/add/"):
+        assert "console-page" not in body_class(unfolds).split(), unfolds
