@@ -16,7 +16,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.console.browser import screenshot, wait_for
+from tests.console.browser import no_sideways_scroll, screenshot, wait_for
 from tests.console.helpers import a_busy_desk
 from tests.helpers import REPO_ROOT
 
@@ -135,3 +135,40 @@ def test_the_dashboard_refreshes_itself_until_the_reader_pauses_it(owner_session
     time.sleep(4)
     assert browser.execute_script("return window.loadedBefore") is True
     assert browser.find_element(By.ID, "auto-refresh").get_attribute("data-state") == "paused"
+
+
+@pytest.mark.urls("tests.console.plain_page_urls")
+def test_a_new_page_in_plain_html_fits_the_theme(owner_session, live_server, axe_source):
+    """How other console pages are written (README, The owner console): this one shows the
+    theme gives their plain HTML its look, and an accessible one."""
+    browser = owner_session
+    browser.get(f"{live_server.url}/admin/plain/")
+    wait_for(browser, By.ID, "plain-table")
+
+    style = browser.execute_script(
+        """
+        const css = (selector, property) => getComputedStyle(document.querySelector(selector))[property];
+        return {
+          body: document.body.className,
+          title: document.querySelector('#header-inner h1').textContent.trim(),
+          module_border: css('#plain-module', 'borderTopWidth'),
+          heading_weight: css('#plain-module h2', 'fontWeight'),
+          cell_padding: css('#plain-table td', 'paddingTop'),
+          row_line: css('#plain-table td', 'borderBottomWidth'),
+          link_line: css('#content-main p a', 'textDecorationLine'),
+          tool: document.getElementById('plain-tool').closest('#header-inner') !== null,
+        };
+        """
+    )
+    assert "console-page" in style["body"].split()
+    assert style["title"] == "A plain page"
+    assert style["module_border"] == "1px"
+    assert style["heading_weight"] == "600"
+    assert style["cell_padding"] != "0px"
+    assert style["row_line"] == "1px"
+    assert style["link_line"] == "underline"
+    assert style["tool"]  # nav-global: in the header's action bar
+    assert no_sideways_scroll(browser)
+    screenshot(browser, "console-plain-page.png")
+    violations = _violations(browser, axe_source)
+    assert violations == [], _report("plain page", violations)
