@@ -13,7 +13,9 @@ from urllib.parse import urlsplit
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
+from positions.models import OpenPosition
 from tests.console.browser import no_sideways_scroll, screenshot, wait_for
 from tests.console.helpers import CLIENT_NAMES, a_busy_desk
 
@@ -118,3 +120,29 @@ def test_the_console_loads_nothing_from_another_origin(owner_session, live_serve
             and (urlsplit(url).scheme, urlsplit(url).netloc) != (origin.scheme, origin.netloc)
         ]
         assert foreign == [], f"{path} loads from another origin: {foreign}"
+
+
+def test_our_list_filters_work_in_the_themes_filter_panel(owner_session, live_server, busy_desk):
+    # given
+    browser = owner_session
+    client = busy_desk.positions[0].client
+    browser.get(f"{live_server.url}/admin/positions/openposition/?state=all")
+    wait_for(browser, By.ID, "result_list")
+
+    # when: the panel opens, and the client filter (an id typed in) is used
+    browser.find_element(By.XPATH, "//a[starts-with(normalize-space(), 'Filters')]").click()
+    client_id = browser.find_element(By.CSS_SELECTOR, '#changelist-filter input[name="client"]')
+    WebDriverWait(browser, 5).until(lambda driver: client_id.is_displayed())
+    assert browser.find_element(By.CSS_SELECTOR, 'input[type="date"][name="opened_at_from"]').is_displayed()
+    screenshot(browser, "console-positions-filters.png")
+    client_id.send_keys(str(client.pk))
+    client_id.submit()
+    WebDriverWait(browser, 10).until(lambda driver: f"client={client.pk}" in driver.current_url)
+    wait_for(browser, By.ID, "result_list")
+
+    # then
+    assert f"client={client.pk}" in browser.current_url
+    assert "state=all" in browser.current_url  # the other filters are kept
+    rows = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
+    assert len(rows) == OpenPosition.objects.filter(client=client).count() == 3
+    assert all(client.name in row.text for row in rows)
