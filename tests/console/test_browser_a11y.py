@@ -113,6 +113,14 @@ def test_the_main_console_pages_are_accessible(owner_session, live_server, axe_s
         # then
         if violations:
             failures.append(_report(page, violations))
+
+    # and the page a rotated secret is shown on once (no screenshot: it holds the secret)
+    owner_session.get(f"{live_server.url}/admin/ea_gateway/device/{device.pk}/change/")
+    wait_for(owner_session, By.ID, "rotate-secret").click()
+    wait_for(owner_session, By.ID, "device-secret")
+    violations = _violations(owner_session, axe_source)
+    if violations:
+        failures.append(_report("device secret", violations))
     assert failures == [], "\n\n".join(failures)
 
 
