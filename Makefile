@@ -28,8 +28,13 @@ test: venv browser-deps
 
 # The console's browser tests drive Debian's chromium through chromedriver. Installed
 # here only when missing and we can (root with apt-get); otherwise nothing happens and
-# those tests skip, saying why.
+# those tests skip, saying why. Their accessibility check runs axe-core, pinned in
+# tests/a11y/package-lock.json: installed with npm when npm is there (else that test skips).
 browser-deps:
+	@if command -v npm >/dev/null 2>&1 && [ ! -f tests/a11y/node_modules/axe-core/axe.min.js ]; then \
+		npm ci --prefix tests/a11y --no-audit --no-fund --loglevel=error || \
+		echo "could not install axe-core: the accessibility test will skip" >&2; \
+	fi
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then exit 0; fi; \
 	echo "installing Debian's chromium and chromium-driver for the browser tests"; \

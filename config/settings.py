@@ -53,6 +53,11 @@ if IS_PRODUCTION:
         raise ImproperlyConfigured("refusing to start in production: " + "; ".join(_problems))
 
 INSTALLED_APPS = [
+    # The console's theme (config/settings_console.py): before django.contrib.admin, whose
+    # templates it replaces; its filters and import-export forms in the same look.
+    "unfold",
+    "unfold.contrib.filters",
+    "unfold.contrib.import_export",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -185,6 +190,7 @@ STORAGES = {
     },
 }
 WHITENOISE_USE_FINDERS = not IS_PRODUCTION
+STATICFILES_DIRS = [BASE_DIR / "static"]  # the console's own stylesheet (static/console/)
 
 # Request bodies: EAs and the feed send small JSON; anything big is refused
 # before a view sees it.
@@ -312,8 +318,10 @@ HEALTH_BEAT_MAX_AGE_SECONDS = env.int(
     "HEALTH_BEAT_MAX_AGE_SECONDS", 4 * BEAT_HEARTBEAT_INTERVAL_SECONDS, minimum=1
 )
 
-# --- The clients' risk guards and the notifications: their own modules -------------
+# --- The staff's login, the console's theme (django-unfold), the clients' risk guards and
+# the notifications: their own modules ---------------------------------------------------
 from config.settings_auth import *  # noqa: E402, F403
+from config.settings_console import *  # noqa: E402, F403
 from config.settings_guards import *  # noqa: E402, F403
 from config.settings_notify import *  # noqa: E402, F403
 

@@ -11,10 +11,9 @@ from monitoring.views import healthz, monitor_dashboard
 from staff_auth.admin_site import require_two_factor
 from staff_auth.views import two_factor_enroll, two_factor_verify
 
-admin.site.site_header = "Veilstop owner console"
-admin.site.site_title = "Veilstop"
+# The site's header, title and "view site" link (the monitor dashboard): UNFOLD in
+# config/settings_console.py, which the theme's admin site reads.
 admin.site.index_title = "Signals, positions and devices"
-admin.site.site_url = "/admin/monitor/"  # "View site": the monitor dashboard
 # STAFF_TWO_FACTOR on: every admin view wants a session that passed the code step.
 require_two_factor(admin.site)
 

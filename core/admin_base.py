@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from unfold.admin import ModelAdmin
 
 from core.paginator import EstimatedCountPaginator
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ModelAdmin):
     """A table the owner reads but never edits through a form: its state changes go
     through services (closes, acks, audit writes), and it may grow large."""
 

@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 from import_export.admin import ExportMixin
 from import_export.formats.base_formats import CSV, XLSX
-from import_export.forms import ExportForm
+from unfold.contrib.import_export.forms import ExportForm
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

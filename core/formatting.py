@@ -60,3 +60,11 @@ def age(seconds: float) -> str:
     if seconds < 48 * 3600:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.0f} days"
+
+
+def list_timestamp(value: datetime | None) -> str:
+    """A moment in a console list whose column header names the zone (settings.TIME_ZONE,
+    UTC), left out of each row so the row stays narrow: ``2026-11-30 07:08:09``."""
+    if value is None:
+        return NONE
+    return formats.date_format(timezone.localtime(value), "Y-m-d H:i:s")

@@ -11,6 +11,8 @@ from django.urls import path, reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 from redis.exceptions import RedisError
+from unfold.admin import ModelAdmin
+from unfold.decorators import display
 
 from core.errors import DomainError
 from ea_gateway.admin_once import (
@@ -29,6 +31,7 @@ from ea_gateway.services import device_create, device_revoke, device_rotate_secr
 from positions.handover import positions_left_on
 from signals_app.events import Actor
 
+DEVICE_COLOURS = {"active": "success", "inactive": "warning", "revoked": "danger"}
 UNREACHABLE = "The key store (Redis) is unreachable: try again shortly."
 
 
@@ -48,8 +51,8 @@ class DeviceCreateForm(forms.ModelForm):
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
-    list_display = ["name", "role", "client", "key_id", "active", "last_seen_at", "revoked_at"]
+class DeviceAdmin(ModelAdmin):
+    list_display = ["name", "role", "client", "key_id", "state", "last_seen_at"]
     list_filter = ["role", "active"]
     list_select_related = ["client"]
     search_fields = ["name", "key_id", "client__name"]
@@ -67,6 +70,12 @@ class DeviceAdmin(admin.ModelAdmin):
         "last_account",
     ]
     change_form_template = "admin/ea_gateway/device/change_form.html"
+
+    @display(description="state", ordering="active", label=DEVICE_COLOURS)
+    def state(self, device: Device) -> str:
+        if device.revoked_at is not None:
+            return "revoked"
+        return "active" if device.active else "inactive"
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:

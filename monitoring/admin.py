@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.utils.text import Truncator
+from unfold.decorators import display
 
 from core.admin_base import ReadOnlyAdmin
+from core.badges import badge
 from monitoring.models import Heartbeat
+from signals_app.admin_badges import OUTBOX_COLOURS, OUTBOX_WORDS, TEMPLATE_WORDS
 from signals_app.models import OutboxMessage
 
 
@@ -32,18 +36,9 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
     """Every notification, as its recipient receives it, and what became of it. Written with
     its event (signals_app.notify), sent by monitoring.notifications; nothing is edited here."""
 
-    list_display = [
-        "created_at",
-        "channel",
-        "recipient",
-        "client",
-        "template",
-        "status",
-        "attempts",
-        "next_attempt_at",
-        "sent_at",
-        "last_error",
-    ]
+    # Fits 1366 px: the message's kind and status as badges, the error's start; the whole
+    # message, its client and its schedule on its page.
+    list_display = ["created_at", "channel", "recipient", "kind", "state", "attempts", "sent_at", "error"]
     list_filter = ["status", "channel", "template", AudienceFilter]
     list_select_related = ["client"]
     search_fields = ["recipient", "dedupe_key"]
@@ -64,3 +59,15 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
         "dedupe_key",
     ]
     readonly_fields = fields
+
+    @display(description="message", ordering="template", label=True)
+    def kind(self, message: OutboxMessage) -> str:
+        return TEMPLATE_WORDS.get(message.template, message.template)
+
+    @display(description="status", ordering="status", label=OUTBOX_COLOURS)
+    def state(self, message: OutboxMessage) -> tuple[str, str]:
+        return badge(message.status, OUTBOX_WORDS)
+
+    @admin.display(description="last error")
+    def error(self, message: OutboxMessage) -> str:
+        return Truncator(message.last_error).chars(60) if message.last_error else "—"

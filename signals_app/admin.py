@@ -6,10 +6,18 @@ from django.contrib import admin, messages
 from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+from unfold.admin import ModelAdmin
+from unfold.decorators import display
+from unfold.widgets import UnfoldAdminDecimalFieldWidget as DecimalInput
+from unfold.widgets import UnfoldAdminIntegerFieldWidget as IntegerInput
+from unfold.widgets import UnfoldAdminTextareaWidget as Textarea
+from unfold.widgets import UnfoldAdminTextInputWidget as TextInput
 
 from core import formatting
 from core.admin_base import ReadOnlyAdmin
+from core.badges import badge
 from core.errors import DomainError
+from signals_app.admin_badges import APPROVAL_COLOURS, APPROVAL_WORDS, DECIDED_BY_WORDS, SIGNAL_COLOURS
 from signals_app.choices import DecidedBy
 from signals_app.events import Actor
 from signals_app.guard_settings import guard_settings_save
@@ -26,10 +34,11 @@ from signals_app.telegram import telegram_link_code_create
 
 LEVEL_FIELDS = ["sl", "tp", "max_holding_minutes", "strategy", "reason", "advanced"]
 ADVANCED_KEYS = ("partial_take_profits", "trailing", "breakeven")
+HIDDEN_PRICE = {"required": False, "max_digits": 20, "decimal_places": 10, "widget": DecimalInput}
 
 
 @admin.register(Instrument)
-class InstrumentAdmin(admin.ModelAdmin):
+class InstrumentAdmin(ModelAdmin):
     list_display = [
         "symbol",
         "description",
@@ -49,7 +58,7 @@ class InstrumentAdmin(admin.ModelAdmin):
 
 
 @admin.register(Client)
-class ClientAdmin(admin.ModelAdmin):
+class ClientAdmin(ModelAdmin):
     list_display = [
         "name",
         "active",
@@ -95,16 +104,17 @@ class OptionalJSONField(forms.JSONField):
 class SignalForm(forms.ModelForm):
     """Signal fields plus the hidden levels, which go through the same validation as the API."""
 
-    sl = forms.DecimalField(required=False, max_digits=20, decimal_places=10, label="Stop-loss (hidden)")
-    tp = forms.DecimalField(required=False, max_digits=20, decimal_places=10, label="Take-profit (hidden)")
-    max_holding_minutes = forms.IntegerField(required=False, min_value=1)
-    strategy = forms.CharField(required=False, max_length=500)
-    reason = forms.CharField(required=False, max_length=500, widget=forms.Textarea(attrs={"rows": 2}))
+    # Unfold's widgets: the form's own fields look like the model's (which unfold styles itself).
+    sl = forms.DecimalField(label="Stop-loss (hidden)", **HIDDEN_PRICE)
+    tp = forms.DecimalField(label="Take-profit (hidden)", **HIDDEN_PRICE)
+    max_holding_minutes = forms.IntegerField(required=False, min_value=1, widget=IntegerInput)
+    strategy = forms.CharField(required=False, max_length=500, widget=TextInput)
+    reason = forms.CharField(required=False, max_length=500, widget=Textarea(attrs={"rows": 2}))
     advanced = OptionalJSONField(
         required=False,
         label="Trade management (hidden)",
         help_text='JSON with any of "partial_take_profits", "trailing", "breakeven".',
-        widget=forms.Textarea(attrs={"rows": 4}),
+        widget=Textarea(attrs={"rows": 4}),
     )
 
     class Meta:
@@ -162,14 +172,14 @@ class SignalForm(forms.ModelForm):
 
 
 @admin.register(Signal)
-class SignalAdmin(admin.ModelAdmin):
+class SignalAdmin(ModelAdmin):
     form = SignalForm
     list_display = [
         "id",
         "instrument",
         "side",
         "entry",
-        "status",
+        "state",
         "ttl_minutes",
         "approvals",
         "created_at",
@@ -211,6 +221,10 @@ class SignalAdmin(admin.ModelAdmin):
                 return super().get_queryset(request, exclude_parameters).defer("owner_only")
 
         return WithoutLevels
+
+    @display(description="status", ordering="status", label=SIGNAL_COLOURS)
+    def state(self, signal: Signal) -> tuple[str, str]:
+        return badge(signal.status, {})
 
     @admin.display(description="approvals", ordering="approval_count")
     def approvals(self, signal: Signal) -> int:
@@ -282,12 +296,24 @@ class SignalAdmin(admin.ModelAdmin):
 class ApprovalAdmin(ReadOnlyAdmin):
     """Approvals come from publishing; decisions go through the actions, which audit them."""
 
-    list_display = ["id", "signal", "client", "volume", "status", "decided_by", "expires_at", "created_at"]
+    list_display = ["id", "of_signal", "client", "volume", "state", "decided", "expires_at", "created_at"]
     list_filter = ["status", "decided_by", "signal__instrument"]
     list_select_related = ["signal__instrument", "client"]
     raw_id_fields = ["signal", "client", "decided_by_user"]
     search_fields = ["=id", "=signal__id", "client__name"]
     actions = ["approve_on_behalf", "decline_on_behalf"]
+
+    @admin.display(description="signal", ordering="signal_id")
+    def of_signal(self, approval: Approval) -> str:
+        return f"#{approval.signal_id} {approval.signal.instrument.symbol} {approval.signal.side}"
+
+    @display(description="status", ordering="status", label=APPROVAL_COLOURS)
+    def state(self, approval: Approval) -> tuple[str, str]:
+        return badge(approval.status, APPROVAL_WORDS)
+
+    @admin.display(description="decided by", ordering="decided_by")
+    def decided(self, approval: Approval) -> str:
+        return DECIDED_BY_WORDS.get(approval.decided_by, approval.decided_by or "—")
 
     def _decide(self, request, queryset, approve: bool) -> None:
         by = Actor.user(request.user)

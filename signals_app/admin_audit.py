@@ -8,6 +8,7 @@ import json
 
 from django.contrib import admin
 from import_export import resources
+from unfold.decorators import display
 
 from core.admin_base import ReadOnlyAdmin
 from core.exports import BoundedExportMixin, date_range_filter
@@ -31,11 +32,15 @@ class AuditEventResource(resources.ModelResource):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(BoundedExportMixin, ReadOnlyAdmin):
-    list_display = ["occurred_at", "action", "subject_type", "subject_id", "actor_kind", "actor"]
+    list_display = ["occurred_at", "action", "subject_type", "subject_id", "by_kind", "actor"]
     list_filter = [date_range_filter("occurred_at", "when (UTC)"), "action", "subject_type", "actor_kind"]
     resource_classes = [AuditEventResource]
     search_fields = ["=subject_id", "actor"]
     date_hierarchy = "occurred_at"
+
+    @display(description="actor kind", ordering="actor_kind", label=True)
+    def by_kind(self, event: AuditEvent) -> str:
+        return event.actor_kind
 
     def get_fields(self, request, obj=None):
         fields = ["occurred_at", "action", "subject_type", "subject_id", "actor_kind", "actor", "shown_data"]

@@ -7,23 +7,32 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from unfold.decorators import display
 
 from core.admin_base import ReadOnlyAdmin
+from core.badges import DANGER, SUCCESS
 from core.errors import DomainError
+from positions.choices import GuardState
 from positions.guards.trip import client_guard_rearm
 from positions.models import ClientGuard
 from signals_app.events import Actor
 
+GUARD_COLOURS = {GuardState.ARMED: SUCCESS, GuardState.TRIPPED: DANGER}
+
 
 @admin.register(ClientGuard)
 class ClientGuardAdmin(ReadOnlyAdmin):
-    list_display = ["client", "state", "tripped_at", "tripped_reason", "rearmed_at", "rearmed_by"]
+    fields = ["client", "state", "tripped_at", "tripped_reason", "rearmed_at", "rearmed_by"]
+    readonly_fields = fields
+    list_display = ["client", "guard", "tripped_at", "tripped_reason", "rearmed_at", "rearmed_by"]
     list_filter = ["state"]
     list_select_related = ["client"]
     search_fields = ["client__name"]
-    fields = list_display
-    readonly_fields = fields
     actions = ["rearm"]
+
+    @display(description="state", ordering="state", label=GUARD_COLOURS)
+    def guard(self, guard: ClientGuard) -> str:
+        return guard.state
 
     def has_rearm_permission(self, request) -> bool:
         return request.user.has_perm("positions.rearm_clientguard")

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from unfold.decorators import display
 
 from core import formatting
 from core.admin_base import ReadOnlyAdmin
+from core.badges import badge
 from core.exports import BoundedExportMixin, date_range_filter
+from positions.admin.badges import (
+    ALERT_COLOURS,
+    ALERT_KIND_WORDS,
+    COMMAND_COLOURS,
+    COMMAND_WORDS,
+    POSITION_COLOURS,
+    POSITION_WORDS,
+    REASON_WORDS,
+)
 from positions.admin.exports import CloseCommandResource, PositionResource
 from positions.admin.filters import (
     AcknowledgedFilter,
@@ -33,16 +44,16 @@ class OpenPositionAdmin(BoundedExportMixin, LiveBookMixin, SignalChartMixin, Own
     comes from ``SignalChartMixin``; the live columns and the live book page from
     ``LiveBookMixin`` (owner only)."""
 
+    # Fits 1366 px beside the sidebar: the status as a badge; the whole position on its page.
     list_display = [
         "id",
         "client",
-        "instrument",
-        "side",
+        "trade",
         "entry",
         "lots_open",
-        "broker_ticket",
-        "status",
-        "opened_at",
+        "ticket",
+        "state",
+        "opened",
         "close",
         "pnl",
     ]
@@ -65,9 +76,25 @@ class OpenPositionAdmin(BoundedExportMixin, LiveBookMixin, SignalChartMixin, Own
     # The export's list template with the live book's link among the object tools.
     import_export_change_list_template = "admin/positions/openposition/change_list.html"
 
+    @admin.display(description="trade", ordering="instrument__symbol")
+    def trade(self, position: OpenPosition) -> str:
+        return f"{position.instrument.symbol} {position.side}"
+
+    @display(description="status", ordering="status", label=POSITION_COLOURS)
+    def state(self, position: OpenPosition) -> tuple[str, str]:
+        return badge(position.status, POSITION_WORDS)
+
     @admin.display(description="entry", ordering="entry_price")
     def entry(self, position: OpenPosition) -> str:
         return formatting.price(position.entry_price, position.instrument.digits)
+
+    @admin.display(description="opened (UTC)", ordering="opened_at")
+    def opened(self, position: OpenPosition) -> str:
+        return formatting.list_timestamp(position.opened_at)
+
+    @admin.display(description="ticket", ordering="broker_ticket")
+    def ticket(self, position: OpenPosition) -> str:
+        return position.broker_ticket
 
     @admin.display(description="lots open", ordering="remaining_volume")
     def lots_open(self, position: OpenPosition) -> str:
@@ -84,7 +111,7 @@ class OpenPositionAdmin(BoundedExportMixin, LiveBookMixin, SignalChartMixin, Own
 
 @admin.register(CloseCommand)
 class CloseCommandAdmin(BoundedExportMixin, ReadOnlyAdmin):
-    list_display = ["id", "position", "device", "reason", "status", "attempts", "created_at", "completed_at"]
+    list_display = ["id", "of_position", "client", "why", "state", "attempts", "queued", "completed"]
     list_filter = [
         date_range_filter("created_at", "queued (UTC)"),
         "status",
@@ -99,6 +126,30 @@ class CloseCommandAdmin(BoundedExportMixin, ReadOnlyAdmin):
 
     date_hierarchy = "created_at"
 
+    @admin.display(description="queued (UTC)", ordering="created_at")
+    def queued(self, command: CloseCommand) -> str:
+        return formatting.list_timestamp(command.created_at)
+
+    @admin.display(description="completed (UTC)", ordering="completed_at")
+    def completed(self, command: CloseCommand) -> str:
+        return formatting.list_timestamp(command.completed_at)
+
+    @admin.display(description="position", ordering="position_id")
+    def of_position(self, command: CloseCommand) -> str:
+        return f"#{command.position_id} {command.position.instrument.symbol}"
+
+    @admin.display(description="client", ordering="position__client__name")
+    def client(self, command: CloseCommand) -> str:
+        return command.position.client.name
+
+    @display(description="reason", ordering="reason", label=True)
+    def why(self, command: CloseCommand) -> str:
+        return REASON_WORDS.get(command.reason, command.reason)
+
+    @display(description="status", ordering="status", label=COMMAND_COLOURS)
+    def state(self, command: CloseCommand) -> tuple[str, str]:
+        return badge(command.status, COMMAND_WORDS)
+
     def get_fields(self, request, obj=None):
         fields = super().get_fields(request, obj)
         if user_sees_hidden_levels(request.user):
@@ -111,7 +162,7 @@ class CloseCommandAdmin(BoundedExportMixin, ReadOnlyAdmin):
 class AlertAdmin(ReadOnlyAdmin):
     """Raised by the scanner and the sweeps; acknowledging is the action, which audits it."""
 
-    list_display = ["kind", "message", "occurrences", "last_seen_at", "acknowledged", "acknowledged_by"]
+    list_display = ["what", "message", "occurrences", "last_seen_at", "state", "acknowledged_by"]
     list_filter = ["kind", AcknowledgedFilter]
     search_fields = ["message", "dedupe_key"]
     fields = [
@@ -130,9 +181,13 @@ class AlertAdmin(ReadOnlyAdmin):
     readonly_fields = fields
     actions = ["acknowledge"]
 
-    @admin.display(description="acknowledged", boolean=True, ordering="acknowledged_at")
-    def acknowledged(self, alert: Alert) -> bool:
-        return alert.acknowledged_at is not None
+    @display(description="kind", ordering="kind", label=True)
+    def what(self, alert: Alert) -> str:
+        return ALERT_KIND_WORDS.get(alert.kind, alert.kind.replace("_", " "))
+
+    @display(description="state", ordering="acknowledged_at", label=ALERT_COLOURS)
+    def state(self, alert: Alert) -> str:
+        return "open" if alert.acknowledged_at is None else "acknowledged"
 
     @admin.action(description="Acknowledge selected alerts", permissions=["view"])
     def acknowledge(self, request, queryset: QuerySet) -> None:

@@ -87,8 +87,8 @@ def test_the_owner_reads_the_dashboard(owner_session, live_server, redis_client)
     assert browser.find_element(By.CSS_SELECTOR, "#figure-open_alerts .value").text == "1"
     closing = browser.find_element(By.CSS_SELECTOR, "#figure-closing_positions .value").text
     assert closing == "0 closing · 1 close failed"
-    refresh = browser.find_element(By.CSS_SELECTOR, 'meta[http-equiv="refresh"]')
-    assert refresh.get_attribute("content") == "10"
+    refresh = browser.find_element(By.ID, "auto-refresh")  # reloads itself, unless paused
+    assert refresh.get_attribute("data-seconds") == "10"
     for chart in ("chart-activity", "chart-sweeps"):
         drawn = browser.find_element(By.CSS_SELECTOR, f"#{chart} svg.chart")
         assert drawn.size["width"] > 300

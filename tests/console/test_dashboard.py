@@ -134,7 +134,8 @@ def test_every_figure_from_real_data(owner_browser, redis_client):
     assert figures["stale_quotes"].value == "0"
     assert figures["open_alerts"].value == "1"
     page = response.content.decode()
-    assert '<meta http-equiv="refresh" content="10">' in page
+    assert 'id="auto-refresh" data-seconds="10"' in page  # reloads itself, unless paused
+    assert "http-equiv" not in page  # never a reload the reader cannot stop (WCAG 2.2.1)
     assert '/admin/positions/alert/?acknowledged=no"' in page
     assert (
         page.count('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 720 210" role="img" class="chart">')
