@@ -18,6 +18,9 @@ admin.site.index_title = "Signals, positions and devices"
 require_two_factor(admin.site)
 
 urlpatterns = [
+    # The EAs' and the feed's paths first: the busiest requests resolve on the first
+    # patterns tried (their paths are literal: nothing below answers them).
+    path("api/v1/", include("ea_gateway.api.urls")),
     # Before admin.site.urls, whose catch-all would otherwise answer. admin_view: staff only,
     # CSRF, never cached, like every console page.
     path("admin/monitor/", admin.site.admin_view(monitor_dashboard), name="monitor-dashboard"),
@@ -32,7 +35,6 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("api/v1/", include("signals_app.api")),
     path("api/v1/", include("signals_app.telegram_webhook")),
-    path("api/v1/", include("ea_gateway.api.urls")),
     # monitoring.api before positions.api: its literal admin/positions/monitor/status is
     # matched before positions' admin/positions/<id:position_id>/... routes.
     path("api/v1/", include("monitoring.api")),

@@ -11,9 +11,9 @@ from django.urls import path, reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 from redis.exceptions import RedisError
-from unfold.admin import ModelAdmin
 from unfold.decorators import display
 
+from core.admin_base import ConsoleAdmin
 from core.errors import DomainError
 from ea_gateway.admin_once import (
     SECRET_SHOWN_SECONDS,
@@ -51,7 +51,7 @@ class DeviceCreateForm(forms.ModelForm):
 
 
 @admin.register(Device)
-class DeviceAdmin(ModelAdmin):
+class DeviceAdmin(ConsoleAdmin):
     list_display = ["name", "role", "client", "key_id", "state", "last_seen_at"]
     list_filter = ["role", "active"]
     list_select_related = ["client"]

@@ -111,7 +111,12 @@ def device_api_paths() -> frozenset[str]:
 
 
 def is_device_api(request) -> bool:
-    return request.path_info in device_api_paths()
+    """Asked by each browser-only middleware of every request: answered once per request."""
+    try:
+        return request.is_device_api
+    except AttributeError:
+        request.is_device_api = answer = request.path_info in device_api_paths()
+        return answer
 
 
 class _BrowserOnly:

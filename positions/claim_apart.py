@@ -10,7 +10,8 @@ What makes it safe to wait on threads (a wait PostgreSQL cannot see in its deadl
 detector): the calling thread claims nothing itself, so it holds no position lock while
 it waits; each chunk locks its positions in id order, as every claim does, so the
 chunks' lock waits and other claims' follow one order; and a chunk that waits longer
-than CLAIM_LOCK_TIMEOUT_MS for a lock fails (``lock_timeout``) instead of hanging.
+than CLAIM_LOCK_TIMEOUT_MS for a lock fails (``lock_timeout``) instead of hanging: the
+caller then claims the rest itself, in its own transaction (``positions.closes``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from django.db import connection, transaction
 
-CLAIM_LOCK_TIMEOUT_MS = 10_000
+CLAIM_LOCK_TIMEOUT_MS = 2_000
 Result = TypeVar("Result")
 
 
@@ -61,19 +63,35 @@ def chunks_by_key(rows: Sequence[Row], *, parts: int, minimum: int) -> list[list
 
 def run_apart(job: Callable[[list[Row]], Result], chunks: list[list[Row]]) -> list[Result]:
     """``job(chunk)`` for every chunk at once, each committed on its own; the results in
-    the chunks' order, or ``ApartFailed`` once every chunk has ended."""
+    the chunks' order, or ``ApartFailed`` once every chunk has ended. Anything raised in
+    the calling thread while it waits (a task's time limit) goes up at once."""
     pool = _pool(len(chunks))
-    futures = [pool.submit(_in_own_transaction, job, chunk) for chunk in chunks]
+    futures = [pool.submit(_outcome, job, chunk) for chunk in chunks]
     results: list[Result] = []
     failure: BaseException | None = None
     for future in futures:
-        try:
-            results.append(future.result())
-        except Exception as error:
-            failure = failure or error
+        outcome = future.result()
+        if isinstance(outcome, _Failed):
+            failure = failure or outcome.error
+        else:
+            results.append(outcome)
     if failure is not None:
         raise ApartFailed(failure, results)
     return results
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+def _outcome(job: Callable[[list[Row]], Result], chunk: list[Row]) -> Result | _Failed:
+    # A chunk's error travels back as a value: whatever future.result() raises is the
+    # waiting thread's own.
+    try:
+        return _in_own_transaction(job, chunk)
+    except Exception as error:
+        return _Failed(error)
 
 
 def _in_own_transaction(job: Callable[[list[Row]], Result], chunk: list[Row]) -> Result:
@@ -96,6 +114,8 @@ _POOLS: dict[int, tuple[int, ThreadPoolExecutor]] = {}
 def _pool(threads: int) -> ThreadPoolExecutor:
     size, pool = _POOLS.get(os.getpid(), (0, None))
     if pool is None or size < threads:
+        if pool is not None:
+            pool.shutdown(wait=False)  # its threads end once idle
         pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="claim-apart")
         _POOLS[os.getpid()] = (threads, pool)
     return pool

@@ -33,6 +33,7 @@ each partial take-profit at most one executed close.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -88,6 +89,8 @@ class CloseRequest:
     opened_before: datetime | None = None  # only positions opened at or before this
     priority: int = 0  # lower wins when two rows name one position
 
+
+logger = logging.getLogger(__name__)
 
 _CLAIM = """
 WITH wanted(key, reason, trigger_quote, note, fraction, partial_index, opened_before, priority) AS (
@@ -180,10 +183,9 @@ def closes_claim(
     a transaction of its own (``positions.claim_apart``), all ended before this returns.
     Exactly-once is the database's either way (the guarded ``open → closing`` and the
     partial unique indexes). Each chunk commits as it ends, before the caller's
-    transaction: if one fails this raises, the caller rolls back (the scanner: plans not
-    saved, quote paths not trimmed) and its next sweep claims what is still open, while
-    what the committed chunks claimed is closing and is not claimed again. A claim of
-    fewer requests runs in the caller's transaction."""
+    transaction; if one fails (a lock held past ``CLAIM_LOCK_TIMEOUT_MS``, a lost
+    connection), what the others committed stands and the rest is claimed in the caller's
+    transaction, where a claim too small to split runs anyway."""
     if not requests:
         return {}
     requests = sorted(requests, key=lambda request: request.key)
@@ -195,9 +197,14 @@ def closes_claim(
         try:
             queued = [row for rows in run_apart(partial(_claim, claim, by=by), chunks) for row in rows]
         except ApartFailed as failed:
-            # Those that committed stand: their EAs hear of them, then the caller rolls back.
-            wake_devices(device_id for rows in failed.results for _, _, device_id in rows)
-            raise failed.error from failed.error.__cause__  # the database's own error
+            # What the committed chunks claimed stands; the rest is claimed here, in the
+            # caller's transaction, as a claim too small to split would be (the positions
+            # already closing are skipped by the claim's own guards): the sweep ends as if
+            # nothing had failed, or fails whole if this fails too.
+            logger.warning("close claim: a chunk failed (%s); claiming the rest in one statement", failed)
+            queued = [row for rows in failed.results for row in rows]
+            with transaction.atomic():
+                queued += _claim(claim, requests, by=by)
     # After the commit: the devices' waiting EAs hear of their commands at once.
     wake_devices(device_id for _, _, device_id in queued)
     return {position_id: command_id for position_id, command_id, _ in queued}

@@ -156,13 +156,14 @@ def signal_chart(
         status = plan_status(signal=signal)
         plan = status.plan
         events, capped = _stop_events(signal.pk, since, until)
-    except (InvalidToken, HiddenLevelsError, *PLAN_UNWALKABLE):
-        # Candles, fills and closes still tell the story; the page says the levels do not read.
+        # Capped: where the stop stood before the oldest event kept is not known; the line starts there.
+        start = min((event.at for event in events), default=since) if capped else since
+        steps = thin_steps(stop_steps(plan, since=max(start, since), events=events), timeframe)
+        ended_at = _plan_ended_at(signal.pk, status) if status.state.exit_kind else None
+    except (InvalidToken, HiddenLevelsError, KeyError, TypeError, ArithmeticError, *PLAN_UNWALKABLE):
+        # Candles, fills and closes still tell the story; the page says the levels (or the
+        # stop's recorded moves) do not read.
         return replace(chart, levels_unreadable=True)
-    # Capped: where the stop stood before the oldest event kept is not known; the line starts there.
-    start = min((event.at for event in events), default=since) if capped else since
-    steps = thin_steps(stop_steps(plan, since=max(start, since), events=events), timeframe)
-    ended_at = _plan_ended_at(signal.pk, status) if status.state.exit_kind else None
     if ended_at is not None and steps:
         steps = [step for step in steps if step.at <= ended_at]
         steps.append(StopStep(ended_at, None, ""))  # the plan ended: no stop after

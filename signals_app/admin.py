@@ -6,7 +6,6 @@ from django.contrib import admin, messages
 from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.urls import reverse
-from unfold.admin import ModelAdmin
 from unfold.decorators import display
 from unfold.widgets import UnfoldAdminDecimalFieldWidget as DecimalInput
 from unfold.widgets import UnfoldAdminIntegerFieldWidget as IntegerInput
@@ -14,7 +13,7 @@ from unfold.widgets import UnfoldAdminTextareaWidget as Textarea
 from unfold.widgets import UnfoldAdminTextInputWidget as TextInput
 
 from core import formatting
-from core.admin_base import ReadOnlyAdmin
+from core.admin_base import ConsoleAdmin, ReadOnlyAdmin
 from core.badges import badge
 from core.errors import DomainError
 from signals_app.admin_badges import APPROVAL_COLOURS, APPROVAL_WORDS, DECIDED_BY_WORDS, SIGNAL_COLOURS
@@ -38,7 +37,7 @@ HIDDEN_PRICE = {"required": False, "max_digits": 20, "decimal_places": 10, "widg
 
 
 @admin.register(Instrument)
-class InstrumentAdmin(ModelAdmin):
+class InstrumentAdmin(ConsoleAdmin):
     list_display = [
         "symbol",
         "description",
@@ -58,7 +57,7 @@ class InstrumentAdmin(ModelAdmin):
 
 
 @admin.register(Client)
-class ClientAdmin(ModelAdmin):
+class ClientAdmin(ConsoleAdmin):
     list_display = [
         "name",
         "active",
@@ -172,7 +171,7 @@ class SignalForm(forms.ModelForm):
 
 
 @admin.register(Signal)
-class SignalAdmin(ModelAdmin):
+class SignalAdmin(ConsoleAdmin):
     form = SignalForm
     list_display = [
         "id",

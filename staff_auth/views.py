@@ -20,6 +20,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
 
 from signals_app.choices import AuditAction
 from staff_auth.events import auth_audit
@@ -118,6 +119,7 @@ def _posted(request, form: CodeForm, device, next_url: str, *, enrolling: bool):
     return HttpResponseRedirect(next_url) if check.accepted else None
 
 
+@sensitive_post_parameters("otp_token")
 @never_cache
 def two_factor_verify(request):
     user, elsewhere = _start(request)
@@ -135,6 +137,7 @@ def two_factor_verify(request):
     return _page(request, "staff_auth/two_factor_verify.html", form, next_url, title="Two-factor login")
 
 
+@sensitive_post_parameters("otp_token")
 @never_cache
 def two_factor_enroll(request):
     user, elsewhere = _start(request)

@@ -24,7 +24,7 @@ from positions.models import CloseCommand, OpenPosition
 from signals_app.events import Actor
 from tests.ea_helpers import signed_headers
 from tests.factories import make_signal, open_book
-from tests.helpers import start_process, stop_process, wait_for
+from tests.helpers import current_database_url, start_process, stop_process, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -60,13 +60,23 @@ def _threads(pid: int) -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
 
 
-def _connections_to_this_database() -> int:
+SERVER_NAME = "longpoll-gunicorn"  # the server's connections, as pg_stat_activity names them
+
+
+def _connections_of_the_server() -> int:
+    """The gunicorn server's database connections (its application_name): not those other
+    tests of this process may still hold."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " WHERE datname = current_database() AND application_name = %s",
+            [SERVER_NAME],
         )
         return cursor.fetchone()[0]
+
+
+def _named(url: str, name: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}application_name={name}"
 
 
 @pytest.fixture
@@ -78,6 +88,7 @@ def server(tmp_path, unused_tcp_port, redis_client):
         WEB_CONCURRENCY="1",
         WEB_REQUEST_SLOTS=str(SLOTS),
         DEBUG="false",
+        DATABASE_URL=_named(current_database_url(), SERVER_NAME),
     )
 
     def answers() -> bool:
@@ -119,7 +130,7 @@ def test_one_gevent_worker_holds_200_waiting_eas_and_still_serves(server):
 
     # then: a few threads and at most a slot's worth of database connections hold them
     assert _threads(worker_pid) < 10
-    assert _connections_to_this_database() <= SLOTS
+    assert _connections_of_the_server() <= SLOTS
 
     # and another EA's plain request is answered at once
     for _ in range(5):
@@ -149,6 +160,8 @@ def test_one_gevent_worker_holds_200_waiting_eas_and_still_serves(server):
     status, body, _ = _request(port, hung_up.device.key_id, CLOSES)
     assert [command["position_id"] for command in body["commands"]] == [hung_up.pk]
     assert Decimal(body["commands"][0]["volume"]) == hung_up.volume
+    # the leases went through the server's own connections (counted above by their name)
+    assert 1 <= _connections_of_the_server() <= SLOTS
 
     # when: the server is stopped (a restart, a deploy)
     os.kill(master_pid, signal.SIGTERM)
