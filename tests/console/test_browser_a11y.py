@@ -1,7 +1,8 @@
 """Accessibility of the console's main pages, checked by axe-core in a real Chromium: no
 violation of impact "serious" or "critical" (missing labels, text below WCAG AA contrast,
 unnamed buttons and links, ...) on the login page, the index, the monitor dashboard, the
-positions list, a signal's and a device's page, the guards page and test-breach.
+positions list (all, and the live one with the owner's live columns), the live book, a
+signal's chart, a signal's and a device's page, the guards page and test-breach.
 
 axe-core is pinned in tests/a11y/package.json (its package-lock.json committed) and
 installed by ``make browser-deps`` (``npm ci --prefix tests/a11y``); without it, as
@@ -96,6 +97,9 @@ def test_the_main_console_pages_are_accessible(owner_session, live_server, axe_s
         "admin index": ("/admin/", "monitor-dashboard-link"),
         "monitor dashboard": ("/admin/monitor/", "figure-monitor"),
         "positions list": ("/admin/positions/openposition/?state=all", "result_list"),
+        "live positions list": ("/admin/positions/openposition/", "result_list"),
+        "live book": ("/admin/positions/openposition/live/", "live-signals"),
+        "signal chart": (f"/admin/positions/openposition/signal/{signal.pk}/chart/", "chart-levels"),
         "signal page": (f"/admin/signals_app/signal/{signal.pk}/change/", "test-breach"),
         "device page": (f"/admin/ea_gateway/device/{device.pk}/change/", "rotate-secret"),
         "guards page": ("/admin/guards/", "client-guards"),
