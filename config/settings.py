@@ -117,6 +117,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "staff_auth.context_processors.lockout_frame",  # axes' lockout page in unfold's look
             ],
         },
     },

@@ -64,10 +64,9 @@ def _page(request, template: str, form: CodeForm, next_url: str, **context):
         request,
         template,
         {
+            **admin.site.each_context(request),  # unfold's colours and console.css
             "form": form,
             "next": next_url,
-            "site_header": admin.site.site_header,
-            "site_title": admin.site.site_title,
             "title": context.pop("title"),
             **context,
         },

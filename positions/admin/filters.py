@@ -114,6 +114,14 @@ class StateFilter(admin.SimpleListFilter):
                 "display": title,
             }
 
+    @classmethod
+    def lists_live_only(cls, request) -> bool:
+        """The list shows live positions only: the default state, or a live status picked."""
+        if cls.parameter_name in request.GET:
+            return False
+        status = request.GET.get("status__exact")
+        return status is None or status in LIVE_STATUSES
+
     def queryset(self, request, queryset: QuerySet) -> QuerySet:
         value = self.value()
         if value not in (None, "closed", "all"):

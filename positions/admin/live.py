@@ -6,6 +6,9 @@ which refreshes itself every ``REFRESH_SECONDS``.
 Owner only. A distance to a level reveals the level, so the columns and the page are
 for users with ``signals_app.view_hidden_levels``; the prices and the P&L go with them.
 Anyone else sees the table as it was (``get_list_display``) and gets 403 on the page.
+The columns show when the table lists live positions only (its default state): there
+they take the place of the ticket, close price and realized P&L, so the row still fits
+1366 px; the closed and all views keep those and have no live column.
 Exports never carry these columns: they are a moment's view, not a record.
 """
 
@@ -23,6 +26,7 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_safe
 
 from core import formatting
+from positions.admin.filters import StateFilter
 from positions.live import (
     ClientLive,
     PositionLive,
@@ -42,7 +46,11 @@ CLIENTS_PERMISSION = "positions.view_clientguard"
 REFRESH_SECONDS = 5
 # The page lists at most this many signals (the most recent first); the table has the rest.
 SIGNALS_SHOWN = 200
-LIVE_COLUMNS = ("live_quote", "live_pnl", "live_stop", "live_targets")
+# Bid over ask, the floating P&L, the stop over the targets: narrow, stacked columns.
+LIVE_COLUMNS = ("live_quote", "live_pnl", "live_levels")
+# What the table shows of a closed position, left out where the live columns show (the
+# broker's ticket stays on the position's page and in the search).
+CLOSED_COLUMNS = ("ticket", "close", "pnl")
 _LIVE = "_live"  # where LiveChangeList puts each position's figures
 UNREADABLE = "levels unreadable"
 
@@ -129,8 +137,9 @@ class LiveBookMixin:
 
     def get_list_display(self, request):
         columns = list(super().get_list_display(request))
-        if user_sees_hidden_levels(request.user):
-            columns += LIVE_COLUMNS
+        if user_sees_hidden_levels(request.user) and StateFilter.lists_live_only(request):
+            # Live positions have no close yet: their room goes to the live figures.
+            columns = [column for column in columns if column not in CLOSED_COLUMNS] + list(LIVE_COLUMNS)
         return columns
 
     def get_changelist(self, request, **kwargs):
@@ -152,15 +161,16 @@ class LiveBookMixin:
         live = self._live(position)
         return formatting.NONE if live is None else pnl_text(live.pnl, position.instrument.quote_currency)
 
-    @admin.display(description="To stop")
-    def live_stop(self, position: OpenPosition) -> str:
+    @admin.display(description="To stop / To TP")
+    def live_levels(self, position: OpenPosition) -> str:
         live = self._live(position)
-        return formatting.NONE if live is None else stop_html(live.plan)
-
-    @admin.display(description="To TP")
-    def live_targets(self, position: OpenPosition) -> str:
-        live = self._live(position)
-        return formatting.NONE if live is None else targets_html(live.plan)
+        if live is None:
+            return formatting.NONE
+        return format_html(
+            '<div class="live-stop">{}</div><div class="live-targets">{}</div>',
+            stop_html(live.plan),
+            targets_html(live.plan),
+        )
 
     def live_book_view(self, request) -> TemplateResponse:
         if not request.user.has_perms(LIVE_BOOK_PERMISSIONS):

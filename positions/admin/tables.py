@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.utils.html import format_html
 from unfold.decorators import display
 
 from core import formatting
@@ -47,7 +48,7 @@ class OpenPositionAdmin(BoundedExportMixin, LiveBookMixin, SignalChartMixin, Own
     # Fits 1366 px beside the sidebar: the status as a badge; the whole position on its page.
     list_display = [
         "id",
-        "client",
+        "client_name",
         "trade",
         "entry",
         "lots_open",
@@ -75,6 +76,12 @@ class OpenPositionAdmin(BoundedExportMixin, LiveBookMixin, SignalChartMixin, Own
     change_form_template = "admin/positions/openposition/change_form.html"
     # The export's list template with the live book's link among the object tools.
     import_export_change_list_template = "admin/positions/openposition/change_list.html"
+
+    @admin.display(description="client", ordering="client__name")
+    def client_name(self, position: OpenPosition) -> str:
+        # A long name ends in an ellipsis (console.css), whole in its tooltip.
+        name = position.client.name
+        return format_html('<span class="vs-name" title="{}">{}</span>', name, name)
 
     @admin.display(description="trade", ordering="instrument__symbol")
     def trade(self, position: OpenPosition) -> str:

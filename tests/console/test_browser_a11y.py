@@ -1,7 +1,9 @@
 """Accessibility of the console's main pages, checked by axe-core in a real Chromium: no
 violation of impact "serious" or "critical" (missing labels, text below WCAG AA contrast,
-unnamed buttons and links, ...) on the login page, the index, the monitor dashboard, the
-positions list, a signal's and a device's page, the guards page and test-breach.
+unnamed buttons and links, ...) on the login page, the two-factor code page, the index,
+the monitor dashboard, the positions list (all, and the live one with the owner's live
+columns), the live book, a signal's chart, a signal's and a device's page, the guards
+page and test-breach.
 
 axe-core is pinned in tests/a11y/package.json (its package-lock.json committed) and
 installed by ``make browser-deps`` (``npm ci --prefix tests/a11y``); without it, as
@@ -13,10 +15,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.test import override_settings
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.console.browser import no_sideways_scroll, screenshot, wait_for
+from tests.console.browser import OWNER_PASSWORD, no_sideways_scroll, screenshot, wait_for
 from tests.console.helpers import a_busy_desk
 from tests.helpers import REPO_ROOT
 
@@ -87,6 +91,33 @@ def test_the_login_page_is_accessible(browser, live_server, axe_source, db):
     assert violations == [], _report("login", violations)
 
 
+@override_settings(STAFF_TWO_FACTOR=True)
+def test_the_two_factor_page_is_accessible(browser, live_server, axe_source, redis_client):
+    # given: the password step done, the owner has no authenticator yet
+    get_user_model().objects.create_superuser("owner", "owner@example.com", OWNER_PASSWORD)
+    browser.delete_all_cookies()
+    browser.get(f"{live_server.url}/admin/login/")
+    browser.find_element(By.ID, "id_username").send_keys("owner")
+    browser.find_element(By.ID, "id_password").send_keys(OWNER_PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit], button[type=submit]").click()
+    wait_for(browser, By.ID, "two-factor-qr")
+    failures = []
+    for state in ("enrolment", "wrong code"):
+        if state == "wrong code":
+            browser.find_element(By.ID, "id_otp_token").send_keys("000000")
+            browser.find_element(By.CSS_SELECTOR, "#two-factor-form input[type=submit]").click()
+            wait_for(browser, By.CLASS_NAME, "errornote")
+
+        # when
+        violations = _violations(browser, axe_source)
+
+        # then (no screenshot: the enrolment page holds the secret)
+        assert no_sideways_scroll(browser), state
+        if violations:
+            failures.append(_report(f"two-factor {state}", violations))
+    assert failures == [], "\n\n".join(failures)
+
+
 def test_the_main_console_pages_are_accessible(owner_session, live_server, axe_source, settings):
     # given
     settings.OWNER_ALERT_EMAILS = ["owner@veilstop-example.com"]
@@ -96,6 +127,9 @@ def test_the_main_console_pages_are_accessible(owner_session, live_server, axe_s
         "admin index": ("/admin/", "monitor-dashboard-link"),
         "monitor dashboard": ("/admin/monitor/", "figure-monitor"),
         "positions list": ("/admin/positions/openposition/?state=all", "result_list"),
+        "live positions list": ("/admin/positions/openposition/", "result_list"),
+        "live book": ("/admin/positions/openposition/live/", "live-signals"),
+        "signal chart": (f"/admin/positions/openposition/signal/{signal.pk}/chart/", "chart-levels"),
         "signal page": (f"/admin/signals_app/signal/{signal.pk}/change/", "test-breach"),
         "device page": (f"/admin/ea_gateway/device/{device.pk}/change/", "rotate-secret"),
         "guards page": ("/admin/guards/", "client-guards"),

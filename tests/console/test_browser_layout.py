@@ -24,6 +24,9 @@ pytestmark = [pytest.mark.slow]
 # (changelist path, screenshot or None, text the list must show)
 LISTS = [
     ("/admin/positions/openposition/?state=all", "console-positions.png", CLIENT_NAMES[1]),
+    # the owner's default view: live positions, with the live columns (bid/ask, P&L, levels)
+    ("/admin/positions/openposition/", None, "Float P&L"),
+    ("/admin/positions/openposition/?state=closed", None, CLIENT_NAMES[0]),
     ("/admin/positions/closecommand/", "console-close-commands.png", "Expired"),
     ("/admin/ea_gateway/device/", "console-devices.png", "Owner price feed (LMAX)"),
     ("/admin/signals_app/auditevent/", "console-audit.png", "signal.published"),

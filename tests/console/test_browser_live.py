@@ -12,7 +12,7 @@ from selenium.webdriver.common.by import By
 
 from ea_gateway.models import Device
 from ea_gateway.services import device_heartbeat
-from tests.console.browser import screenshot, wait_for
+from tests.console.browser import no_sideways_scroll, screenshot, wait_for
 from tests.factories import make_signal, open_book
 from tests.positions.test_scanner import put_quote
 
@@ -71,8 +71,10 @@ def test_the_owner_reads_the_live_book_and_the_live_positions(owner_session, liv
     assert "9,850.00" in client_row
     assert "1.50 %" in client_row
     assert "2,000.00 JPY · 7.00 USD" in client_row
-    refresh = browser.find_element(By.CSS_SELECTOR, 'meta[http-equiv="refresh"]')
-    assert refresh.get_attribute("content") == "5"
+    refresh = browser.find_element(By.ID, "auto-refresh")  # reloads itself, unless paused
+    assert refresh.get_attribute("data-seconds") == "5"
+    assert browser.find_element(By.ID, "pause-refresh").is_displayed()
+    assert no_sideways_scroll(browser)
     screenshot(browser, "console-live-book.png")
 
     # and the positions table, with its live columns
@@ -86,10 +88,13 @@ def test_the_owner_reads_the_live_book_and_the_live_positions(owner_session, liv
     assert "2,000.00 JPY" in row
     assert "70.0 pips" in row
     assert "80.0 pips" in row
+    # room for the live figures: no ticket, close price or realized P&L on live positions
+    assert "TICKET" not in headers
+    assert "REALIZED" not in headers
     assert browser.find_element(By.ID, "live-book-tool").is_displayed()
-    # the columns at the table's right end, with the navigation folded away as a person would
-    browser.find_element(By.ID, "toggle-nav-sidebar").click()
-    live_cell = browser.find_element(By.CSS_SELECTOR, "#result_list td.field-live_targets")
-    browser.execute_script("arguments[0].scrollIntoView({block: 'nearest', inline: 'end'})", live_cell)
+    # every column in the window at 1366 px, the levels' at the table's right end
+    assert no_sideways_scroll(browser)
+    live_cell = browser.find_element(By.CSS_SELECTOR, "#result_list td.field-live_levels")
     assert live_cell.is_displayed()
+    assert live_cell.rect["x"] + live_cell.rect["width"] <= 1366
     screenshot(browser, "console-positions-live.png")

@@ -58,6 +58,8 @@ def test_lockout_after_the_limit_even_with_the_right_password(client, owner):
     assert response.status_code == 429
     page = response.content.decode()
     assert 'id="lockout-title"' in page
+    assert "/static/console/console.css" in page  # in the console's look (unfold's login layout)
+    assert "--color-primary-600" in page
     assert owner.username in page
     assert "0:15:00" in page  # the cool-off, said plainly
     assert PASSWORD not in page
