@@ -11,9 +11,9 @@ from django.templatetags.static import static
 from django.urls import reverse_lazy
 
 
-def _may(permission: str):
-    """Unfold's permission callback: the sidebar shows the item to who holds ``permission``."""
-    return lambda request: request.user.has_perm(permission)
+def _may(*permissions: str):
+    """Unfold's permission callback: the sidebar shows the item to who holds ``permissions``."""
+    return lambda request: request.user.has_perms(permissions)
 
 
 def _table(title: str, icon: str, app_label: str, model_name: str) -> dict:
@@ -76,6 +76,13 @@ UNFOLD = {
             {
                 "title": "Positions",
                 "items": [
+                    {
+                        "title": "Live book",
+                        "icon": "query_stats",
+                        "link": reverse_lazy("admin:positions_openposition_live"),
+                        # Distances reveal the levels: the page asks for both (positions.admin.live).
+                        "permission": _may("positions.view_openposition", "signals_app.view_hidden_levels"),
+                    },
                     _table("Positions", "account_balance_wallet", "positions", "openposition"),
                     _table("Close commands", "cancel_schedule_send", "positions", "closecommand"),
                     _table("Client guards", "gpp_maybe", "positions", "clientguard"),

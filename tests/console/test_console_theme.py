@@ -20,6 +20,7 @@ LINKS = {
     "dashboard": "/admin/monitor/",
     "guards": "/admin/guards/",
     "positions": "/admin/positions/openposition/",
+    "live book": "/admin/positions/openposition/live/",
     "devices": "/admin/ea_gateway/device/",
     "audit": "/admin/signals_app/auditevent/",
     "signals": "/admin/signals_app/signal/",
@@ -50,6 +51,13 @@ def test_a_staff_user_sees_only_what_they_may_open(client, staff_with):
     assert _sidebar_links(client) == {"dashboard", "positions"}
     assert client.get(LINKS["devices"]).status_code == 403  # what the sidebar leaves out is refused too
     assert client.get(LINKS["guards"]).status_code == 403
+
+
+def test_the_live_book_shows_only_beside_the_hidden_levels(client, staff_with):
+    client.force_login(staff_with("positions.view_openposition", "signals_app.view_hidden_levels"))
+
+    assert _sidebar_links(client) == {"dashboard", "positions", "live book"}
+    assert client.get(LINKS["live book"]).status_code == 200
 
 
 def test_the_guards_page_shows_for_who_may_see_the_guards(client, staff_with):
