@@ -16,6 +16,7 @@ most ``WEB_REQUEST_SLOTS`` PostgreSQL connections, however many EAs wait.
 
 from __future__ import annotations
 
+import gc
 import os
 
 from prometheus_client import multiprocess
@@ -43,6 +44,14 @@ def post_fork(server, worker) -> None:
     from psycogreen.gevent import patch_psycopg
 
     patch_psycopg()
+
+
+def post_worker_init(worker) -> None:
+    # The app is loaded (Django, the admin, every app's modules: a few hundred thousand
+    # objects that live as long as the worker). Frozen, a full garbage collection no
+    # longer walks them: it paused a worker for up to ~200 ms, every waiting EA with it.
+    gc.collect()
+    gc.freeze()
 
 
 def child_exit(server, worker) -> None:
