@@ -207,16 +207,7 @@ def signals_live(*, limit: int, now: float | None = None) -> list[SignalLive]:
     signals = []
     for row in rows:
         quote = quotes.get(row["instrument__symbol"])
-        pnl = None
-        if quote is not None:
-            pnl = book_pnl(
-                side=row["side"],
-                volume=row["volume"],
-                entry_volume=row["entry_volume"],
-                contract_size=row["instrument__contract_size"],
-                bid=quote.bid,
-                ask=quote.ask,
-            )
+        pnl = None if quote is None else _row_pnl(row, quote)
         signals.append(
             SignalLive(
                 signal_id=row["signal_id"],
@@ -281,15 +272,21 @@ def clients_live(*, now: float | None = None) -> list[ClientLive]:
             client.unpriced += row["positions"]
             continue
         currency = row["instrument__quote_currency"]
-        amount = book_pnl(
-            side=row["side"],
-            volume=row["volume"],
-            entry_volume=row["entry_volume"],
-            contract_size=row["instrument__contract_size"],
-            bid=quote.bid,
-            ask=quote.ask,
-        )
+        amount = _row_pnl(row, quote)
         pnl[client.client_id][currency] = pnl[client.client_id].get(currency, Decimal(0)) + amount
     for client_id, amounts in pnl.items():
         clients[client_id].pnl = dict(sorted(amounts.items()))
     return sorted(clients.values(), key=lambda client: (client.name, client.client_id))
+
+
+def _row_pnl(row: dict, quote: QuoteView) -> Decimal:
+    """The floating P&L of one summed row (a signal's or a client's positions of one
+    instrument and side), valued on the quote."""
+    return book_pnl(
+        side=row["side"],
+        volume=row["volume"],
+        entry_volume=row["entry_volume"],
+        contract_size=row["instrument__contract_size"],
+        bid=quote.bid,
+        ask=quote.ask,
+    )

@@ -40,8 +40,9 @@ def staff_with(db) -> Callable[..., object]:
     return make
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser(tmp_path_factory):
+    """One Chromium for every browser test of the run (each test logs in afresh)."""
     yield from chromium_driver(tmp_path_factory.mktemp("chromium-profile"))
 
 
