@@ -33,9 +33,6 @@ OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", "Veilstop")
 # django-otp's throttle of wrong codes: after n wrong codes in a row the next one is judged
 # only 2^(n-1) seconds after the last, per device (1, 2, 4 ... s; 10 wrong codes: 8.5 min).
 OTP_TOTP_THROTTLE_FACTOR = 1
-# Never a key or QR code on an admin page, should a django-otp admin ever be registered
-# (staff_auth unregisters them: enrolment and reset_two_factor manage authenticators).
-OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 # --- Login throttling and lockout (django-axes) -----------------------------------------------
 # The AxesStandaloneBackend refuses a locked-out username + IP before any password check;

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from positions.rules import STOP, TARGET, breach
+from positions.rules import STOP, TARGET, breach, closing_price
 
 BUY = "buy"
 
@@ -124,7 +124,7 @@ class ExitPlan:
         )
 
     def price_of(self, quote: PathQuote) -> Decimal:
-        return quote.bid if self.side == BUY else quote.ask
+        return closing_price(side=self.side, bid=quote.bid, ask=quote.ask)
 
 
 @dataclass(frozen=True)

@@ -40,10 +40,11 @@ from redis.exceptions import RedisError
 from positions.choices import LIVE_STATUSES
 from positions.exit_plan import PLAN_UNWALKABLE, ExitPlan, PlanState
 from positions.guards.selectors import guards_status_clients
-from positions.live_rules import PlanView, book_pnl, floating_pnl, judged_price, plan_view
+from positions.live_rules import PlanView, book_pnl, floating_pnl, plan_view
 from positions.market_guard import quote_age
 from positions.models import OpenPosition, SignalPlan
 from positions.quotes import quotes_latest
+from positions.rules import closing_price
 from positions.watched import exit_plan
 from signals_app.hidden_levels import HiddenLevelsError, parse_hidden_levels
 from signals_app.models import Signal
@@ -149,7 +150,7 @@ def _view(plan_row, *, side: str, quote: QuoteView | None) -> PlanView | None:
     if plan_row is None:
         return None
     plan, state, pip_size = plan_row
-    price = None if quote is None else judged_price(side=side, bid=quote.bid, ask=quote.ask)
+    price = None if quote is None else closing_price(side=side, bid=quote.bid, ask=quote.ask)
     try:
         return plan_view(plan, state, price=price, pip_size=pip_size)
     except PLAN_UNWALKABLE:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from positions.exit_plan import BUY, KIND_NAMES, TP, ExitPlan, PlanState
-from positions.rules import realized_pnl
+from positions.rules import closing_price, realized_pnl
 
 STOP, TARGET, PARTIAL = "stop", "target", "partial"
 # A level's state.
@@ -35,11 +35,6 @@ NO_QUOTE = "no quote"
 PIP_STEP = Decimal("0.1")
 
 
-def judged_price(*, side: str, bid: Decimal, ask: Decimal) -> Decimal:
-    """Where the position would close: the bid for a buy, the ask for a sell."""
-    return bid if side == BUY else ask
-
-
 def floating_pnl(
     *, side: str, entry: Decimal, volume: Decimal, contract_size: Decimal, bid: Decimal, ask: Decimal
 ) -> Decimal:
@@ -47,7 +42,7 @@ def floating_pnl(
     return realized_pnl(
         side=side,
         entry_price=entry,
-        close_price=judged_price(side=side, bid=bid, ask=ask),
+        close_price=closing_price(side=side, bid=bid, ask=ask),
         volume=volume,
         contract_size=contract_size,
     )
@@ -66,7 +61,7 @@ def book_pnl(
     a whole book is summed by the database: ``volume`` = Σ vᵢ and ``entry_volume`` =
     Σ eᵢ·vᵢ. Exact, since Σ (p - eᵢ)·vᵢ = p·Σ vᵢ - Σ eᵢ·vᵢ: one position of volume 1 whose
     entry is Σ eᵢ·vᵢ, closed at p·Σ vᵢ."""
-    price = judged_price(side=side, bid=bid, ask=ask)
+    price = closing_price(side=side, bid=bid, ask=ask)
     return realized_pnl(
         side=side,
         entry_price=entry_volume,

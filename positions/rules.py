@@ -7,6 +7,12 @@ from decimal import Decimal
 BUY = "buy"
 
 
+def closing_price(*, side: str, bid: Decimal, ask: Decimal) -> Decimal:
+    """Where a position would close, and so where it is judged and valued: the bid for a
+    buy, the ask for a sell."""
+    return bid if side == BUY else ask
+
+
 def realized_pnl(
     *, side: str, entry_price: Decimal, close_price: Decimal, volume: Decimal, contract_size: Decimal
 ) -> Decimal:
