@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.db import transaction
 
+from core.collector import collector_paused
 from core.redis import get_redis
 from positions import metrics
 from positions.alerts import alert_raise
@@ -118,6 +119,7 @@ class _Sweep:
     guard: Verdict = field(default_factory=Verdict)
 
 
+@collector_paused()
 def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> SweepReport:
     """One pass of the monitor, over every instrument or only ``symbols``."""
     started = time.perf_counter()

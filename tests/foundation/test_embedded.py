@@ -66,6 +66,21 @@ def test_data_survives_a_restart(state_dir):
     assert _query(embedded.ensure_postgres(state_dir), "SELECT value FROM kept") == (42,)
 
 
+def test_server_runs_with_veilstops_settings_from_its_first_start(state_dir):
+    # The first start runs initdb, whose postgresql.conf knows nothing of them: the server
+    # is restarted once with them; a later start reads them at once.
+    database_url = embedded.ensure_postgres(state_dir)
+    for name, value in embedded.SERVER_SETTINGS.items():
+        assert _query(database_url, f"SHOW {name}") == (value,)
+    first = embedded.postgres_status(state_dir).pid
+    assert embedded.ensure_postgres(state_dir) == database_url
+    assert embedded.postgres_status(state_dir).pid == first
+    embedded.stop_postgres(state_dir)
+    _query(embedded.ensure_postgres(state_dir), "SELECT 1")
+    log = (state_dir / "postgres" / "log").read_text()
+    assert log.count("starting PostgreSQL") == 3  # initdb's start, the restart, the start after the stop
+
+
 def _run_cli(state_dir, environment_overrides: dict[str, str], command: str) -> subprocess.CompletedProcess:
     import os
 
