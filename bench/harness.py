@@ -179,6 +179,9 @@ def bench_database() -> Iterator[str]:
         yield name
     finally:
         stop_children()
+        from positions.claim_apart import pool_close
+
+        pool_close()  # the mass claim's threads keep their connections
         try:
             redis.flushdb()
         finally:

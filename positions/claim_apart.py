@@ -1,6 +1,7 @@
 """A mass breach's claim, split over the database's cores: ``run_apart`` runs a job on
 every chunk at once, each chunk in a thread of this process's pool, on that thread's own
-connection and in a transaction of its own, and waits for all of them.
+connection (kept between claims) and in a transaction of its own, and waits for all of
+them.
 
 Used by ``positions.closes.closes_claim`` for the scanner (``SWEEP_CLAIM_CONNECTIONS``):
 one statement closing 10,000 positions keeps one database backend busy while the
@@ -8,15 +9,18 @@ others idle; chunks of it run side by side.
 
 What makes it safe to wait on threads (a wait PostgreSQL cannot see in its deadlock
 detector): the calling thread claims nothing itself, so it holds no position lock while
-it waits; each chunk locks its positions in id order, as every claim does, so the
-chunks' lock waits and other claims' follow one order; and a chunk that waits longer
-than CLAIM_LOCK_TIMEOUT_MS for a lock fails (``lock_timeout``) instead of hanging: the
-caller then claims the rest itself, in its own transaction (``positions.closes``).
+it waits, and what it does meanwhile (``meanwhile``: the scanner saves its plans) locks
+no row a chunk locks, nor waits for one; each chunk locks its positions in id order, as
+every claim does, so the chunks' lock waits and other claims' follow one order; and a
+chunk that waits longer than CLAIM_LOCK_TIMEOUT_MS for a lock fails (``lock_timeout``)
+instead of hanging: the caller then claims the rest itself, in its own transaction
+(``positions.closes``).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,22 +65,28 @@ def chunks_by_key(rows: Sequence[Row], *, parts: int, minimum: int) -> list[list
     return chunks
 
 
-def run_apart(job: Callable[[list[Row]], Result], chunks: list[list[Row]]) -> list[Result]:
+def run_apart(
+    job: Callable[[list[Row]], Result],
+    chunks: list[list[Row]],
+    *,
+    meanwhile: Callable[[], object] | None = None,
+) -> list[Result]:
     """``job(chunk)`` for every chunk at once, each committed on its own; the results in
-    the chunks' order, or ``ApartFailed`` once every chunk has ended. Anything raised in
-    the calling thread while it waits (a task's time limit) goes up at once."""
+    the chunks' order, or ``ApartFailed`` once every chunk has ended. ``meanwhile`` runs
+    in the calling thread while they do; whatever it raises goes up once they have ended.
+    Anything raised in the calling thread while it waits (a task's time limit) goes up at
+    once."""
     pool = _pool(len(chunks))
     futures = [pool.submit(_outcome, job, chunk) for chunk in chunks]
-    results: list[Result] = []
-    failure: BaseException | None = None
-    for future in futures:
-        outcome = future.result()
-        if isinstance(outcome, _Failed):
-            failure = failure or outcome.error
-        else:
-            results.append(outcome)
-    if failure is not None:
-        raise ApartFailed(failure, results)
+    try:
+        if meanwhile is not None:
+            meanwhile()
+    finally:
+        outcomes = [future.result() for future in futures]
+    failures = [outcome.error for outcome in outcomes if isinstance(outcome, _Failed)]
+    results = [outcome for outcome in outcomes if not isinstance(outcome, _Failed)]
+    if failures:
+        raise ApartFailed(failures[0], results)
     return results
 
 
@@ -95,16 +105,20 @@ def _outcome(job: Callable[[list[Row]], Result], chunk: list[Row]) -> Result | _
 
 
 def _in_own_transaction(job: Callable[[list[Row]], Result], chunk: list[Row]) -> Result:
-    # django.db.connection is this pool thread's own: Django keeps one per thread. It is
-    # closed after each job: a mass breach is rare, a connection costs a few ms next to
-    # its claim, and an idle one held per thread would only pin a server slot.
+    # django.db.connection is this pool thread's own (Django keeps one per thread), kept
+    # from one claim to the next: a new connection, and a new backend's first claim (its
+    # catalog caches), cost some 15-20 ms a chunk. One that broke since is replaced, one
+    # whose chunk failed closed.
+    if connection.connection is not None and not connection.is_usable():
+        connection.close()
     try:
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{CLAIM_LOCK_TIMEOUT_MS}ms"])
             return job(chunk)
-    finally:
+    except BaseException:
         connection.close()
+        raise
 
 
 # By process id (a forked worker child makes its own): the pool and its thread count.
@@ -114,8 +128,26 @@ _POOLS: dict[int, tuple[int, ThreadPoolExecutor]] = {}
 def _pool(threads: int) -> ThreadPoolExecutor:
     size, pool = _POOLS.get(os.getpid(), (0, None))
     if pool is None or size < threads:
-        if pool is not None:
-            pool.shutdown(wait=False)  # its threads end once idle
+        pool_close()
         pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="claim-apart")
         _POOLS[os.getpid()] = (threads, pool)
     return pool
+
+
+def pool_close() -> None:
+    """End this process's pool and close its threads' connections (kept between claims):
+    before the database goes away (the tests' teardown) or a bigger pool replaces it."""
+    size, pool = _POOLS.pop(os.getpid(), (0, None))
+    if pool is None:
+        return
+    # One job per thread: each closes its thread's connection, then waits at the barrier
+    # until every thread holds one, so no thread takes two.
+    barrier = threading.Barrier(size)
+
+    def close() -> None:
+        connection.close()
+        barrier.wait(timeout=30)
+
+    for future in [pool.submit(close) for _ in range(size)]:
+        future.result()
+    pool.shutdown()

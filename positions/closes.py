@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -171,7 +172,12 @@ LOT_STEP = Decimal("0.01")  # a partial close is rounded down to this
 
 
 def closes_claim(
-    *, claim: Claim, requests: list[CloseRequest], by: Actor, connections: int = 1
+    *,
+    claim: Claim,
+    requests: list[CloseRequest],
+    by: Actor,
+    connections: int = 1,
+    meanwhile: Callable[[], object] | None = None,
 ) -> dict[int, int]:
     """Queue a close of the whole remaining volume of every position the requests
     name that may be claimed; return {position id: close command id} for those queued.
@@ -185,17 +191,28 @@ def closes_claim(
     partial unique indexes). Each chunk commits as it ends, before the caller's
     transaction; if one fails (a lock held past ``CLAIM_LOCK_TIMEOUT_MS``, a lost
     connection), what the others committed stands and the rest is claimed in the caller's
-    transaction, where a claim too small to split runs anyway."""
-    if not requests:
-        return {}
+    transaction, where a claim too small to split runs anyway.
+
+    ``meanwhile`` (the scanner's save of its plans) runs in the caller's transaction,
+    before a claim there (the lock order: plan rows before positions), or while the
+    chunks run: they lock nothing it locks (positions, commands, devices' keys) and it
+    nothing of theirs (instruments, plans, approvals), so neither waits on the other."""
     requests = sorted(requests, key=lambda request: request.key)
     chunks = chunks_by_key(requests, parts=connections, minimum=CLAIM_CHUNK_MIN_REQUESTS)
     if len(chunks) == 1:
+        if meanwhile is not None:
+            meanwhile()
+        if not requests:
+            return {}
         with transaction.atomic():
             queued = _claim(claim, requests, by=by)
     else:
         try:
-            queued = [row for rows in run_apart(partial(_claim, claim, by=by), chunks) for row in rows]
+            queued = [
+                row
+                for rows in run_apart(partial(_claim, claim, by=by), chunks, meanwhile=meanwhile)
+                for row in rows
+            ]
         except ApartFailed as failed:
             # What the committed chunks claimed stands; the rest is claimed here, in the
             # caller's transaction, as a claim too small to split would be (the positions

@@ -108,10 +108,8 @@ def plans_save(changes: list[PlanChange], *, by: Actor) -> dict[int, SavedPlans]
     # Plan rows are locked in signal order (positions.locks).
     for change in sorted(changes, key=lambda change: change.signal_id):
         exit_event = plan_exit_event(change.events)
-        hits = [event for event in change.events if event.kind == PARTIAL_TP]
-        partials = dict(change.before.partials_hit)
-        for event in hits:
-            partials[str(event.partial_index)] = event.quote.as_json(change.symbol)
+        hits = any(event.kind == PARTIAL_TP for event in change.events)
+        partials = partials_after(change.before, change.events, change.symbol)
         exit_quote = exit_event.quote.as_json(change.symbol) if exit_event else change.before.exit_quote
         stored = StoredPlan(change.state, change.state.exit_kind, exit_quote, partials)
         saved[change.instrument_id].plans[change.signal_id] = stored
@@ -187,21 +185,19 @@ def _audit_entries(change: PlanChange) -> list[AuditEntry]:
     return entries
 
 
-def plans_partials_hit(signal_ids: Iterable[int]) -> dict[int, dict[int, dict[str, Any]]]:
-    """Per signal whose plan is running, the partial take-profits it has hit and the
-    quote that hit each."""
-    rows = SignalPlan.objects.filter(signal_id__in=list(signal_ids), exit_kind="").values_list(
-        "signal_id", "partials_hit"
-    )
-    return {
-        signal_id: {int(index): _quote(quote) for index, quote in hit.items()}
-        for signal_id, hit in rows
-        if hit
-    }
+def partials_after(before: StoredPlan, events: list[PlanEvent], symbol: str) -> dict[str, Any]:
+    """The partial take-profits a plan has hit once these events are saved (its index as
+    text -> the quote that hit it)."""
+    partials = dict(before.partials_hit)
+    for event in events:
+        if event.kind == PARTIAL_TP:
+            partials[str(event.partial_index)] = event.quote.as_json(symbol)
+    return partials
 
 
-def _quote(stored: dict[str, Any]) -> dict[str, Any]:
-    # Encrypted JSON reads numbers back as Decimal; a quote's times are floats again.
+def stored_quote(stored: dict[str, Any]) -> dict[str, Any]:
+    """A quote kept in a plan, as a close's trigger quote: encrypted JSON reads numbers
+    back as Decimal, and a quote's times are floats again."""
     return {key: float(value) if key in ("ts", "received_at") else value for key, value in stored.items()}
 
 

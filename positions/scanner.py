@@ -22,14 +22,14 @@ A sweep:
 4. asks the book which plans the path's lowest and highest prices can change
    (by range), walks only those (``positions.exit_plan.plan_advance``: stop,
    target, partials, trailing and breakeven, quote by quote) from their stored
-   state (``positions.plan_store``), and saves and audits what changed;
-5. closes what the plans say, in one claim (``positions.closes.closes_claim``,
-   the same the owner's manual close uses): every open position of an ended
-   plan, each partial take-profit once per position, positions held past
-   ``max_holding_minutes`` (``positions.standing_orders``). Standing orders:
-   a position filled or reopened later is closed by the next sweep.
-   Exactly-once comes from the database (guarded ``open → closing``, partial
-   unique indexes);
+   state (``positions.plan_store``);
+5. saves and audits what changed and, meanwhile, closes what the plans say in
+   one claim (``positions.closes.closes_claim``, the owner's manual close's
+   too): every open position of an ended plan, each partial take-profit once
+   per position, positions held past ``max_holding_minutes``
+   (``positions.standing_orders``). Standing orders: a position filled or
+   reopened later is closed by the next sweep. Exactly-once comes from the
+   database (guarded ``open → closing``, partial unique indexes);
 6. after the commit: trims the consumed paths, raises alerts (stale quotes,
    spikes, auto-close off), records metrics and the sweep.
 """
@@ -145,7 +145,6 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
             report.signals = sum(len(book.watched(work.now)) for book in books)
             _judge(work, books)
             if not report.dry_run:
-                saved = plans_save(work.changes, by=SCANNER)
                 # Taken before the claim: a position marked after this is seen by the claim
                 # or marks again for the next sweep. Marks of signals of these instruments
                 # that no book watches even after a re-read (nothing live) are dropped.
@@ -154,22 +153,23 @@ def sweep(*, symbols: set[str] | None = None, now: float | None = None) -> Sweep
                 for book in books:
                     book.mark_live(taken)
                 recheck_all = symbols is None and plans_recheck_all_due()
+                changed = {change.signal_id for change in work.changes}
+                entries = signals_with_orders(books, changed, taken, now=work.now, recheck_all=recheck_all)
                 requests = standing_orders(
                     now=_at(work.now),
                     changes=work.changes,
-                    signals=signals_with_orders(
-                        books,
-                        {c.signal_id for c in work.changes},
-                        taken,
-                        now=work.now,
-                        recheck_all=recheck_all,
-                    ),
+                    entries=entries,
                     exited=exited,
                     dirty=taken,
                     recheck_all=recheck_all,
                 )
-                apart = settings.SWEEP_CLAIM_CONNECTIONS
-                queued = closes_claim(claim=SIGNALS, requests=requests, by=SCANNER, connections=apart)
+                queued = closes_claim(
+                    claim=SIGNALS,
+                    requests=requests,
+                    by=SCANNER,
+                    connections=settings.SWEEP_CLAIM_CONNECTIONS,
+                    meanwhile=lambda: saved.update(plans_save(work.changes, by=SCANNER)),
+                )
                 report.commands_created = len(queued) + guard_closes(work.guard, ids)
             ended = [change.signal_id for change in work.changes if change.state.exit_kind]
             held_back = held_back_by_canary(ended) if ended else {}

@@ -18,9 +18,9 @@ from django.db import connection
 from positions.choices import CloseReason
 from positions.closes import CloseRequest
 from positions.exit_plan import BREAKEVEN, PARTIAL_TP, SIGNAL_EXIT, SL, TP, TRAILING
-from positions.plan_book import Book
-from positions.plan_store import PlanChange, plan_exit_event, plans_partials_hit
-from positions.watched import ExitedSignal, WatchedSignal
+from positions.plan_book import Book, Entry
+from positions.plan_store import PlanChange, partials_after, plan_exit_event, stored_quote
+from positions.watched import ExitedSignal
 
 # Exit kinds (positions.exit_plan) as close reasons.
 REASON_FOR_KIND = {
@@ -44,14 +44,16 @@ def standing_orders(
     *,
     now: datetime,
     changes: list[PlanChange],
-    signals: list[WatchedSignal],
+    entries: list[Entry],
     exited: list[ExitedSignal],
     dirty: set[int],
     recheck_all: bool,
 ) -> list[CloseRequest]:
-    """Step 5: what the plans say to close now, as rows of one claim. ``signals``: the
+    """Step 5: what the plans say to close now, as rows of one claim. ``entries``: the
     watched plans that changed, have a time exit or are ``dirty`` (all, with
-    ``recheck_all``); the others have nothing new to send.
+    ``recheck_all``); the others have nothing new to send. Nothing here reads what this
+    sweep saves: the partials hit are the book's (exact under the instrument's lock) with
+    this sweep's changes, so the claim may run while the plans are saved.
 
     An exit or a partial reached in this sweep is sent for every open position; after
     that, only for a signal with a position claimable again (``dirty``: a fill, a reopen)
@@ -68,10 +70,8 @@ def standing_orders(
     reached = {
         change.signal_id for change in changes if any(event.kind == PARTIAL_TP for event in change.events)
     }
-    partials = plans_partials_hit(
-        s.signal_id for s in signals if s.signal_id in dirty or s.signal_id in reached or recheck_all
-    )
-    for signal in signals:
+    for entry in entries:
+        signal = entry.signal
         change = by_signal.get(signal.signal_id)
         exit_event = plan_exit_event(change.events) if change else None
         if exit_event is not None:
@@ -92,14 +92,20 @@ def standing_orders(
                     priority=1,
                 )
             )
-        for index, quote in partials.get(signal.signal_id, {}).items():
+        resend = signal.signal_id in dirty or signal.signal_id in reached or recheck_all
+        hit = (
+            partials_after(entry.stored, change.events, signal.symbol)
+            if change
+            else entry.stored.partials_hit
+        )
+        for index, quote in sorted((int(i), q) for i, q in hit.items()) if resend else ():
             if index >= len(signal.plan.partials):
                 continue  # the owner removed that partial after it was hit
             requests.append(
                 CloseRequest(
                     key=signal.signal_id,
                     reason=CloseReason.PARTIAL_TP,
-                    trigger_quote=quote,
+                    trigger_quote=stored_quote(quote),
                     fraction=signal.plan.partials[index][1],
                     partial_index=index,
                     priority=PARTIAL_PRIORITY + index,
@@ -110,15 +116,15 @@ def standing_orders(
 
 def signals_with_orders(
     books: list[Book], changed: set[int], dirty: set[int], *, now: float, recheck_all: bool
-) -> list[WatchedSignal]:
+) -> list[Entry]:
     """The watched plans whose standing orders a sweep sends: those that changed, those
     with a time exit, the dirty ones, or (the safety net) all."""
-    signals = []
+    entries = []
     for book in books:
         watched = book.watched(now)
         wanted = watched if recheck_all else (changed | book.timed | dirty) & watched
-        signals += [book.running[signal_id].signal for signal_id in sorted(wanted)]
-    return signals
+        entries += [book.running[signal_id] for signal_id in sorted(wanted)]
+    return entries
 
 
 def held_back_by_canary(signal_ids: list[int]) -> dict[int, int]:

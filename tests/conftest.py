@@ -47,6 +47,16 @@ def _postgres_only(request) -> None:
         assert connection.vendor == "postgresql"
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's, and before it drops the test database: the connections the mass
+    claim's threads keep (positions.claim_apart) closed, or the drop would wait on them."""
+    yield
+    from positions.claim_apart import pool_close
+
+    pool_close()
+
+
 @pytest.fixture
 def unused_tcp_port() -> int:
     import socket
