@@ -168,3 +168,83 @@ def test_a_mass_breach_sweep_claims_apart_and_closes_each_position_once(monkeypa
     assert sweep().commands_created == 0  # nothing claimed twice
     assert Decimal(CloseCommand.objects.first().trigger_quote["bid"]) == Decimal("1.09700")
     assert connection.in_atomic_block is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_meanwhile_runs_in_the_callers_transaction_while_the_chunks_commit_their_own(
+    monkeypatch, redis_client
+):
+    # given: what the scanner does meanwhile (saves its plans) stands in as one audit row
+    monkeypatch.setattr(closes, "CLAIM_CHUNK_MIN_REQUESTS", 2)
+    signals = _signals(6)
+    calls = []
+
+    def meanwhile() -> None:
+        calls.append(connection.in_atomic_block)
+        AuditEvent.objects.create(action=AuditAction.SIGNAL_PLAN_EXITED, subject_type="signal", subject_id=1)
+
+    # when: the caller's transaction rolls back
+    with transaction.atomic():
+        queued = closes_claim(
+            claim=SIGNALS, requests=_requests(signals), by=OWNER, connections=3, meanwhile=meanwhile
+        )
+        transaction.set_rollback(True)
+
+    # then: it ran once, in the caller's transaction (gone with it); the chunks' closes stand
+    assert calls == [True]
+    assert len(queued) == 12
+    assert not AuditEvent.objects.filter(action=AuditAction.SIGNAL_PLAN_EXITED).exists()
+    assert CloseCommand.objects.count() == 12
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_error_meanwhile_goes_up_once_every_chunk_has_ended(monkeypatch, redis_client):
+    monkeypatch.setattr(closes, "CLAIM_CHUNK_MIN_REQUESTS", 2)
+    signals = _signals(6)
+
+    def meanwhile() -> None:
+        raise RuntimeError("the plans could not be saved")
+
+    with pytest.raises(RuntimeError, match="could not be saved"):
+        closes_claim(claim=SIGNALS, requests=_requests(signals), by=OWNER, connections=3, meanwhile=meanwhile)
+
+    # every chunk ended (committed) before the error went up: nothing is left running
+    assert _committed_commands() == 12
+    assert CloseCommand.objects.values("position_id").distinct().count() == 12
+
+
+@pytest.mark.django_db(transaction=True)
+def test_too_small_to_split_meanwhile_runs_first_and_an_error_there_claims_nothing(monkeypatch, redis_client):
+    # below the minimum the claim is the caller's, after meanwhile (plan rows are locked
+    # before positions): an error there leaves every position open
+    monkeypatch.setattr(closes, "CLAIM_CHUNK_MIN_REQUESTS", 100)
+    signals = _signals(3)
+
+    def meanwhile() -> None:
+        raise RuntimeError("the plans could not be saved")
+
+    with pytest.raises(RuntimeError):
+        closes_claim(claim=SIGNALS, requests=_requests(signals), by=OWNER, connections=3, meanwhile=meanwhile)
+    assert not CloseCommand.objects.exists()
+    assert set(OpenPosition.objects.values_list("status", flat=True)) == {PositionStatus.OPEN}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_kept_connection_that_broke_since_the_last_claim_is_replaced(monkeypatch, redis_client, caplog):
+    # given: a claim apart, whose threads keep their connections
+    monkeypatch.setattr(closes, "CLAIM_CHUNK_MIN_REQUESTS", 2)
+    first, second = _signals(4), _signals(4)
+    assert len(closes_claim(claim=SIGNALS, requests=_requests(first), by=OWNER, connections=2)) == 8
+
+    # when: the server ends them (a restart, a failover), then the next mass claim
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    queued = closes_claim(claim=SIGNALS, requests=_requests(second), by=OWNER, connections=2)
+
+    # then: the chunks ran on new connections, none failed over to the caller
+    assert len(queued) == 8
+    assert "a chunk failed" not in caplog.text
+    assert CloseCommand.objects.count() == 16
