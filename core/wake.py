@@ -77,6 +77,14 @@ def wake_clients(client_ids: Iterable[int]) -> None:
     _after_commit(CLIENT, client_ids)
 
 
+def wake_devices_now(device_ids: Iterable[int]) -> None:
+    """At once, not after the current transaction: for commands another transaction has
+    committed (a mass claim's chunks) while this one is failing."""
+    ordered = sorted({int(key) for key in device_ids})
+    if ordered:
+        publish(DEVICE, ordered)
+
+
 def _after_commit(kind: str, keys: Iterable[int]) -> None:
     ordered = sorted({int(key) for key in keys})
     if ordered:

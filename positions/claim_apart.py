@@ -1,7 +1,7 @@
-"""A mass breach's claim, split over the database's cores: ``run_apart`` runs a job on
+"""A mass breach's claim, split over the database's cores: ``apart_start`` starts a job on
 every chunk at once, each chunk in a thread of this process's pool, on that thread's own
-connection (kept between claims) and in a transaction of its own, and waits for all of
-them.
+connection (kept between claims) and in a transaction of its own; ``apart_end`` waits
+for all of them.
 
 Used by ``positions.closes.closes_claim`` for the scanner (``SWEEP_CLAIM_CONNECTIONS``):
 one statement closing 10,000 positions keeps one database backend busy while the
@@ -9,7 +9,7 @@ others idle; chunks of it run side by side.
 
 What makes it safe to wait on threads (a wait PostgreSQL cannot see in its deadlock
 detector): the calling thread claims nothing itself, so it holds no position lock while
-it waits, and what it does meanwhile (``meanwhile``: the scanner saves its plans) locks
+it waits, and what it does meanwhile (the scanner saves its plans) locks
 no row a chunk locks, nor waits for one; each chunk locks its positions in id order, as
 every claim does, so the chunks' lock waits and other claims' follow one order; and a
 chunk that waits longer than CLAIM_LOCK_TIMEOUT_MS for a lock fails (``lock_timeout``)
@@ -20,13 +20,13 @@ instead of hanging: the caller then claims the rest itself, in its own transacti
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 CLAIM_LOCK_TIMEOUT_MS = 2_000
 Result = TypeVar("Result")
@@ -37,16 +37,6 @@ class Keyed(Protocol):
 
 
 Row = TypeVar("Row", bound=Keyed)
-
-
-class ApartFailed(Exception):
-    """A chunk failed. Every chunk has ended (committed or rolled back): ``results``
-    holds what the committed ones returned, ``error`` the first failure."""
-
-    def __init__(self, error: BaseException, results: list[Any]) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.results = results
 
 
 def chunks_by_key(rows: Sequence[Row], *, parts: int, minimum: int) -> list[list[Row]]:
@@ -65,29 +55,19 @@ def chunks_by_key(rows: Sequence[Row], *, parts: int, minimum: int) -> list[list
     return chunks
 
 
-def run_apart(
-    job: Callable[[list[Row]], Result],
-    chunks: list[list[Row]],
-    *,
-    meanwhile: Callable[[], object] | None = None,
-) -> list[Result]:
-    """``job(chunk)`` for every chunk at once, each committed on its own; the results in
-    the chunks' order, or ``ApartFailed`` once every chunk has ended. ``meanwhile`` runs
-    in the calling thread while they do; whatever it raises goes up once they have ended.
-    Anything raised in the calling thread while it waits (a task's time limit) goes up at
-    once."""
+def apart_start(job: Callable[[list[Row]], Result], chunks: list[list[Row]]) -> list[Future]:
+    """``job(chunk)`` started for every chunk at once, each to commit on its own."""
     pool = _pool(len(chunks))
-    futures = [pool.submit(_outcome, job, chunk) for chunk in chunks]
-    try:
-        if meanwhile is not None:
-            meanwhile()
-    finally:
-        outcomes = [future.result() for future in futures]
+    return [pool.submit(_outcome, job, chunk) for chunk in chunks]
+
+
+def apart_end(started: list[Future]) -> tuple[list[Result], BaseException | None]:
+    """Once every chunk has ended: what the committed ones returned, in the chunks' order,
+    and the first failure (None if none failed). Anything raised in the calling thread
+    while it waits (a task's time limit) goes up at once."""
+    outcomes = [future.result() for future in started]
     failures = [outcome.error for outcome in outcomes if isinstance(outcome, _Failed)]
-    results = [outcome for outcome in outcomes if not isinstance(outcome, _Failed)]
-    if failures:
-        raise ApartFailed(failures[0], results)
-    return results
+    return [outcome for outcome in outcomes if not isinstance(outcome, _Failed)], next(iter(failures), None)
 
 
 @dataclass(frozen=True)
@@ -109,6 +89,7 @@ def _in_own_transaction(job: Callable[[list[Row]], Result], chunk: list[Row]) ->
     # from one claim to the next: a new connection, and a new backend's first claim (its
     # catalog caches), cost some 15-20 ms a chunk. One that broke since is replaced, one
     # whose chunk failed closed.
+    _KEPT.setdefault(os.getpid(), set()).add(connections[DEFAULT_DB_ALIAS])
     if connection.connection is not None and not connection.is_usable():
         connection.close()
     try:
@@ -123,6 +104,8 @@ def _in_own_transaction(job: Callable[[list[Row]], Result], chunk: list[Row]) ->
 
 # By process id (a forked worker child makes its own): the pool and its thread count.
 _POOLS: dict[int, tuple[int, ThreadPoolExecutor]] = {}
+# The connections the pool's threads keep, by process id: closed with the pool.
+_KEPT: dict[int, set[BaseDatabaseWrapper]] = {}
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
@@ -135,19 +118,13 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 
 def pool_close() -> None:
-    """End this process's pool and close its threads' connections (kept between claims):
-    before the database goes away (the tests' teardown) or a bigger pool replaces it."""
-    size, pool = _POOLS.pop(os.getpid(), (0, None))
-    if pool is None:
-        return
-    # One job per thread: each closes its thread's connection, then waits at the barrier
-    # until every thread holds one, so no thread takes two.
-    barrier = threading.Barrier(size)
-
-    def close() -> None:
-        connection.close()
-        barrier.wait(timeout=30)
-
-    for future in [pool.submit(close) for _ in range(size)]:
-        future.result()
-    pool.shutdown()
+    """End this process's pool (waiting for its jobs) and close the connections its
+    threads kept: before the database goes away (the tests' teardown) or a bigger pool
+    replaces it."""
+    _, pool = _POOLS.pop(os.getpid(), (0, None))
+    if pool is not None:
+        pool.shutdown(wait=True)
+    for wrapper in _KEPT.pop(os.getpid(), set()):
+        # Its thread has ended: closing it from here is the only use it has left.
+        wrapper.inc_thread_sharing()
+        wrapper.close()

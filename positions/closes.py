@@ -44,9 +44,9 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from core.wake import wake_devices
+from core.wake import wake_devices, wake_devices_now
 from positions.choices import CloseReason, PositionStatus
-from positions.claim_apart import ApartFailed, chunks_by_key, run_apart
+from positions.claim_apart import apart_end, apart_start, chunks_by_key
 from positions.locks import POSITIONS_IN_ORDER
 from positions.models import CloseCommand, OpenPosition
 from signals_app.choices import AuditAction
@@ -207,19 +207,24 @@ def closes_claim(
         with transaction.atomic():
             queued = _claim(claim, requests, by=by)
     else:
+        started = apart_start(partial(_claim, claim, by=by), chunks)
         try:
-            queued = [
-                row
-                for rows in run_apart(partial(_claim, claim, by=by), chunks, meanwhile=meanwhile)
-                for row in rows
-            ]
-        except ApartFailed as failed:
+            if meanwhile is not None:
+                meanwhile()
+        except BaseException:
+            # The caller's transaction will not commit; the chunks' have: their EAs hear
+            # of their commands now (the commands stand either way).
+            committed, _ = apart_end(started)
+            wake_devices_now(device_id for rows in committed for _, _, device_id in rows)
+            raise
+        committed, failure = apart_end(started)
+        queued = [row for rows in committed for row in rows]
+        if failure is not None:
             # What the committed chunks claimed stands; the rest is claimed here, in the
             # caller's transaction, as a claim too small to split would be (the positions
             # already closing are skipped by the claim's own guards): the sweep ends as if
             # nothing had failed, or fails whole if this fails too.
-            logger.warning("close claim: a chunk failed (%s); claiming the rest in one statement", failed)
-            queued = [row for rows in failed.results for row in rows]
+            logger.warning("close claim: a chunk failed (%s); claiming the rest in one statement", failure)
             with transaction.atomic():
                 queued += _claim(claim, requests, by=by)
     # After the commit: the devices' waiting EAs hear of their commands at once.

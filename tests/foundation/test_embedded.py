@@ -81,6 +81,32 @@ def test_server_runs_with_veilstops_settings_from_its_first_start(state_dir):
     assert log.count("starting PostgreSQL") == 3  # initdb's start, the restart, the start after the stop
 
 
+def test_settings_overridden_by_alter_system_cost_one_restart_and_a_warning_never_a_loop(state_dir, capsys):
+    database_url = embedded.ensure_postgres(state_dir)
+    _query(database_url, "SELECT 1")
+    connection = psycopg2.connect(
+        host=database_url.split("host=", 1)[1], user="postgres", dbname=embedded.DATABASE_NAME
+    )
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER SYSTEM SET wal_buffers = '8MB'")
+    connection.close()
+    embedded.stop_postgres(state_dir)
+    capsys.readouterr()
+
+    # when: started again (by this process: one restart), then asked for while it runs
+    embedded.ensure_postgres(state_dir)
+    pid = embedded.postgres_status(state_dir).pid
+    embedded.ensure_postgres(state_dir)
+
+    # then: ALTER SYSTEM wins; the server is restarted once, not again, and the owner told
+    assert _query(database_url, "SHOW wal_buffers") == ("8MB",)
+    assert embedded.postgres_status(state_dir).pid == pid
+    log = (state_dir / "postgres" / "log").read_text()
+    assert log.count("starting PostgreSQL") == 4  # initdb's start, its restart, the start and its restart
+    assert capsys.readouterr().err.count("runs without wal_buffers") == 2
+
+
 def _run_cli(state_dir, environment_overrides: dict[str, str], command: str) -> subprocess.CompletedProcess:
     import os
 

@@ -13,9 +13,10 @@ import pytest
 from django.db import connection, transaction
 from django.test import override_settings
 
+from core import wake as core_wake
 from positions import closes
 from positions.choices import CloseReason, PositionStatus
-from positions.claim_apart import chunks_by_key
+from positions.claim_apart import chunks_by_key, pool_close
 from positions.closes import Claim, CloseRequest, closes_claim
 from positions.models import CloseCommand, OpenPosition
 from positions.scanner import sweep
@@ -201,16 +202,22 @@ def test_meanwhile_runs_in_the_callers_transaction_while_the_chunks_commit_their
 def test_an_error_meanwhile_goes_up_once_every_chunk_has_ended(monkeypatch, redis_client):
     monkeypatch.setattr(closes, "CLAIM_CHUNK_MIN_REQUESTS", 2)
     signals = _signals(6)
+    devices = set(OpenPosition.objects.values_list("device_id", flat=True))
 
     def meanwhile() -> None:
         raise RuntimeError("the plans could not be saved")
 
-    with pytest.raises(RuntimeError, match="could not be saved"):
+    # when: inside the sweep's transaction, which the error then rolls back
+    with pytest.raises(RuntimeError, match="could not be saved"), transaction.atomic():
         closes_claim(claim=SIGNALS, requests=_requests(signals), by=OWNER, connections=3, meanwhile=meanwhile)
 
-    # every chunk ended (committed) before the error went up: nothing is left running
+    # then: every chunk ended (committed) before the error went up: nothing is left running
     assert _committed_commands() == 12
     assert CloseCommand.objects.values("position_id").distinct().count() == 12
+    # and their EAs were woken at once, not after a commit that never came
+    scope = core_wake.database_scope()
+    for device_id in devices:
+        assert redis_client.get(core_wake.generation_key(scope, core_wake.DEVICE, device_id)) == b"1"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -247,4 +254,29 @@ def test_a_kept_connection_that_broke_since_the_last_claim_is_replaced(monkeypat
     # then: the chunks ran on new connections, none failed over to the caller
     assert len(queued) == 8
     assert "a chunk failed" not in caplog.text
+    assert CloseCommand.objects.count() == 16
+
+
+def _other_backends() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_threads_keep_their_connections_until_the_pool_is_closed(monkeypatch, redis_client):
+    monkeypatch.setattr(closes, "CLAIM_CHUNK_MIN_REQUESTS", 2)
+    pool_close()
+    before = _other_backends()
+
+    closes_claim(claim=SIGNALS, requests=_requests(_signals(4)), by=OWNER, connections=2)
+    closes_claim(claim=SIGNALS, requests=_requests(_signals(4)), by=OWNER, connections=2)
+    kept = _other_backends()
+    pool_close()
+
+    assert kept == before + 2  # one per chunk's thread, reused by the second claim
+    assert _other_backends() == before
     assert CloseCommand.objects.count() == 16
