@@ -17,11 +17,14 @@ statement per call, however many positions:
    volume rounded down to the 0.01 lot step, at most the remainder; then one row
    per position, the first by priority among those with something to close (a
    partial that rounds to 0 closes nothing and leaves the next one its turn);
-3. ``locked`` / ``claimed``: those positions locked in id order
-   (``positions.locks``), then the guarded update to ``closing``;
-4. ``commands``: one pending close command each (``ON CONFLICT DO NOTHING``
-   on the partial unique indexes of active commands and of partials: the
-   database, not this code, makes it exactly one);
+3. ``locked``: those positions locked in id order (``positions.locks``), each
+   checked again as it is once locked (a transaction that held it may have
+   changed it since the statement's snapshot): still in a claimable status, the
+   volume to close from what it has left now;
+4. ``commands`` / ``claimed``: one pending close command each (``ON CONFLICT
+   DO NOTHING`` on the partial unique indexes of active commands and of
+   partials: the database, not this code, makes it exactly one), and only the
+   positions whose command went in move to ``closing``;
 5. ``audited``: one ``position.close_requested`` audit event per command;
 6. after the commit, the devices of the new commands are woken
    (``core.wake``): their EAs' waiting long-polls answer at once.
@@ -103,7 +106,7 @@ chosen AS (
     SELECT DISTINCT ON (k.id) k.*
       FROM wanted w
      CROSS JOIN LATERAL (
-        SELECT p.id, p.device_id, w.reason, w.trigger_quote, w.note, w.partial_index, w.priority,
+        SELECT p.id, p.device_id, w.reason, w.trigger_quote, w.note, w.partial_index, w.priority, w.fraction,
                CASE WHEN w.fraction IS NULL THEN p.remaining_volume
                     ELSE LEAST(p.remaining_volume,
                                floor(p.volume * w.fraction / %(lot_step)s) * %(lot_step)s)
@@ -126,16 +129,17 @@ chosen AS (
      WHERE k.volume > 0
      ORDER BY k.id, k.priority, k.partial_index
 ),
+-- Locked in id order. What was chosen from the statement's snapshot is checked again on
+-- each row as it is once locked (a transaction that held it may have changed it): its
+-- status, and the volume to close from what it has left now.
 locked AS (
-    SELECT s.* FROM positions_openposition p JOIN chosen s ON s.id = p.id
+    SELECT s.id, s.device_id, s.reason, s.trigger_quote, s.note, s.partial_index,
+           CASE WHEN s.fraction IS NULL THEN p.remaining_volume
+                ELSE LEAST(p.remaining_volume, floor(p.volume * s.fraction / %(lot_step)s) * %(lot_step)s)
+           END AS volume
+      FROM positions_openposition p JOIN chosen s ON s.id = p.id
+     WHERE p.status = ANY(%(statuses)s)
      {lock}
-),
-claimed AS (
-    UPDATE positions_openposition p
-       SET status = 'closing', updated_at = now()
-      FROM locked s
-     WHERE p.id = s.id AND p.status = ANY(%(statuses)s)
-    RETURNING p.id, p.device_id, s.volume, s.reason, s.trigger_quote, s.note, s.partial_index
 ),
 commands AS (
     INSERT INTO positions_closecommand
@@ -143,9 +147,18 @@ commands AS (
          trigger_quote, partial_index, requested_by, note, created_at)
     SELECT id, device_id, volume, reason, 'pending', 0, now(), trigger_quote, partial_index,
            %(audit_actor)s, note, now()
-      FROM claimed
+      FROM locked
+     WHERE volume > 0
     ON CONFLICT DO NOTHING
     RETURNING id, position_id, device_id, reason, trigger_quote, note
+),
+-- Only a position whose command went in moves to closing, never one without it (a
+-- command committed while another transaction held the row is a conflict above).
+claimed AS (
+    UPDATE positions_openposition p
+       SET status = 'closing', updated_at = now()
+      FROM commands c
+     WHERE p.id = c.position_id
 ),
 {audited}
 SELECT position_id, id, device_id FROM commands
