@@ -365,7 +365,8 @@ def run_shape(shape: Shape, book: Book, runs: Runs, *, profile: bool) -> ShapeRe
         "seed_traced": seed_peak,
     }
     result = ShapeResult(shape, book, signals, book.positions, closes, warm, seed, cold, warm_apart, memory)
-    print(f" {result.cold_ms:,.1f} ms", flush=True)
+    own = ", ".join(f"{seconds * 1000:,.0f}" for seconds in warm_apart)
+    print(f" {result.cold_ms:,.1f} ms; warm in a process of its own: {own} ms", flush=True)
     if profile:
         profile_sweep(book, shape, sweeps=3 if breach_all else 10)
     if shape.breach:
