@@ -133,7 +133,7 @@ chosen AS (
 -- each row as it is once locked (a transaction that held it may have changed it): its
 -- status, and the volume to close from what it has left now.
 locked AS (
-    SELECT s.id, s.device_id, s.reason, s.trigger_quote, s.note, s.partial_index,
+    SELECT s.id, p.device_id, s.reason, s.trigger_quote, s.note, s.partial_index,
            CASE WHEN s.fraction IS NULL THEN p.remaining_volume
                 ELSE LEAST(p.remaining_volume, floor(p.volume * s.fraction / %(lot_step)s) * %(lot_step)s)
            END AS volume
@@ -150,7 +150,7 @@ commands AS (
       FROM locked
      WHERE volume > 0
     ON CONFLICT DO NOTHING
-    RETURNING id, position_id, device_id, reason, trigger_quote, note
+    RETURNING id, position_id, device_id, reason, trigger_quote, note, volume, partial_index
 ),
 -- Only a position whose command went in moves to closing, never one without it (a
 -- command committed while another transaction held the row is a conflict above).
@@ -170,7 +170,8 @@ _AUDITED = audit_insert_sql(
     subject=OpenPosition,
     subject_id="position_id",
     data=(
-        "jsonb_build_object('command_id', id, 'reason', reason, 'trigger_quote', trigger_quote, 'note', note)"
+        "jsonb_build_object('command_id', id, 'reason', reason, 'volume', volume,"
+        " 'partial_index', partial_index, 'trigger_quote', trigger_quote, 'note', note)"
     ),
 )
 _STATEMENTS = {

@@ -266,11 +266,21 @@ def _other_backends() -> int:
         return cursor.fetchone()[0]
 
 
+def _settled_backends() -> int:
+    """The other backends once their count has held for 0.3 s (at most 5 s)."""
+    deadline, last, since = time.monotonic() + 5, _other_backends(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < 0.3:
+        time.sleep(0.05)
+        if (count := _other_backends()) != last:
+            last, since = count, time.monotonic()
+    return last
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_threads_keep_their_connections_until_the_pool_is_closed(monkeypatch, redis_client):
     monkeypatch.setattr(closes, "CLAIM_CHUNK_MIN_REQUESTS", 2)
     pool_close()
-    before = _other_backends()
+    before = _settled_backends()  # a previous test's connections may still be leaving
 
     closes_claim(claim=SIGNALS, requests=_requests(_signals(4)), by=OWNER, connections=2)
     closes_claim(claim=SIGNALS, requests=_requests(_signals(4)), by=OWNER, connections=2)

@@ -15,7 +15,9 @@ import pytest
 from positions.choices import CloseReason, PositionStatus
 from positions.closes import Claim, CloseRequest, closes_claim
 from positions.models import CloseCommand, OpenPosition
+from signals_app.choices import AuditAction
 from signals_app.events import Actor
+from signals_app.models import AuditEvent
 from tests.factories import make_signal, open_book
 from tests.helpers import current_database_url
 
@@ -130,3 +132,24 @@ def test_a_position_closed_while_the_claim_waited_is_not_claimed(redis_client):
     assert not CloseCommand.objects.filter(position=position).exists()
     position.refresh_from_db()
     assert position.status == PositionStatus.CLOSED_MANUAL
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_command_goes_to_the_device_the_position_has_once_the_claim_holds_it(redis_client):
+    # given: a handover (positions.handover) moves the position to another device while the
+    # claim waits on it; another client's device stands in for the new one
+    position, other = _position(), _position()
+    handed_over = [
+        ("UPDATE positions_openposition SET device_id = %s WHERE id = %s", [other.device_id, position.pk])
+    ]
+
+    queued = _claim_while_held(
+        position, handed_over, CloseRequest(key=position.signal_id, reason=CloseReason.STOP_LOSS)
+    )
+
+    command = CloseCommand.objects.get(pk=queued[position.pk])
+    assert command.device_id == other.device_id
+    # and the audit says what was asked for
+    requested = AuditEvent.objects.get(action=AuditAction.POSITION_CLOSE_REQUESTED, subject_id=position.pk)
+    assert requested.data["command_id"] == command.pk
+    assert Decimal(str(requested.data["volume"])) == Decimal("0.10")
