@@ -19,7 +19,14 @@ from core.errors import DomainError
 from core.wake import wake_clients
 from positions import metrics
 from positions.alerts import alert_raise
-from positions.choices import CLOSED_STATUS_FOR, AlertKind, CloseCommandStatus, CloseReason, PositionStatus
+from positions.choices import (
+    ACTIVE_CLOSE_STATUSES,
+    CLOSED_STATUS_FOR,
+    AlertKind,
+    CloseCommandStatus,
+    CloseReason,
+    PositionStatus,
+)
 from positions.locks import close_command_lock, position_lock
 from positions.models import CloseCommand, OpenPosition
 from positions.notices import position_close_notice
@@ -213,6 +220,14 @@ def _close_command_ack(
                 fields={"closed_volume": [f"at most {position.remaining_volume}"]},
             )
 
+        # A late acknowledgement of a command given up (expired) after another close was
+        # queued (the owner's, a guard's): what it reports is recorded, and the position
+        # stays closing for the close now active.
+        superseded = (
+            CloseCommand.objects.filter(position_id=position.pk, status__in=ACTIVE_CLOSE_STATUSES)
+            .exclude(pk=command.pk)
+            .exists()
+        )
         now = timezone.now()
         CloseCommand.objects.filter(pk=command.pk).update(
             status=CloseCommandStatus.EXECUTED if result.executed else CloseCommandStatus.FAILED,
@@ -229,8 +244,10 @@ def _close_command_ack(
             data={"position_id": position.pk, **result.as_json()},
         )
         if result.executed:
-            _apply_close(position=position, command=command, result=result, now=now, by=by)
-        elif position.status in (PositionStatus.CLOSING, PositionStatus.CLOSE_FAILED):
+            _apply_close(
+                position=position, command=command, result=result, now=now, by=by, superseded=superseded
+            )
+        elif position.status in (PositionStatus.CLOSING, PositionStatus.CLOSE_FAILED) and not superseded:
             _after_failed_close(position=position, command=command, error=result.error, now=now, by=by)
         command.refresh_from_db()
     return command, True
@@ -262,7 +279,7 @@ def _after_failed_close(*, position: OpenPosition, command: CloseCommand, error:
 
 
 def _apply_close(
-    *, position: OpenPosition, command: CloseCommand, result: CloseResult, now, by: Actor
+    *, position: OpenPosition, command: CloseCommand, result: CloseResult, now, by: Actor, superseded: bool
 ) -> None:
     pnl = realized_pnl(
         side=position.side,
@@ -287,11 +304,11 @@ def _apply_close(
             close_reason=command.reason,
         )
     else:
-        fields.update(status=PositionStatus.OPEN)
+        fields.update(status=PositionStatus.CLOSING if superseded else PositionStatus.OPEN)
     OpenPosition.objects.filter(pk=position.pk).update(**fields)
     # Room under the client's exposure limits (positions.exposure): held-back approvals may go.
     wake_clients([position.client_id])
-    if not fully_closed:
+    if not fully_closed and not superseded:
         _rejudge(position)
     audit(
         by=by,
