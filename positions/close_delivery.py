@@ -223,10 +223,12 @@ def _close_command_ack(
         # A late acknowledgement of a command given up (expired) after another close was
         # queued (the owner's, a guard's): what it reports is recorded, and the position
         # stays closing for the close now active.
+        # (An active command is the only one of its position: no query for it.)
         superseded = (
-            CloseCommand.objects.filter(position_id=position.pk, status__in=ACTIVE_CLOSE_STATUSES)
-            .exclude(pk=command.pk)
-            .exists()
+            command.status not in ACTIVE_CLOSE_STATUSES
+            and CloseCommand.objects.filter(
+                position_id=position.pk, status__in=ACTIVE_CLOSE_STATUSES
+            ).exists()
         )
         now = timezone.now()
         CloseCommand.objects.filter(pk=command.pk).update(

@@ -107,10 +107,7 @@ chosen AS (
       FROM wanted w
      CROSS JOIN LATERAL (
         SELECT p.id, p.device_id, w.reason, w.trigger_quote, w.note, w.partial_index, w.priority, w.fraction,
-               CASE WHEN w.fraction IS NULL THEN p.remaining_volume
-                    ELSE LEAST(p.remaining_volume,
-                               floor(p.volume * w.fraction / %(lot_step)s) * %(lot_step)s)
-               END AS volume
+               {volume_of_w} AS volume
           FROM positions_openposition p
           JOIN signals_app_client c ON c.id = p.client_id
          WHERE {match} = w.key AND p.status = ANY(%(statuses)s)
@@ -134,9 +131,7 @@ chosen AS (
 -- status, and the volume to close from what it has left now.
 locked AS (
     SELECT s.id, p.device_id, s.reason, s.trigger_quote, s.note, s.partial_index,
-           CASE WHEN s.fraction IS NULL THEN p.remaining_volume
-                ELSE LEAST(p.remaining_volume, floor(p.volume * s.fraction / %(lot_step)s) * %(lot_step)s)
-           END AS volume
+           {volume_of_s} AS volume
       FROM positions_openposition p JOIN chosen s ON s.id = p.id
      WHERE p.status = ANY(%(statuses)s)
      {lock}
@@ -174,8 +169,20 @@ _AUDITED = audit_insert_sql(
         " 'partial_index', partial_index, 'trigger_quote', trigger_quote, 'note', note)"
     ),
 )
+# The volume a row closes of position p: the whole remainder, or the row's fraction of the
+# original volume rounded down to the lot step, at most the remainder. Chosen from the
+# snapshot, then again from the locked row.
+_VOLUME = """CASE WHEN {row}.fraction IS NULL THEN p.remaining_volume
+     ELSE LEAST(p.remaining_volume, floor(p.volume * {row}.fraction / %(lot_step)s) * %(lot_step)s)
+END"""
 _STATEMENTS = {
-    claim: _CLAIM.format(match=claim.value.match, lock=POSITIONS_IN_ORDER, audited=_AUDITED)
+    claim: _CLAIM.format(
+        match=claim.value.match,
+        lock=POSITIONS_IN_ORDER,
+        audited=_AUDITED,
+        volume_of_w=_VOLUME.format(row="w"),
+        volume_of_s=_VOLUME.format(row="s"),
+    )
     for claim in Claim
 }
 NOTE_MAX_LENGTH = 2000
